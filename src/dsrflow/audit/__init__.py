@@ -1,0 +1,1 @@
+"""The audit log: append-only events, chained by hash per request."""

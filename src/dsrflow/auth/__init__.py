@@ -1,0 +1,1 @@
+"""Handler identities: bearer tokens (stored hashed) and roles."""

@@ -1,0 +1,73 @@
+"""Settings: every knob in one place, read once from the environment (prefix DSRFLOW_) and .env."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Security = Literal["none", "starttls", "tls"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DSRFLOW_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Path("./var")
+    database_url: str | None = None
+    workflows_dir: Path = Path("./workflows")
+    base_url: str = "http://127.0.0.1:8000"
+    timezone: str = "Asia/Tokyo"
+    company_name: str = "株式会社InnovativeAI"
+
+    handler_email: str = "info@innovativeai.co.jp"
+    escalation_email: str | None = None
+    mail_from: str = "info@innovativeai.co.jp"
+    smtp_host: str | None = None
+    smtp_port: int | None = None
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_security: Security = "none"
+    smtp_timeout_seconds: float = 30.0
+
+    imap_host: str | None = None
+    imap_port: int | None = None
+    imap_username: str | None = None
+    imap_password: str | None = None
+    imap_folder: str = "INBOX"
+    imap_security: Security = "tls"
+
+    # Public endpoints: body size cap and per-client request budget.
+    max_body_bytes: int = 64 * 1024
+    rate_limit_per_minute: int = 20
+    # Business-day closures, as MM-DD ranges (the default is the year-end closure 12/29-1/3).
+    closure_days: list[str] = Field(default_factory=lambda: ["12-29..12-31", "01-01..01-03"])
+    verification_link_hours: int = 72
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        ZoneInfo(value)  # raises on an unknown zone, so the service does not start
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'dsrflow.sqlite3').resolve()}"
+
+    @property
+    def maildir_path(self) -> Path:
+        return self.data_dir / "maildir"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Outgoing mail: the transactional outbox, letter rendering, and delivery (SMTP or Maildir)."""

@@ -1,0 +1,54 @@
+"""Queueing mail: the service hands plain values; rows commit with the decision that caused them."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import exists
+from sqlmodel import Session, select
+
+from dsrflow.mail.models import OutboxMessage
+from dsrflow.mail.render import single_line
+
+
+@dataclass(frozen=True)
+class OutgoingMail:
+    dedup_key: str
+    letter: str
+    recipient: str
+    subject: str
+    body: str
+    request_id: str | None = None
+    reference: str | None = None
+    in_reply_to: str | None = None
+
+
+def make_message_id(domain: str) -> str:
+    return f"<{secrets.token_hex(16)}@{domain}>"
+
+
+def enqueue(session: Session, mail: OutgoingMail, domain: str) -> OutboxMessage | None:
+    """Add ``mail`` to the outbox unless a row with its dedup key exists. The caller commits."""
+    if session.exec(select(exists().where(OutboxMessage.dedup_key == mail.dedup_key))).one():
+        return None
+    row = OutboxMessage(
+        dedup_key=mail.dedup_key,
+        request_id=mail.request_id,
+        reference=mail.reference,
+        letter=mail.letter,
+        recipient=single_line(mail.recipient),
+        subject=single_line(mail.subject),
+        body=mail.body,
+        message_id=make_message_id(domain),
+        in_reply_to=mail.in_reply_to,
+    )
+    session.add(row)
+    return row
+
+
+def message_id_for(session: Session, dedup_key: str) -> str | None:
+    """The Message-ID of a queued letter, so later letters can thread under it."""
+    return session.exec(
+        select(OutboxMessage.message_id).where(OutboxMessage.dedup_key == dedup_key)
+    ).first()

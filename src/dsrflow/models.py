@@ -1,0 +1,8 @@
+"""Every table, imported in one place so the metadata (and Alembic) sees them all."""
+
+from dsrflow.audit.models import AuditHead, Event
+from dsrflow.auth.models import Handler
+from dsrflow.mail.models import OutboxMessage
+from dsrflow.requests.models import ReferenceCounter, Request, VerificationToken
+
+__all__ = ["AuditHead", "Event", "Handler", "OutboxMessage", "ReferenceCounter", "Request", "VerificationToken"]

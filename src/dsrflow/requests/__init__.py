@@ -1,0 +1,1 @@
+"""Requests: the domain layer (tables, queries, and the service that commits)."""

@@ -1,0 +1,94 @@
+"""Every query on requests. Nothing here commits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, update
+from sqlmodel import Session, col, select
+
+from dsrflow.audit.models import Event
+from dsrflow.requests.models import ReferenceCounter, Request, VerificationToken
+
+
+def get(session: Session, request_id: str) -> Request | None:
+    return session.get(Request, request_id)
+
+
+def by_status_token(session: Session, token_hash: str) -> Request | None:
+    return session.exec(select(Request).where(Request.status_token_hash == token_hash)).first()
+
+
+def by_reference(session: Session, reference: str) -> Request | None:
+    return session.exec(select(Request).where(Request.reference == reference)).first()
+
+
+def next_reference_number(session: Session, year: int) -> int:
+    """Take the next number of ``year``; the row lock serialises concurrent intakes."""
+    if session.get(ReferenceCounter, year) is None:
+        session.add(ReferenceCounter(year=year, last_number=0))
+        session.flush()
+    result = session.execute(
+        update(ReferenceCounter)
+        .where(col(ReferenceCounter.year) == year)
+        .values(last_number=col(ReferenceCounter.last_number) + 1)
+        .returning(col(ReferenceCounter.last_number))
+    )
+    return int(result.scalar_one())
+
+
+def update_if_version(session: Session, request_id: str, version: int, values: dict[str, Any]) -> bool:
+    """Conditional update: applies only if nobody changed the request since we read it."""
+    result = session.execute(
+        update(Request)
+        .where(col(Request.id) == request_id, col(Request.version) == version)
+        .values(version=version + 1, **values)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def search(
+    session: Session,
+    *,
+    state: str | None,
+    request_type: str | None,
+    overdue_as_of: datetime | None,
+    due_before: datetime | None,
+    closed_states: Sequence[str],
+    limit: int,
+    offset: int,
+) -> tuple[list[Request], int]:
+    """Requests matching the filters, newest first, and the total count."""
+    query = select(Request)
+    if state:
+        query = query.where(Request.state == state)
+    if request_type:
+        query = query.where(Request.type == request_type)
+    if overdue_as_of is not None:
+        query = query.where(
+            col(Request.due_at) < overdue_as_of, col(Request.state).not_in(closed_states)
+        )
+    if due_before is not None:
+        query = query.where(col(Request.due_at) < due_before)
+    total = session.exec(select(func.count()).select_from(query.subquery())).one()
+    rows = session.exec(
+        query.order_by(col(Request.received_at).desc(), col(Request.reference).desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return list(rows), int(total)
+
+
+def history(session: Session, request_id: str) -> list[Event]:
+    return list(
+        session.exec(select(Event).where(Event.request_id == request_id).order_by(col(Event.seq)))
+    )
+
+
+def verification_token(session: Session, token_hash: str) -> VerificationToken | None:
+    return session.exec(
+        select(VerificationToken).where(VerificationToken.token_hash == token_hash)
+    ).first()

@@ -1,0 +1,171 @@
+"""Request shapes for the API and the pages: XCreate in, XPublic out."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+
+Language = Literal["ja", "en"]
+DisclosureMethod = Literal["electronic", "paper"]
+AgentRelation = Literal["legal_representative", "appointed_agent"]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class AgentIn(_In):
+    name: str = Field(min_length=1, max_length=200)
+    email: EmailStr
+    relation: AgentRelation
+
+
+class RequestCreate(_In):
+    """A new request, from the public form, the JSON intake or a mail."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        str_strip_whitespace=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "disclosure",
+                    "name": "山田 太郎",
+                    "email": "taro@example.jp",
+                    "details": "会員登録時に提供した個人データの開示を求めます。",
+                    "language": "ja",
+                    "disclosure_method": "electronic",
+                }
+            ]
+        },
+    )
+
+    type: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=200)
+    email: EmailStr
+    details: str = Field(min_length=1, max_length=20_000)
+    phone: str | None = Field(default=None, max_length=40)
+    postal_address: str | None = Field(default=None, max_length=500)
+    language: Language = "ja"
+    disclosure_method: DisclosureMethod | None = None
+    agent: AgentIn | None = None
+
+    @field_validator("name", "phone")
+    @classmethod
+    def _one_line(cls, value: str | None) -> str | None:
+        if value is not None and any(ch in value for ch in "\r\n"):
+            raise ValueError("must be a single line")
+        return value
+
+
+class RequestCreated(BaseModel):
+    id: str
+    reference: str
+    type: str
+    state: str
+    received_at: datetime
+    due_at: datetime
+
+
+class WithheldPart(_In):
+    reason_code: str
+    explanation: str
+
+
+class TransitionIn(_In):
+    """A handler's decision. Which fields a trigger needs is defined in workflows/."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        str_strip_whitespace=True,
+        json_schema_extra={
+            "examples": [
+                {"trigger": "verify_identity", "expected_version": 1, "method": "id_document_copy"},
+                {
+                    "trigger": "refuse",
+                    "expected_version": 2,
+                    "reason_code": "DISC_NOT_EXIST",
+                    "explanation": "ご指定のサービスでは、ご本人の個人データを保有していません。",
+                },
+            ]
+        },
+    )
+
+    trigger: str = Field(min_length=1, max_length=64)
+    expected_version: int | None = Field(default=None, ge=1)
+    method: str | None = Field(default=None, max_length=64)
+    note: str | None = Field(default=None, max_length=10_000)
+    message: str | None = Field(default=None, max_length=10_000)
+    summary: str | None = Field(default=None, max_length=20_000)
+    withheld: list[WithheldPart] | None = Field(default=None, max_length=50)
+    reason_code: str | None = Field(default=None, max_length=64)
+    explanation: str | None = Field(default=None, max_length=10_000)
+
+    def fields(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"trigger", "expected_version"}, exclude_none=True)
+
+
+class EventPublic(BaseModel):
+    seq: int
+    kind: str
+    trigger: str | None
+    from_state: str | None
+    to_state: str | None
+    actor: str
+    at: datetime
+    detail: dict[str, Any]
+
+
+class AgentPublic(BaseModel):
+    name: str
+    email: str
+    relation: str
+
+
+class RequestPublic(BaseModel):
+    """The whole request, as handlers see it."""
+
+    id: str
+    reference: str
+    type: str
+    state: str
+    version: int
+    channel: str
+    language: str
+    name: str
+    email: str
+    phone: str | None
+    postal_address: str | None
+    details: str
+    disclosure_method: str | None
+    agent: AgentPublic | None
+    identity_method: str | None
+    email_verified_at: datetime | None
+    received_at: datetime
+    identity_verified_at: datetime | None
+    awaiting_requester_at: datetime | None
+    closed_at: datetime | None
+    due_at: datetime
+    art39_date: date | None
+    allowed_triggers: list[str]
+    history: list[EventPublic] = []
+
+
+class RequestSummary(BaseModel):
+    id: str
+    reference: str
+    type: str
+    state: str
+    version: int
+    received_at: datetime
+    due_at: datetime
+    overdue: bool
+
+
+class RequestPage(BaseModel):
+    items: list[RequestSummary]
+    total: int
+    limit: int
+    offset: int

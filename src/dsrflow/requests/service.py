@@ -1,0 +1,404 @@
+"""The request service: the only place that commits.
+
+A decision is one transaction: a conditional update on the request's version, the audit event,
+and the letters it causes as outbox rows. Mail leaves after commit, so a failed send never undoes
+a decision and a crash never loses one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Any
+
+from sqlmodel import Session
+
+from dsrflow.audit.chain import append_event
+from dsrflow.auth.tokens import new_token, token_digest
+from dsrflow.db import utcnow
+from dsrflow.mail.outbox import OutgoingMail, enqueue, message_id_for
+from dsrflow.requests import repository
+from dsrflow.requests.models import Request, VerificationToken
+from dsrflow.requests.schemas import (
+    AgentPublic,
+    EventPublic,
+    RequestCreate,
+    RequestPublic,
+    TransitionIn,
+)
+from dsrflow.runtime import Runtime
+from dsrflow.workflow.engine import InvalidFields, Subject, TriggerNotAllowed
+
+log = logging.getLogger(__name__)
+
+
+class NotFound(Exception):
+    pass
+
+
+class Conflict(Exception):
+    """The request moved on: a stale version, or a trigger not allowed in its state."""
+
+    def __init__(self, detail: str, request: Request, allowed: list[str]):
+        super().__init__(detail)
+        self.detail = detail
+        self.state, self.version, self.allowed = request.state, request.version, allowed
+
+
+class Invalid(Exception):
+    """Input that names something the workflows do not allow; ``errors`` maps field to problem."""
+
+    def __init__(self, errors: dict[str, str]):
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class Submitted:
+    request: Request
+    status_token: str
+
+
+class EmailCheck(Enum):
+    VERIFIED = "verified"
+    IDENTITY_VERIFIED = "identity_verified"
+    USED = "used"
+    EXPIRED = "expired"
+    UNKNOWN = "unknown"
+
+
+def _reference(year: int, number: int) -> str:
+    return f"DSR-{year}-{number:06d}"
+
+
+def submit(
+    rt: Runtime,
+    session: Session,
+    data: RequestCreate,
+    *,
+    channel: str,
+    received_at: datetime | None = None,
+) -> Submitted:
+    """Create a request as of its arrival, with its acknowledgment and notices queued.
+
+    ``received_at`` is when it reached us (a mail's arrival); the Art. 39 clock runs from it.
+    """
+    wf = rt.definitions.workflows.get(data.type)
+    if wf is None:
+        raise Invalid({"type": f"unknown type; one of {sorted(rt.definitions.workflows)}"})
+    if data.disclosure_method and data.disclosure_method not in wf.disclosure_methods:
+        raise Invalid({"disclosure_method": f"not offered for {wf.id}"})
+    received_at = received_at or utcnow()
+    local = received_at.astimezone(rt.settings.tz)
+    status_token = new_token("st")
+    request = Request(
+        reference=_reference(local.year, repository.next_reference_number(session, local.year)),
+        type=wf.id,
+        state=wf.initial,
+        channel=channel,
+        language=data.language,
+        requester_name=data.name,
+        requester_email=str(data.email),
+        requester_phone=data.phone or None,
+        requester_postal_address=data.postal_address or None,
+        details=data.details,
+        disclosure_method=data.disclosure_method
+        or (wf.disclosure_methods[0] if wf.disclosure_methods else None),
+        agent_name=data.agent.name if data.agent else None,
+        agent_email=str(data.agent.email) if data.agent else None,
+        agent_relation=data.agent.relation if data.agent else None,
+        received_at=received_at,
+        due_at=rt.calendar.due_at(received_at, wf.deadline),
+        art39_date=rt.calendar.art39_date(received_at) if wf.deadline.art39 else None,
+        status_token_hash=token_digest(status_token),
+    )
+    session.add(request)
+    session.flush()
+    append_event(
+        session,
+        request.id,
+        kind="submitted",
+        actor="requester",
+        at=received_at,
+        to_state=request.state,
+        detail={"channel": channel, "type": wf.id, "agent": request.agent_relation},
+    )
+    context = _letter_context(rt, request, status_token=status_token)
+    _send(rt, session, request, "acknowledgment", wf.letters["acknowledgment"], context)
+    _send_verification(rt, session, request, context)
+    _send(
+        rt,
+        session,
+        request,
+        "handler_notice",
+        wf.letters["handler_notice"],
+        context,
+        recipient=rt.settings.handler_email,
+        language="ja",
+    )
+    session.commit()
+    log.info("request submitted", extra={"reference": request.reference, "type": wf.id})
+    return Submitted(request=request, status_token=status_token)
+
+
+def transition(
+    rt: Runtime, session: Session, request_id: str, body: TransitionIn, *, actor: str
+) -> Request:
+    """Fire ``body.trigger`` on the request; raises NotFound, Conflict or Invalid."""
+    request = repository.get(session, request_id)
+    if request is None:
+        raise NotFound(request_id)
+    if body.expected_version is not None and body.expected_version != request.version:
+        raise Conflict(
+            f"expected version {body.expected_version}, but the request is at version "
+            f"{request.version}",
+            request,
+            rt.engine.allowed_triggers(request.type, request.state),
+        )
+    request = _apply(rt, session, request, body.trigger, body.fields(), actor=actor)
+    session.commit()
+    return request
+
+
+def withdraw_by_requester(rt: Runtime, session: Session, status_token: str) -> Request:
+    """The requester withdraws their own request from the status page."""
+    request = repository.by_status_token(session, token_digest(status_token))
+    if request is None:
+        raise NotFound("status token")
+    request = _apply(rt, session, request, "withdraw", {}, actor="requester")
+    session.commit()
+    return request
+
+
+def verify_email(rt: Runtime, session: Session, token: str) -> tuple[EmailCheck, Request | None]:
+    """Record that the requester controls the address; where the workflow says that is enough,
+    also verify identity with method ``email_link``. The link works once and expires."""
+    row = repository.verification_token(session, token_digest(token))
+    if row is None:
+        return EmailCheck.UNKNOWN, None
+    request = repository.get(session, row.request_id)
+    now = utcnow()
+    if row.used_at is not None:
+        return EmailCheck.USED, request
+    if row.expires_at <= now:
+        return EmailCheck.EXPIRED, request
+    assert request is not None
+    row.used_at = now
+    session.add(row)
+    append_event(session, request.id, kind="email_verified", actor="requester", at=now)
+    wf = rt.definitions.workflow(request.type)
+    allowed = rt.engine.allowed_triggers(request.type, request.state)
+    outcome = EmailCheck.VERIFIED
+    if wf.email_link_sufficient and "verify_identity" in allowed:
+        request = _apply(
+            rt, session, request, "verify_identity", {"method": "email_link"}, actor="requester",
+            extra={"email_verified_at": now},
+        )
+        outcome = EmailCheck.IDENTITY_VERIFIED
+    else:
+        if not repository.update_if_version(
+            session, request.id, request.version, {"email_verified_at": now, "updated_at": now}
+        ):
+            session.rollback()
+            raise Conflict("the request changed meanwhile; try the link again", request, allowed)
+        session.refresh(request)
+    session.commit()
+    return outcome, request
+
+
+def _apply(
+    rt: Runtime,
+    session: Session,
+    request: Request,
+    trigger: str,
+    fields: dict[str, Any],
+    *,
+    actor: str,
+    extra: dict[str, Any] | None = None,
+) -> Request:
+    """The heart of a decision: engine, conditional update, event, letters (no commit)."""
+    allowed = rt.engine.allowed_triggers(request.type, request.state)
+    try:
+        outcome = rt.engine.fire(
+            request.type, Subject(request.state, request.resume_state), trigger, fields
+        )
+    except TriggerNotAllowed as exc:
+        raise Conflict(str(exc), request, allowed) from exc
+    except InvalidFields as exc:
+        raise Invalid(exc.errors) from exc
+    wf = rt.definitions.workflow(request.type)
+    now = utcnow()
+    values: dict[str, Any] = {"state": outcome.dest, "updated_at": now, **(extra or {})}
+    values[wf.states[outcome.dest].stamp] = now
+    if outcome.dest == "awaiting_requester":
+        values["resume_state"] = outcome.source
+    elif outcome.source == "awaiting_requester":
+        values["resume_state"] = None
+    if "method" in fields:
+        values["identity_method"] = fields["method"]
+    if not repository.update_if_version(session, request.id, request.version, values):
+        session.rollback()
+        current = repository.get(session, request.id)
+        assert current is not None
+        session.refresh(current)
+        raise Conflict(
+            f"the request changed meanwhile (now '{current.state}', version {current.version})",
+            current,
+            rt.engine.allowed_triggers(current.type, current.state),
+        )
+    append_event(
+        session,
+        request.id,
+        kind="transition",
+        trigger=trigger,
+        from_state=outcome.source,
+        to_state=outcome.dest,
+        actor=actor,
+        at=now,
+        detail=fields,
+    )
+    session.refresh(request)
+    if outcome.transition.letter:
+        context = _letter_context(rt, request, fields=fields)
+        key = f"v{request.version}:{outcome.transition.letter}"
+        _send(rt, session, request, key, outcome.transition.letter, context)
+    return request
+
+
+def _send_verification(
+    rt: Runtime, session: Session, request: Request, context: dict[str, Any]
+) -> None:
+    token = new_token("vt")
+    hours = rt.settings.verification_link_hours
+    session.add(
+        VerificationToken(
+            request_id=request.id,
+            token_hash=token_digest(token),
+            expires_at=utcnow() + timedelta(hours=hours),
+        )
+    )
+    context = {
+        **context,
+        "verify_url": f"{rt.settings.base_url}/verify/{token}",
+        "verify_hours": hours,
+    }
+    wf = rt.definitions.workflow(request.type)
+    _send(rt, session, request, "verification", wf.letters["verification"], context)
+
+
+def _send(
+    rt: Runtime,
+    session: Session,
+    request: Request,
+    key: str,
+    letter: str,
+    context: dict[str, Any],
+    *,
+    recipient: str | None = None,
+    language: str | None = None,
+) -> None:
+    rendered = rt.letters.render(letter, language or request.language, context)
+    enqueue(
+        session,
+        OutgoingMail(
+            dedup_key=f"{request.id}:{key}",
+            letter=letter,
+            recipient=recipient or request.agent_email or request.requester_email,
+            subject=rendered.subject,
+            body=rendered.body,
+            request_id=request.id,
+            reference=request.reference,
+            # Letters to the requester thread under the acknowledgment.
+            in_reply_to=None
+            if recipient or key == "acknowledgment"
+            else message_id_for(session, f"{request.id}:acknowledgment"),
+        ),
+        rt.mail_domain,
+    )
+
+
+def _reason_context(rt: Runtime, code: str, language: str) -> dict[str, str]:
+    reason = rt.definitions.reasons[code]
+    return {
+        "code": reason.code,
+        "article": reason.article,
+        "label": reason.label.for_language(language),
+        "statutory_text": reason.statutory_text.for_language(language),
+    }
+
+
+def _letter_context(
+    rt: Runtime,
+    request: Request,
+    *,
+    status_token: str | None = None,
+    fields: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What a letter may show: only what its purpose needs (no details, phone or address)."""
+    wf = rt.definitions.workflow(request.type)
+    language = request.language
+    tz = rt.settings.tz
+    fields = dict(fields or {})
+    if "reason_code" in fields:
+        fields["reason"] = _reason_context(rt, fields["reason_code"], language)
+    fields["withheld"] = [
+        {"reason": _reason_context(rt, part["reason_code"], language), **part}
+        for part in fields.get("withheld") or []
+    ]
+    base = rt.settings.base_url
+    return {
+        **fields,
+        "company_name": rt.settings.company_name,
+        "handler_email": rt.settings.handler_email,
+        "reference": request.reference,
+        "type_title": wf.title.for_language(language),
+        "requester_name": request.agent_name or request.requester_name,
+        "channel": request.channel,
+        "received_at_local": request.received_at.astimezone(tz).strftime("%Y-%m-%d %H:%M"),
+        "due_on": request.due_at.astimezone(tz).date().isoformat(),
+        "art39_on": request.art39_date.isoformat() if request.art39_date else None,
+        "has_agent": request.agent_relation is not None,
+        "fee": wf.fee.model_dump() if wf.fee else None,
+        "identity_methods": wf.identity_methods,
+        "email_link_sufficient": wf.email_link_sufficient,
+        **({"status_url": f"{base}/status/{status_token}"} if status_token else {}),
+        "handler_url": f"{base}/api/v1/requests/{request.id}",
+    }
+
+
+def describe(rt: Runtime, session: Session, request: Request, *, history: bool) -> RequestPublic:
+    """The handler's view of a request, with what may happen next and (optionally) its history."""
+    agent = (
+        AgentPublic(name=request.agent_name, email=request.agent_email, relation=request.agent_relation)
+        if request.agent_name and request.agent_email and request.agent_relation
+        else None
+    )
+    events = repository.history(session, request.id) if history else []
+    return RequestPublic(
+        id=request.id,
+        reference=request.reference,
+        type=request.type,
+        state=request.state,
+        version=request.version,
+        channel=request.channel,
+        language=request.language,
+        name=request.requester_name,
+        email=request.requester_email,
+        phone=request.requester_phone,
+        postal_address=request.requester_postal_address,
+        details=request.details,
+        disclosure_method=request.disclosure_method,
+        agent=agent,
+        identity_method=request.identity_method,
+        email_verified_at=request.email_verified_at,
+        received_at=request.received_at,
+        identity_verified_at=request.identity_verified_at,
+        awaiting_requester_at=request.awaiting_requester_at,
+        closed_at=request.closed_at,
+        due_at=request.due_at,
+        art39_date=request.art39_date,
+        allowed_triggers=rt.engine.allowed_triggers(request.type, request.state),
+        history=[EventPublic.model_validate(e, from_attributes=True) for e in events],
+    )

@@ -1,0 +1,47 @@
+"""What a process loads once at start-up and every layer shares: settings, definitions, engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from urllib.parse import urlsplit
+
+from sqlalchemy.engine import Engine as DbEngine
+
+from dsrflow.config import Settings
+from dsrflow.db import make_engine
+from dsrflow.mail.render import LetterRenderer
+from dsrflow.workflow.calendar import BusinessCalendar
+from dsrflow.workflow.definitions import Definitions, load_definitions
+from dsrflow.workflow.engine import GUARDS, Engine
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    definitions: Definitions
+    engine: Engine
+    calendar: BusinessCalendar
+    letters: LetterRenderer
+    db: DbEngine
+
+    @classmethod
+    def load(cls, settings: Settings, db: DbEngine | None = None) -> Runtime:
+        """Load and validate workflows/ (raises WorkflowError naming file and key)."""
+        definitions = load_definitions(settings.workflows_dir, guards=GUARDS)
+        return cls(
+            settings=settings,
+            definitions=definitions,
+            engine=Engine(definitions),
+            calendar=BusinessCalendar(settings.tz, settings.closure_days),
+            letters=LetterRenderer(settings.workflows_dir / "templates"),
+            db=db if db is not None else make_engine(settings.resolved_database_url),
+        )
+
+    @cached_property
+    def mail_domain(self) -> str:
+        return self.settings.mail_from.rpartition("@")[2] or urlsplit(self.settings.base_url).hostname or "localhost"
+
+    @cached_property
+    def closed_states(self) -> list[str]:
+        return sorted({s for wf in self.definitions.workflows.values() for s in wf.terminal_states})

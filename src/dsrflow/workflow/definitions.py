@@ -1,0 +1,291 @@
+"""Workflow definitions: the YAML schema, loading, and cross-file validation.
+
+Everything a privacy officer may change (states, transitions, reasons, identity methods, fees,
+deadlines, reminders, letters) lives in ``workflows/``. This module turns those files into typed
+objects and refuses to start on any error, naming the file and the key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+# The contract (DESIGN.md): every workflow has these states and triggers.
+REQUIRED_STATES = (
+    "received",
+    "identity_verified",
+    "awaiting_requester",
+    "fulfilled",
+    "refused",
+    "withdrawn",
+)
+TERMINAL_STATES = ("fulfilled", "refused", "withdrawn")
+REQUIRED_TRIGGERS = (
+    "verify_identity",
+    "request_info",
+    "info_received",
+    "fulfill",
+    "refuse",
+    "withdraw",
+)
+# Timestamps a state may stamp when entered (columns of the request row).
+STAMPS = ("received_at", "identity_verified_at", "awaiting_requester_at", "closed_at")
+# Body fields a transition may require or accept; their rules live in the engine.
+TRANSITION_FIELDS = (
+    "method",
+    "note",
+    "message",
+    "summary",
+    "withheld",
+    "reason_code",
+    "explanation",
+)
+LANGUAGES = ("ja", "en")
+ANY_OPEN_STATE = "*"
+
+
+class WorkflowError(Exception):
+    """One or more definition errors; each names the file and the key."""
+
+    def __init__(self, errors: list[str]):
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Text(_Strict):
+    ja: str = Field(min_length=1)
+    en: str = Field(min_length=1)
+
+    def for_language(self, language: str) -> str:
+        return self.en if language == "en" else self.ja
+
+
+class StateDef(_Strict):
+    terminal: bool = False
+    stamp: Literal["received_at", "identity_verified_at", "awaiting_requester_at", "closed_at"]
+    label: Text
+
+
+class TransitionDef(_Strict):
+    trigger: str
+    source: list[str]
+    dest: str
+    requires: list[str] = []
+    accepts: list[str] = []
+    guards: list[str] = []
+    letter: str | None = None
+    label: Text | None = None
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class DeadlineDef(_Strict):
+    days: int = Field(default=14, ge=1, le=365)
+    counting: Literal["calendar", "business"] = "calendar"
+    # Art. 39: the requester may sue two weeks after arrival; false where it does not apply.
+    art39: bool = True
+    pause_while_awaiting_requester: bool = False
+    extension_max_days: int = Field(default=0, ge=0, le=365)
+
+
+class RemindersDef(_Strict):
+    before_due_days: list[int] = [7, 3, 1, 0]
+    overdue_every_days: int = Field(default=1, ge=1)
+
+
+class IdentityWaitDef(_Strict):
+    remind_requester_after_days: list[int] = [3, 7]
+    escalate_after_days: int = Field(default=14, ge=1)
+
+
+class FeeDef(_Strict):
+    amount_jpy: int = Field(ge=0)
+    article: str = "38"
+
+
+class WorkflowDef(_Strict):
+    id: str
+    title: Text
+    article: str
+    initial: str = "received"
+    states: dict[str, StateDef]
+    transitions: list[TransitionDef]
+    identity_methods: list[str] = Field(min_length=1)
+    # Whether confirming control of the e-mail address alone verifies identity for this type.
+    email_link_sufficient: bool = False
+    disclosure_methods: list[Literal["electronic", "paper"]] = []
+    fee: FeeDef | None = None
+    deadline: DeadlineDef = DeadlineDef()
+    reminders: RemindersDef = RemindersDef()
+    identity_wait: IdentityWaitDef = IdentityWaitDef()
+    letters: dict[str, str] = {}
+
+    @property
+    def terminal_states(self) -> list[str]:
+        return [name for name, state in self.states.items() if state.terminal]
+
+    @property
+    def triggers(self) -> list[str]:
+        return list(dict.fromkeys(t.trigger for t in self.transitions))
+
+    def transitions_for(self, trigger: str) -> list[TransitionDef]:
+        return [t for t in self.transitions if t.trigger == trigger]
+
+
+class LegalReason(_Strict):
+    code: str = Field(pattern=r"^[A-Z][A-Z0-9_]+$")
+    article: str
+    label: Text
+    statutory_text: Text
+    types: list[str] = Field(min_length=1)
+    states: list[str] = Field(min_length=1)
+
+    def fits(self, request_type: str, state: str) -> bool:
+        return request_type in self.types and state in self.states
+
+
+class ReasonCatalog(_Strict):
+    reasons: list[LegalReason]
+
+
+@dataclass(frozen=True)
+class Definitions:
+    """Every loaded workflow and the reason catalog, validated together."""
+
+    workflows: dict[str, WorkflowDef]
+    reasons: dict[str, LegalReason]
+    directory: Path
+
+    def workflow(self, request_type: str) -> WorkflowDef:
+        return self.workflows[request_type]
+
+    def reasons_for(self, request_type: str, state: str) -> list[LegalReason]:
+        return [r for r in self.reasons.values() if r.fits(request_type, state)]
+
+
+def _read_yaml(path: Path, errors: list[str]) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        errors.append(f"{path}: cannot be read as YAML: {exc}")
+        return None
+
+
+def _schema_errors(path: Path, exc: ValidationError) -> Iterable[str]:
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        yield f"{path}: {key}: {error['msg']}"
+
+
+def _check_workflow(
+    path: Path, wf: WorkflowDef, guards: Iterable[str], templates: Path
+) -> Iterable[str]:
+    if wf.id != path.stem:
+        yield f"{path}: id: '{wf.id}' must match the file name '{path.stem}'"
+    for state in REQUIRED_STATES:
+        if state not in wf.states:
+            yield f"{path}: states: the required state '{state}' is missing"
+    for state in TERMINAL_STATES:
+        if state in wf.states and not wf.states[state].terminal:
+            yield f"{path}: states.{state}.terminal: must be true"
+    if wf.initial not in wf.states:
+        yield f"{path}: initial: unknown state '{wf.initial}'"
+    for trigger in REQUIRED_TRIGGERS:
+        if trigger not in wf.triggers:
+            yield f"{path}: transitions: the required trigger '{trigger}' is missing"
+    known_guards = set(guards)
+    for i, t in enumerate(wf.transitions):
+        where = f"{path}: transitions[{i}] ({t.trigger})"
+        for source in t.source:
+            if source != ANY_OPEN_STATE and source not in wf.states:
+                yield f"{where}.source: unknown state '{source}'"
+            elif source in wf.states and wf.states[source].terminal:
+                yield f"{where}.source: '{source}' is terminal; nothing may leave it"
+        if t.dest not in wf.states:
+            yield f"{where}.dest: unknown state '{t.dest}'"
+        for field in [*t.requires, *t.accepts]:
+            if field not in TRANSITION_FIELDS:
+                yield f"{where}.requires/accepts: unknown field '{field}'"
+        for guard in t.guards:
+            if guard not in known_guards:
+                yield f"{where}.guards: unknown guard '{guard}' (known: {sorted(known_guards)})"
+        if t.letter is not None:
+            yield from _check_letter(f"{where}.letter", t.letter, templates)
+    for key, letter in wf.letters.items():
+        yield from _check_letter(f"{path}: letters.{key}", letter, templates)
+    if "method" in {f for t in wf.transitions for f in t.requires} and not wf.identity_methods:
+        yield f"{path}: identity_methods: at least one method is needed"
+
+
+def _check_letter(where: str, letter: str, templates: Path) -> Iterable[str]:
+    for language in LANGUAGES:
+        if not (templates / language / f"{letter}.txt.j2").is_file():
+            yield f"{where}: no template {templates / language / (letter + '.txt.j2')}"
+
+
+def load_definitions(directory: Path, guards: Iterable[str] = ()) -> Definitions:
+    """Load and validate every file in ``directory``; raise WorkflowError listing all errors."""
+    errors: list[str] = []
+    directory = Path(directory)
+    guards = list(guards)
+    templates = directory / "templates"
+    if not directory.is_dir():
+        raise WorkflowError([f"{directory}: the workflows directory does not exist"])
+
+    reasons: dict[str, LegalReason] = {}
+    catalog_path = directory / "legal_reasons.yaml"
+    raw_catalog = _read_yaml(catalog_path, errors) if catalog_path.exists() else None
+    if not catalog_path.exists():
+        errors.append(f"{catalog_path}: the reason catalog is missing")
+    elif raw_catalog is not None:
+        try:
+            for reason in ReasonCatalog.model_validate(raw_catalog).reasons:
+                if reason.code in reasons:
+                    errors.append(f"{catalog_path}: reasons.{reason.code}: duplicate code")
+                reasons[reason.code] = reason
+        except ValidationError as exc:
+            errors.extend(_schema_errors(catalog_path, exc))
+
+    workflows: dict[str, WorkflowDef] = {}
+    for path in sorted(directory.glob("*.yaml")):
+        if path == catalog_path:
+            continue
+        raw = _read_yaml(path, errors)
+        if raw is None:
+            continue
+        try:
+            wf = WorkflowDef.model_validate(raw)
+        except ValidationError as exc:
+            errors.extend(_schema_errors(path, exc))
+            continue
+        errors.extend(_check_workflow(path, wf, guards, templates))
+        workflows[wf.id] = wf
+    if not workflows and not errors:
+        errors.append(f"{directory}: no workflow files (*.yaml) found")
+
+    for code, reason in reasons.items():
+        for request_type in reason.types:
+            if workflows and request_type not in workflows:
+                errors.append(f"{catalog_path}: reasons.{code}.types: unknown type '{request_type}'")
+        for state in reason.states:
+            if workflows and not any(state in wf.states for wf in workflows.values()):
+                errors.append(f"{catalog_path}: reasons.{code}.states: unknown state '{state}'")
+    for wf in workflows.values():
+        if "refuse" in wf.triggers and not any(r.types and wf.id in r.types for r in reasons.values()):
+            errors.append(f"{directory / (wf.id + '.yaml')}: no reason in the catalog fits this type")
+
+    if errors:
+        raise WorkflowError(errors)
+    return Definitions(workflows=workflows, reasons=reasons, directory=directory)
