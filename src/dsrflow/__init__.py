@@ -1,0 +1,3 @@
+"""dsrflow: data-subject requests under the APPI."""
+
+__version__ = "0.1.0"

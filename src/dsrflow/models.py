@@ -5,4 +5,12 @@ from dsrflow.auth.models import Handler
 from dsrflow.mail.models import OutboxMessage
 from dsrflow.requests.models import ReferenceCounter, Request, VerificationToken
 
-__all__ = ["AuditHead", "Event", "Handler", "OutboxMessage", "ReferenceCounter", "Request", "VerificationToken"]
+__all__ = [
+    "AuditHead",
+    "Event",
+    "Handler",
+    "OutboxMessage",
+    "ReferenceCounter",
+    "Request",
+    "VerificationToken",
+]

@@ -40,7 +40,11 @@ class Runtime:
 
     @cached_property
     def mail_domain(self) -> str:
-        return self.settings.mail_from.rpartition("@")[2] or urlsplit(self.settings.base_url).hostname or "localhost"
+        return (
+            self.settings.mail_from.rpartition("@")[2]
+            or urlsplit(self.settings.base_url).hostname
+            or "localhost"
+        )
 
     @cached_property
     def closed_states(self) -> list[str]:

@@ -9,9 +9,7 @@ from dsrflow.auth.tokens import token_digest
 
 
 def handler_by_token(session: Session, token: str) -> Handler | None:
-    handler = session.exec(
-        select(Handler).where(Handler.token_hash == token_digest(token))
-    ).first()
+    handler = session.exec(select(Handler).where(Handler.token_hash == token_digest(token))).first()
     return handler if handler and handler.revoked_at is None else None
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import exists
 from sqlmodel import Session, select
 
 from dsrflow.mail.models import OutboxMessage
@@ -30,7 +29,8 @@ def make_message_id(domain: str) -> str:
 
 def enqueue(session: Session, mail: OutgoingMail, domain: str) -> OutboxMessage | None:
     """Add ``mail`` to the outbox unless a row with its dedup key exists. The caller commits."""
-    if session.exec(select(exists().where(OutboxMessage.dedup_key == mail.dedup_key))).one():
+    query = select(OutboxMessage.id).where(OutboxMessage.dedup_key == mail.dedup_key)
+    if session.exec(query).first() is not None:
         return None
     row = OutboxMessage(
         dedup_key=mail.dedup_key,

@@ -10,6 +10,7 @@ from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
 from dsrflow.audit.models import Event
+from dsrflow.mail.models import OutboxMessage
 from dsrflow.requests.models import ReferenceCounter, Request, VerificationToken
 
 
@@ -39,7 +40,9 @@ def next_reference_number(session: Session, year: int) -> int:
     return int(result.scalar_one())
 
 
-def update_if_version(session: Session, request_id: str, version: int, values: dict[str, Any]) -> bool:
+def update_if_version(
+    session: Session, request_id: str, version: int, values: dict[str, Any]
+) -> bool:
     """Conditional update: applies only if nobody changed the request since we read it."""
     result = session.execute(
         update(Request)
@@ -92,3 +95,16 @@ def verification_token(session: Session, token_hash: str) -> VerificationToken |
     return session.exec(
         select(VerificationToken).where(VerificationToken.token_hash == token_hash)
     ).first()
+
+
+def letters_to_requester(
+    session: Session, request_id: str, handler_email: str
+) -> list[OutboxMessage]:
+    """What we wrote to the requester about this request, oldest first."""
+    return list(
+        session.exec(
+            select(OutboxMessage)
+            .where(OutboxMessage.request_id == request_id, OutboxMessage.recipient != handler_email)
+            .order_by(col(OutboxMessage.id))
+        )
+    )

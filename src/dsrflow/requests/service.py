@@ -81,10 +81,26 @@ def submit(
     channel: str,
     received_at: datetime | None = None,
 ) -> Submitted:
-    """Create a request as of its arrival, with its acknowledgment and notices queued.
+    """Create a request as of its arrival, with its acknowledgment and notices queued, and commit.
 
     ``received_at`` is when it reached us (a mail's arrival); the Art. 39 clock runs from it.
     """
+    submitted = open_request(rt, session, data, channel=channel, received_at=received_at)
+    session.commit()
+    log.info("request submitted: %s (%s)", submitted.request.reference, submitted.request.type)
+    return submitted
+
+
+def open_request(
+    rt: Runtime,
+    session: Session,
+    data: RequestCreate,
+    *,
+    channel: str,
+    received_at: datetime | None = None,
+) -> Submitted:
+    """``submit`` without the commit, for callers that create a request inside a larger
+    transaction (mail intake records the message and the request together)."""
     wf = rt.definitions.workflows.get(data.type)
     if wf is None:
         raise Invalid({"type": f"unknown type; one of {sorted(rt.definitions.workflows)}"})
@@ -138,8 +154,6 @@ def submit(
         recipient=rt.settings.handler_email,
         language="ja",
     )
-    session.commit()
-    log.info("request submitted", extra={"reference": request.reference, "type": wf.id})
     return Submitted(request=request, status_token=status_token)
 
 
@@ -193,7 +207,12 @@ def verify_email(rt: Runtime, session: Session, token: str) -> tuple[EmailCheck,
     outcome = EmailCheck.VERIFIED
     if wf.email_link_sufficient and "verify_identity" in allowed:
         request = _apply(
-            rt, session, request, "verify_identity", {"method": "email_link"}, actor="requester",
+            rt,
+            session,
+            request,
+            "verify_identity",
+            {"method": "email_link"},
+            actor="requester",
             extra={"email_verified_at": now},
         )
         outcome = EmailCheck.IDENTITY_VERIFIED
@@ -371,7 +390,9 @@ def _letter_context(
 def describe(rt: Runtime, session: Session, request: Request, *, history: bool) -> RequestPublic:
     """The handler's view of a request, with what may happen next and (optionally) its history."""
     agent = (
-        AgentPublic(name=request.agent_name, email=request.agent_email, relation=request.agent_relation)
+        AgentPublic(
+            name=request.agent_name, email=request.agent_email, relation=request.agent_relation
+        )
         if request.agent_name and request.agent_email and request.agent_relation
         else None
     )

@@ -1,1 +1,1 @@
-"""The domain as data: workflow definitions loaded from workflows/, and the machines built on them."""
+"""The domain as data: workflow definitions from workflows/ and the machines built on them."""

@@ -27,8 +27,8 @@ def _parse_closures(closure_days: list[str]) -> list[tuple[tuple[int, int], tupl
         last = tuple(int(part) for part in (end or start).split("-"))
         if len(first) != 2 or len(last) != 2:
             raise ValueError(f"closure day '{item}' must be MM-DD or MM-DD..MM-DD")
-        date(2024, *first), date(2024, *last)  # noqa: B018  (validates month and day)
-        ranges.append((first, last))  # type: ignore[arg-type]
+        date(2024, *first), date(2024, *last)
+        ranges.append(((first[0], first[1]), (last[0], last[1])))
     return ranges
 
 
@@ -49,8 +49,10 @@ class BusinessCalendar:
         return any(first <= md <= last for first, last in self._closures)
 
     def is_business_day(self, day: date) -> bool:
-        return day.weekday() < 5 and day not in _japanese_holidays(day.year) and not self.is_closure(
-            day
+        return (
+            day.weekday() < 5
+            and day not in _japanese_holidays(day.year)
+            and not self.is_closure(day)
         )
 
     def local_date(self, moment: datetime) -> date:

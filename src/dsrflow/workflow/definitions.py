@@ -278,13 +278,19 @@ def load_definitions(directory: Path, guards: Iterable[str] = ()) -> Definitions
     for code, reason in reasons.items():
         for request_type in reason.types:
             if workflows and request_type not in workflows:
-                errors.append(f"{catalog_path}: reasons.{code}.types: unknown type '{request_type}'")
+                errors.append(
+                    f"{catalog_path}: reasons.{code}.types: unknown type '{request_type}'"
+                )
         for state in reason.states:
             if workflows and not any(state in wf.states for wf in workflows.values()):
                 errors.append(f"{catalog_path}: reasons.{code}.states: unknown state '{state}'")
     for wf in workflows.values():
-        if "refuse" in wf.triggers and not any(r.types and wf.id in r.types for r in reasons.values()):
-            errors.append(f"{directory / (wf.id + '.yaml')}: no reason in the catalog fits this type")
+        if "refuse" in wf.triggers and not any(
+            r.types and wf.id in r.types for r in reasons.values()
+        ):
+            errors.append(
+                f"{directory / (wf.id + '.yaml')}: no reason in the catalog fits this type"
+            )
 
     if errors:
         raise WorkflowError(errors)

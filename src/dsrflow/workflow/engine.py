@@ -114,7 +114,8 @@ class Engine:
         if trigger not in allowed:
             raise TriggerNotAllowed(trigger, subject.state, allowed)
         candidates = [
-            t for t in wf.transitions_for(trigger)
+            t
+            for t in wf.transitions_for(trigger)
             if subject.state in t.source or ANY_OPEN_STATE in t.source
         ]
         self._check_fields(wf, subject.state, candidates[0], fields)
@@ -177,6 +178,7 @@ class Engine:
 
 def _condition(guard: Guard) -> Callable[[EventData], bool]:
     def check(event: EventData) -> bool:
-        return guard(event.model, event.transition.dest)
+        assert isinstance(event.model, Subject) and event.transition is not None
+        return guard(event.model, str(event.transition.dest))
 
     return check

@@ -1,0 +1,116 @@
+"""Request routes: public intake, and the handler queue and decisions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Response
+
+from dsrflow.api.deps import Decider, Reader, RuntimeDep, SessionDep, rate_limited
+from dsrflow.api.problems import Problem
+from dsrflow.db import utcnow
+from dsrflow.requests import repository, service
+from dsrflow.requests.schemas import (
+    RequestCreate,
+    RequestCreated,
+    RequestPage,
+    RequestPublic,
+    RequestSummary,
+    TransitionIn,
+)
+
+router = APIRouter(prefix="/api/v1/requests", tags=["requests"])
+
+PROBLEMS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or bad token (problem details)"},
+    403: {"description": "The handler's role lacks the right (problem details)"},
+    404: {"description": "Unknown id (problem details)"},
+}
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=RequestCreated,
+    dependencies=[Depends(rate_limited("intake"))],
+    responses={422: {"description": "Invalid body"}, 429: {"description": "Rate limited"}},
+    summary="Submit a request (public, no auth)",
+)
+def submit_request(
+    data: RequestCreate, rt: RuntimeDep, session: SessionDep, response: Response
+) -> RequestCreated:
+    submitted = service.submit(rt, session, data, channel="api")
+    response.headers["Location"] = f"/api/v1/requests/{submitted.request.id}"
+    return RequestCreated.model_validate(submitted.request, from_attributes=True)
+
+
+@router.get("", response_model=RequestPage, responses=PROBLEMS, summary="The queue, newest first")
+def list_requests(
+    rt: RuntimeDep,
+    session: SessionDep,
+    _: Reader,
+    state: str | None = None,
+    type: str | None = None,
+    overdue: bool = False,
+    due_before: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> RequestPage:
+    if due_before is not None and due_before.tzinfo is None:
+        raise Problem(422, "due_before must carry a time zone (e.g. 2026-12-01T00:00:00+09:00).")
+    now = utcnow()
+    rows, total = repository.search(
+        session,
+        state=state,
+        request_type=type,
+        overdue_as_of=now if overdue else None,
+        due_before=due_before,
+        closed_states=rt.closed_states,
+        limit=limit,
+        offset=offset,
+    )
+    items = [
+        RequestSummary(
+            id=r.id,
+            reference=r.reference,
+            type=r.type,
+            state=r.state,
+            version=r.version,
+            received_at=r.received_at,
+            due_at=r.due_at,
+            overdue=r.due_at < now and r.state not in rt.closed_states,
+        )
+        for r in rows
+    ]
+    return RequestPage(items=items, total=total, limit=limit, offset=offset)
+
+
+@router.get(
+    "/{request_id}",
+    response_model=RequestPublic,
+    responses=PROBLEMS,
+    summary="One request with its history",
+)
+def get_request(request_id: str, rt: RuntimeDep, session: SessionDep, _: Reader) -> RequestPublic:
+    request = repository.get(session, request_id)
+    if request is None:
+        raise service.NotFound(request_id)
+    return service.describe(rt, session, request, history=True)
+
+
+@router.post(
+    "/{request_id}/transitions",
+    response_model=RequestPublic,
+    responses={
+        **PROBLEMS,
+        409: {"description": "Trigger not allowed now, or stale expected_version"},
+        422: {"description": "Incomplete body: missing or unknown reason, empty explanation…"},
+    },
+    summary="Advance a request (verify, request info, fulfil, refuse, withdraw…)",
+)
+def fire_transition(
+    request_id: str, body: TransitionIn, rt: RuntimeDep, session: SessionDep, handler: Decider
+) -> RequestPublic:
+    request = service.transition(rt, session, request_id, body, actor=f"handler:{handler.id}")
+    return service.describe(rt, session, request, history=True)

@@ -1,0 +1,217 @@
+"""The ``dsrflow`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+from sqlmodel import Session
+
+from dsrflow.config import Settings
+from dsrflow.workflow.definitions import WorkflowError
+
+if TYPE_CHECKING:
+    from dsrflow.runtime import Runtime
+
+
+class CliError(Exception):
+    """A problem to report in one line, without a traceback."""
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"DSRFLOW_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise CliError(f"configuration (environment or .env): {problems}") from exc
+
+
+def _runtime(migrate: bool = True) -> Runtime:
+    from dsrflow.db import migrate as run_migrations
+    from dsrflow.runtime import Runtime
+
+    rt = Runtime.load(_settings())
+    if migrate:
+        run_migrations(rt.db)
+    return rt
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from dsrflow.app import create_app
+
+    rt = _runtime()
+    background = None
+    if not args.no_scheduler:
+        from dsrflow.scheduler.runner import running_scheduler
+
+        background = running_scheduler
+    app = create_app(rt, background=background)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", proxy_headers=True)
+    return 0
+
+
+def cmd_scheduler(args: argparse.Namespace) -> int:
+    from dsrflow.scheduler.runner import run_forever
+
+    run_forever(_runtime())
+    return 0
+
+
+def cmd_handlers_add(args: argparse.Namespace) -> int:
+    from dsrflow.auth.service import add_handler
+
+    rt = _runtime()
+    with Session(rt.db) as session:
+        try:
+            handler, token = add_handler(session, args.name, args.email, args.role)
+        except ValueError as exc:
+            raise CliError(str(exc)) from exc
+    print(f"handler {handler.id} ({handler.role}) created. Token (shown once, keep it secret):")
+    print(token)
+    return 0
+
+
+def cmd_handlers_list(args: argparse.Namespace) -> int:
+    from dsrflow.auth.repository import list_handlers
+
+    rt = _runtime()
+    with Session(rt.db) as session:
+        for h in list_handlers(session):
+            status = f"revoked {h.revoked_at:%Y-%m-%d}" if h.revoked_at else "active"
+            print(f"{h.id}\t{h.role}\t{status}\t{h.name} <{h.email}>")
+    return 0
+
+
+def cmd_handlers_revoke(args: argparse.Namespace) -> int:
+    from dsrflow.auth.service import revoke_handler
+
+    rt = _runtime()
+    with Session(rt.db) as session:
+        if revoke_handler(session, args.id) is None:
+            raise CliError(f"no handler with id {args.id}")
+    print(f"handler {args.id} revoked")
+    return 0
+
+
+def cmd_workflows_check(args: argparse.Namespace) -> int:
+    from dsrflow.workflow.definitions import load_definitions
+    from dsrflow.workflow.engine import GUARDS, Engine
+
+    settings = _settings()
+    definitions = load_definitions(settings.workflows_dir, guards=GUARDS)
+    Engine(definitions)
+    print(
+        f"{settings.workflows_dir}: {len(definitions.workflows)} workflows "
+        f"({', '.join(definitions.workflows)}), {len(definitions.reasons)} legal reasons: OK"
+    )
+    return 0
+
+
+def cmd_workflows_diagram(args: argparse.Namespace) -> int:
+    from dsrflow.workflow.definitions import load_definitions
+    from dsrflow.workflow.diagram import mermaid
+    from dsrflow.workflow.engine import GUARDS
+
+    definitions = load_definitions(_settings().workflows_dir, guards=GUARDS)
+    types = [args.type] if args.type else list(definitions.workflows)
+    for request_type in types:
+        if request_type not in definitions.workflows:
+            raise CliError(
+                f"unknown type '{request_type}'; one of {', '.join(definitions.workflows)}"
+            )
+        print(mermaid(definitions.workflows[request_type]))
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from dsrflow.audit.chain import verify_chains
+
+    rt = _runtime()
+    with Session(rt.db) as session:
+        count, breaks = verify_chains(session)
+    for b in breaks:
+        print(f"BROKEN request {b.request_id} event {b.seq}: {b.problem}")
+    print(f"{count} events checked, {len(breaks)} breaks")
+    return 1 if breaks else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dsrflow", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="API, pages and (unless --no-scheduler) the scheduler")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--no-scheduler", action="store_true")
+    serve.set_defaults(func=cmd_serve)
+
+    sub.add_parser("scheduler", help="the scheduler alone").set_defaults(func=cmd_scheduler)
+
+    handlers = sub.add_parser("handlers", help="handler tokens").add_subparsers(
+        dest="action", required=True
+    )
+    add = handlers.add_parser("add", help="create a handler and print its token once")
+    add.add_argument("name")
+    add.add_argument("--email", required=True)
+    add.add_argument("--role", default="handler", choices=["handler", "admin", "auditor"])
+    add.set_defaults(func=cmd_handlers_add)
+    handlers.add_parser("list", help="list handlers").set_defaults(func=cmd_handlers_list)
+    revoke = handlers.add_parser("revoke", help="revoke a handler's token")
+    revoke.add_argument("id", type=int)
+    revoke.set_defaults(func=cmd_handlers_revoke)
+
+    workflows = sub.add_parser("workflows", help="the definitions in workflows/").add_subparsers(
+        dest="action", required=True
+    )
+    workflows.add_parser("check", help="validate every file").set_defaults(func=cmd_workflows_check)
+    diagram = workflows.add_parser("diagram", help="print Mermaid state diagrams")
+    diagram.add_argument("type", nargs="?")
+    diagram.set_defaults(func=cmd_workflows_diagram)
+
+    audit = sub.add_parser("audit", help="the audit log").add_subparsers(
+        dest="action", required=True
+    )
+    audit.add_parser("verify", help="recompute the hash chains").set_defaults(func=cmd_audit_verify)
+
+    for extension in EXTENSIONS:
+        extension(sub)
+    return parser
+
+
+# Commands contributed by the mail, scheduler and intake modules.
+EXTENSIONS: list[Callable[[Any], None]] = []
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except WorkflowError as exc:
+        print(f"dsrflow: invalid workflow definitions ({len(exc.errors)} errors):", file=sys.stderr)
+        for error in exc.errors:
+            print(f"  {error}", file=sys.stderr)
+        return 2
+    except CliError as exc:
+        print(f"dsrflow: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
