@@ -194,8 +194,9 @@ class ImapServer:
             if "Fatal:" in log_tail(self.log_path, 200):  # a child keeps dying: give up
                 break
             time.sleep(0.05)
-        if self._proc.poll() is None:
-            self._proc.kill()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, signal.SIGKILL)  # master and any children
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self._proc.wait(5)
         self._proc = None
         with contextlib.suppress(OSError):
