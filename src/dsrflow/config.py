@@ -10,6 +10,8 @@ from zoneinfo import ZoneInfo
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from dsrflow.workflow.calendar import parse_closures
+
 Security = Literal["none", "starttls", "tls"]
 
 
@@ -51,6 +53,12 @@ class Settings(BaseSettings):
     @classmethod
     def _known_timezone(cls, value: str) -> str:
         ZoneInfo(value)  # raises on an unknown zone, so the service does not start
+        return value
+
+    @field_validator("closure_days")
+    @classmethod
+    def _valid_closures(cls, value: list[str]) -> list[str]:
+        parse_closures(value)
         return value
 
     @property

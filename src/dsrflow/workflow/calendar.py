@@ -18,16 +18,21 @@ from dsrflow.workflow.definitions import DeadlineDef
 END_OF_DAY = time(23, 59, 59)
 
 
-def _parse_closures(closure_days: list[str]) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+def parse_closures(closure_days: list[str]) -> list[tuple[tuple[int, int], tuple[int, int]]]:
     """``["12-29..12-31", "01-01..01-03", "08-13"]`` -> month/day ranges (inclusive)."""
     ranges = []
     for item in closure_days:
         start, _, end = item.partition("..")
-        first = tuple(int(part) for part in start.split("-"))
-        last = tuple(int(part) for part in (end or start).split("-"))
-        if len(first) != 2 or len(last) != 2:
-            raise ValueError(f"closure day '{item}' must be MM-DD or MM-DD..MM-DD")
-        date(2024, *first), date(2024, *last)
+        try:
+            first = tuple(int(part) for part in start.split("-"))
+            last = tuple(int(part) for part in (end or start).split("-"))
+            if len(first) != 2 or len(last) != 2:
+                raise ValueError("not MM-DD")
+            date(2024, first[0], first[1]), date(2024, last[0], last[1])  # a leap year
+        except ValueError as exc:
+            raise ValueError(
+                f"closure day '{item}' must be MM-DD or MM-DD..MM-DD ({exc})"
+            ) from None
         ranges.append(((first[0], first[1]), (last[0], last[1])))
     return ranges
 
@@ -42,7 +47,7 @@ class BusinessCalendar:
 
     def __init__(self, tz: ZoneInfo, closure_days: list[str]):
         self.tz = tz
-        self._closures = _parse_closures(closure_days)
+        self._closures = parse_closures(closure_days)
 
     def is_closure(self, day: date) -> bool:
         md = (day.month, day.day)

@@ -1,0 +1,222 @@
+"""Every trigger from every state, for every type, through the API; reasons; explanations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from dsrflow.runtime import Runtime
+from tests.conftest import make_request
+
+TYPES = (
+    "disclosure",
+    "third_party_record_disclosure",
+    "correction",
+    "suspension",
+    "third_party_cessation",
+    "purpose_notice",
+)
+STATES = (
+    "received",
+    "identity_verified",
+    "awaiting_requester",
+    "fulfilled",
+    "refused",
+    "withdrawn",
+)
+
+# The contract's table (DESIGN.md), written out independently of workflows/.
+ALLOWED = {
+    "received": {"verify_identity", "request_info", "refuse", "withdraw"},
+    "identity_verified": {"request_info", "fulfill", "refuse", "withdraw"},
+    "awaiting_requester": {"info_received", "withdraw"},
+    "fulfilled": set(),
+    "refused": set(),
+    "withdrawn": set(),
+}
+EXPECTED_DEST = {
+    ("received", "verify_identity"): "identity_verified",
+    ("received", "request_info"): "awaiting_requester",
+    ("received", "refuse"): "refused",
+    ("received", "withdraw"): "withdrawn",
+    ("identity_verified", "request_info"): "awaiting_requester",
+    ("identity_verified", "fulfill"): "fulfilled",
+    ("identity_verified", "refuse"): "refused",
+    ("identity_verified", "withdraw"): "withdrawn",
+    ("awaiting_requester", "info_received"): "received",  # it left "received" (make_request)
+    ("awaiting_requester", "withdraw"): "withdrawn",
+}
+
+
+def body_for(trigger: str, state: str) -> dict[str, Any]:
+    reason = "PROC_ID_UNVERIFIED" if state == "received" else "PROC_NONCONFORMING"
+    return {
+        "verify_identity": {"method": "id_document_copy"},
+        "request_info": {"message": "対象のサービスを教えてください。"},
+        "info_received": {"note": "電話で回答を得た"},
+        "fulfill": {"summary": "ご請求の個人データを開示しました。"},
+        "refuse": {"reason_code": reason, "explanation": "所定の手続によるご請求ではありません。"},
+        "withdraw": {"note": "本人から電話"},
+    }[trigger]
+
+
+def fire(client: TestClient, auth: dict[str, str], request_id: str, trigger: str, **fields: Any):  # type: ignore[no-untyped-def]
+    return client.post(
+        f"/api/v1/requests/{request_id}/transitions",
+        json={"trigger": trigger, **fields},
+        headers=auth,
+    )
+
+
+@pytest.mark.parametrize("request_type", TYPES)
+def test_every_trigger_from_every_state(
+    request_type: str, rt: Runtime, client: TestClient, auth: dict[str, str]
+) -> None:
+    triggers = set().union(*ALLOWED.values())
+    for state in STATES:
+        # Not allowed: 409 with the current state and version, and nothing changes.
+        request = make_request(rt, request_type, state)
+        shown = client.get(f"/api/v1/requests/{request.id}", headers=auth).json()
+        assert set(shown["allowed_triggers"]) == ALLOWED[state], (request_type, state)
+        for trigger in sorted(triggers - ALLOWED[state]):
+            response = fire(client, auth, request.id, trigger, **body_for(trigger, state))
+            assert response.status_code == 409, (request_type, state, trigger, response.text)
+            problem = response.json()
+            assert response.headers["content-type"].startswith("application/problem+json")
+            assert (problem["state"], problem["version"]) == (state, request.version)
+        after = client.get(f"/api/v1/requests/{request.id}", headers=auth).json()
+        assert (after["state"], after["version"]) == (state, request.version)
+        # Allowed: each succeeds (on a fresh request) and lands where the contract says.
+        for trigger in sorted(ALLOWED[state]):
+            fresh = make_request(rt, request_type, state)
+            response = fire(client, auth, fresh.id, trigger, **body_for(trigger, state))
+            assert response.status_code == 200, (request_type, state, trigger, response.text)
+            result = response.json()
+            assert result["state"] == EXPECTED_DEST[(state, trigger)]
+            assert result["version"] == fresh.version + 1
+            assert result["history"][-1]["trigger"] == trigger
+
+
+def test_info_received_returns_to_the_state_it_left(
+    rt: Runtime, client: TestClient, auth: dict[str, str]
+) -> None:
+    request = make_request(rt, "correction", "identity_verified")
+    assert (
+        fire(client, auth, request.id, "request_info", message="訂正後の住所は？").json()["state"]
+        == "awaiting_requester"
+    )
+    response = fire(client, auth, request.id, "info_received")
+    assert response.json()["state"] == "identity_verified"
+    assert "fulfill" in response.json()["allowed_triggers"]
+
+
+def test_unknown_trigger_is_409(rt: Runtime, client: TestClient, auth: dict[str, str]) -> None:
+    request = make_request(rt, "disclosure")
+    response = fire(client, auth, request.id, "to_fulfilled")
+    assert response.status_code == 409
+    assert "to_fulfilled" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "bad_field"),
+    [
+        ({"reason_code": "PROC_ID_UNVERIFIED"}, "explanation"),
+        ({"reason_code": "PROC_ID_UNVERIFIED", "explanation": "   "}, "explanation"),
+        ({"explanation": "理由"}, "reason_code"),
+        ({"reason_code": "NO_SUCH_REASON", "explanation": "理由"}, "reason_code"),
+        # A substantive reason does not fit before identity is verified.
+        ({"reason_code": "DISC_NOT_EXIST", "explanation": "理由"}, "reason_code"),
+        # A correction reason does not fit a disclosure request.
+        ({"reason_code": "CORR_NOT_NEEDED", "explanation": "理由"}, "reason_code"),
+    ],
+)
+def test_refusal_needs_a_fitting_reason_and_an_explanation(
+    fields: dict[str, Any], bad_field: str, rt: Runtime, client: TestClient, auth: dict[str, str]
+) -> None:
+    request = make_request(rt, "disclosure")
+    response = fire(client, auth, request.id, "refuse", **fields)
+    assert response.status_code == 422, response.text
+    assert bad_field in response.json()["errors"]
+    after = client.get(f"/api/v1/requests/{request.id}", headers=auth).json()
+    assert after["state"] == "received" and after["version"] == request.version
+
+
+def test_identity_method_must_be_accepted(
+    rt: Runtime, client: TestClient, auth: dict[str, str]
+) -> None:
+    request = make_request(rt, "disclosure")
+    response = fire(client, auth, request.id, "verify_identity", method="telepathy")
+    assert response.status_code == 422
+    assert "method" in response.json()["errors"]
+    response = fire(client, auth, request.id, "verify_identity")
+    assert response.status_code == 422
+
+
+def test_partial_fulfilment_checks_each_withheld_part(
+    rt: Runtime, client: TestClient, auth: dict[str, str]
+) -> None:
+    request = make_request(rt, "disclosure", "identity_verified")
+    bad = fire(
+        client,
+        auth,
+        request.id,
+        "fulfill",
+        summary="一部開示",
+        withheld=[
+            {"reason_code": "CORR_NOT_NEEDED", "explanation": "x"},
+            {"reason_code": "DISC_HARM_RIGHTS", "explanation": ""},
+        ],
+    )
+    assert bad.status_code == 422
+    assert set(bad.json()["errors"]) == {"withheld[0].reason_code", "withheld[1].explanation"}
+    good = fire(
+        client,
+        auth,
+        request.id,
+        "fulfill",
+        summary="一部開示",
+        withheld=[{"reason_code": "DISC_HARM_RIGHTS", "explanation": "第三者の情報を含むため"}],
+    )
+    assert good.status_code == 200
+    assert good.json()["history"][-1]["detail"]["withheld"][0]["reason_code"] == "DISC_HARM_RIGHTS"
+
+
+def test_fields_a_trigger_does_not_take_are_refused(
+    rt: Runtime, client: TestClient, auth: dict[str, str]
+) -> None:
+    request = make_request(rt, "disclosure")
+    response = fire(client, auth, request.id, "withdraw", reason_code="PROC_NONCONFORMING")
+    assert response.status_code == 422
+    assert "reason_code" in response.json()["errors"]
+    assert fire(client, auth, request.id, "withdraw", colour="blue").status_code == 422
+
+
+def test_stale_expected_version_is_409_with_current_state(
+    rt: Runtime, client: TestClient, auth: dict[str, str]
+) -> None:
+    request = make_request(rt, "suspension")
+    ok = fire(
+        client,
+        auth,
+        request.id,
+        "verify_identity",
+        method="in_person",
+        expected_version=request.version,
+    )
+    assert ok.status_code == 200
+    stale = fire(
+        client,
+        auth,
+        request.id,
+        "refuse",
+        expected_version=request.version,
+        reason_code="PROC_NONCONFORMING",
+        explanation="x",
+    )
+    assert stale.status_code == 409
+    problem = stale.json()
+    assert problem["state"] == "identity_verified"
+    assert problem["version"] == request.version + 1
+    assert "fulfill" in problem["allowed_triggers"]
