@@ -18,7 +18,8 @@ from dsrflow.runtime import Runtime
 Background = Callable[[Runtime], AbstractAsyncContextManager[object]]
 
 DESCRIPTION = """
-Data-subject requests under Japan's APPI (個人情報保護法): intake, identity, deadlines, outcomes.
+Data-subject requests under Japan's Act on the Protection of Personal Information (APPI):
+intake, identity, deadlines, outcomes.
 
 * `POST /api/v1/requests` is public (rate- and size-limited).
 * Every other `/api/v1/requests` route needs `Authorization: Bearer <token>` from

@@ -23,7 +23,6 @@ class Settings(BaseSettings):
     workflows_dir: Path = Path("./workflows")
     base_url: str = "http://127.0.0.1:8000"
     timezone: str = "Asia/Tokyo"
-    company_name: str = "株式会社InnovativeAI"
 
     handler_email: str = "info@innovativeai.co.jp"
     escalation_email: str | None = None
@@ -34,6 +33,7 @@ class Settings(BaseSettings):
     smtp_password: str | None = None
     smtp_security: Security = "none"
     smtp_timeout_seconds: float = 30.0
+    smtp_validate_certs: bool = True
 
     imap_host: str | None = None
     imap_port: int | None = None

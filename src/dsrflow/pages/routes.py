@@ -52,7 +52,7 @@ def _render(
     base = {
         "lang": lang,
         "t": messages(lang),
-        "company": rt.settings.company_name,
+        "company": rt.definitions.company.name.for_language(lang),
         "handler_email": rt.settings.handler_email,
     }
     response = templates.TemplateResponse(

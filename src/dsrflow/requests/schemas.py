@@ -32,9 +32,9 @@ class RequestCreate(_In):
             "examples": [
                 {
                     "type": "disclosure",
-                    "name": "山田 太郎",
+                    "name": "Taro Yamada",
                     "email": "taro@example.jp",
-                    "details": "会員登録時に提供した個人データの開示を求めます。",
+                    "details": "Please disclose the personal data I gave when I signed up.",
                     "language": "ja",
                     "disclosure_method": "electronic",
                 }
@@ -87,7 +87,7 @@ class TransitionIn(_In):
                     "trigger": "refuse",
                     "expected_version": 2,
                     "reason_code": "DISC_NOT_EXIST",
-                    "explanation": "ご指定のサービスでは、ご本人の個人データを保有していません。",
+                    "explanation": "We hold no personal data about you in that service.",
                 },
             ]
         },

@@ -369,7 +369,7 @@ def _letter_context(
     base = rt.settings.base_url
     return {
         **fields,
-        "company_name": rt.settings.company_name,
+        "company_name": rt.definitions.company.name.for_language(language),
         "handler_email": rt.settings.handler_email,
         "reference": request.reference,
         "type_title": wf.title.for_language(language),

@@ -160,12 +160,17 @@ class ReasonCatalog(_Strict):
     reasons: list[LegalReason]
 
 
+class Company(_Strict):
+    name: Text
+
+
 @dataclass(frozen=True)
 class Definitions:
     """Every loaded workflow and the reason catalog, validated together."""
 
     workflows: dict[str, WorkflowDef]
     reasons: dict[str, LegalReason]
+    company: Company
     directory: Path
 
     def workflow(self, request_type: str) -> WorkflowDef:
@@ -258,9 +263,20 @@ def load_definitions(directory: Path, guards: Iterable[str] = ()) -> Definitions
         except ValidationError as exc:
             errors.extend(_schema_errors(catalog_path, exc))
 
+    company_path = directory / "company.yaml"
+    company = None
+    raw_company = _read_yaml(company_path, errors) if company_path.exists() else None
+    if not company_path.exists():
+        errors.append(f"{company_path}: the company file is missing")
+    elif raw_company is not None:
+        try:
+            company = Company.model_validate(raw_company)
+        except ValidationError as exc:
+            errors.extend(_schema_errors(company_path, exc))
+
     workflows: dict[str, WorkflowDef] = {}
     for path in sorted(directory.glob("*.yaml")):
-        if path == catalog_path:
+        if path in (catalog_path, company_path) or path.name.startswith("_"):
             continue
         raw = _read_yaml(path, errors)
         if raw is None:
@@ -292,6 +308,6 @@ def load_definitions(directory: Path, guards: Iterable[str] = ()) -> Definitions
                 f"{directory / (wf.id + '.yaml')}: no reason in the catalog fits this type"
             )
 
-    if errors:
+    if errors or company is None:
         raise WorkflowError(errors)
-    return Definitions(workflows=workflows, reasons=reasons, directory=directory)
+    return Definitions(workflows=workflows, reasons=reasons, company=company, directory=directory)

@@ -1,0 +1,75 @@
+"""A person fills in the Japanese form in headless Chromium and sees their reference."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import uvicorn
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import Select
+
+from dsrflow.app import create_app
+from dsrflow.runtime import Runtime
+from tests.services import free_port, require
+from tests.services.browser import chromium_driver
+
+
+@pytest.fixture
+def live_url(rt: Runtime) -> Iterator[str]:
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(rt), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    with require(chromium_driver) as driver:
+        yield driver
+
+
+def test_japanese_form_in_chromium(live_url: str, browser: WebDriver) -> None:
+    browser.get(live_url + "/")
+    assert browser.find_element(By.TAG_NAME, "h2").text == "ご請求フォーム"
+    Select(browser.find_element(By.ID, "type")).select_by_visible_text("保有個人データの開示請求")
+    browser.find_element(By.ID, "name").send_keys("山田 太郎")
+    browser.find_element(By.ID, "email").send_keys("taro@example.jp")
+    browser.find_element(By.ID, "details").send_keys(
+        "会員サービスに登録した個人データの開示を求めます。"
+    )
+    browser.find_element(By.CSS_SELECTOR, "input[name=disclosure_method][value=electronic]").click()
+    browser.find_element(By.ID, "submit").click()
+    reference = browser.find_element(By.ID, "reference").text
+    assert re.fullmatch(r"DSR-\d{4}-\d{6}", reference)
+    assert "ご請求を受け付けました" in browser.find_element(By.TAG_NAME, "h2").text
+    # The status page behind the secret link shows the same request.
+    browser.find_element(By.ID, "status-link").click()
+    assert browser.find_element(By.ID, "reference").text == reference
+    assert browser.find_element(By.ID, "state").text == "受付済み"
+
+
+def test_english_form_shows_errors_in_english(live_url: str, browser: WebDriver) -> None:
+    browser.get(live_url + "/?lang=en")
+    browser.find_element(By.ID, "name").send_keys("Taro Yamada")
+    browser.find_element(By.ID, "email").send_keys("taro@example.jp")
+    browser.find_element(By.ID, "details").send_keys("Please stop using my data.")
+    Select(browser.find_element(By.ID, "type")).select_by_value("suspension")
+    browser.find_element(By.CSS_SELECTOR, "input[name=disclosure_method][value=paper]").click()
+    browser.find_element(By.ID, "submit").click()
+    errors = browser.find_element(By.ID, "errors").text
+    assert "A disclosure method cannot be chosen for this kind of request." in errors
+    assert browser.find_element(By.ID, "name").get_attribute("value") == "Taro Yamada"

@@ -1,0 +1,77 @@
+"""Racing decisions: exactly one wins, the losers change nothing."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from sqlmodel import Session, col, select
+
+from dsrflow.audit.chain import verify_chains
+from dsrflow.audit.models import Event
+from dsrflow.requests import service
+from dsrflow.requests.schemas import TransitionIn
+from dsrflow.runtime import Runtime
+from tests.conftest import make_request
+
+RACERS = 32
+
+
+def race(rt: Runtime, request_id: str, bodies: list[TransitionIn]) -> list[str]:
+    barrier = threading.Barrier(len(bodies))
+
+    def attempt(body: TransitionIn) -> str:
+        with Session(rt.db, expire_on_commit=False) as session:
+            barrier.wait()
+            try:
+                service.transition(rt, session, request_id, body, actor="racer")
+                return "won"
+            except service.Conflict:
+                return "conflict"
+
+    with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
+        return list(pool.map(attempt, bodies))
+
+
+def closing_events(rt: Runtime, request_id: str) -> list[Event]:
+    with Session(rt.db) as session:
+        return list(
+            session.exec(
+                select(Event).where(
+                    Event.request_id == request_id,
+                    col(Event.to_state).in_(["fulfilled", "refused", "withdrawn"]),
+                )
+            )
+        )
+
+
+def test_32_racing_closures_one_wins(rt: Runtime) -> None:
+    request = make_request(rt, "disclosure", "identity_verified")
+    bodies = [
+        TransitionIn(trigger="fulfill", summary=f"開示 {i}")
+        if i % 2
+        else TransitionIn(
+            trigger="refuse", reason_code="DISC_NOT_EXIST", explanation=f"保有していません {i}"
+        )
+        for i in range(RACERS)
+    ]
+    outcomes = race(rt, request.id, bodies)
+    assert outcomes.count("won") == 1
+    assert outcomes.count("conflict") == RACERS - 1
+    assert len(closing_events(rt, request.id)) == 1
+    with Session(rt.db) as session:
+        final = service.repository.get(session, request.id)
+        assert final is not None and final.version == request.version + 1
+        _, breaks = verify_chains(session)
+        assert breaks == []
+
+
+def test_32_racers_with_the_same_expected_version(rt: Runtime) -> None:
+    request = make_request(rt, "suspension")
+    bodies = [
+        TransitionIn(trigger="withdraw", expected_version=request.version, note=str(i))
+        for i in range(RACERS)
+    ]
+    outcomes = race(rt, request.id, bodies)
+    assert outcomes.count("won") == 1
+    assert len(closing_events(rt, request.id)) == 1
