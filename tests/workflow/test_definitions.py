@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from pathlib import Path
 
@@ -144,3 +145,14 @@ def test_cli_diagram_for_one_type(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["workflows", "diagram", "suspension"]) == 0
     assert "suspension" in capsys.readouterr().out
     assert main(["workflows", "diagram", "nonsense"]) == 2
+
+
+def test_committed_diagrams_match_the_workflows() -> None:
+    spec = importlib.util.spec_from_file_location(
+        "render_diagrams", WORKFLOWS.parent / "scripts" / "render_diagrams.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for path, text in module.render().items():
+        assert path.read_text(encoding="utf-8") == text, f"{path} is stale: run `make diagrams`"
