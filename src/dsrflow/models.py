@@ -2,6 +2,7 @@
 
 from dsrflow.audit.models import AuditHead, Event
 from dsrflow.auth.models import Handler
+from dsrflow.inbox.models import ImapSyncState, InboundAttachment, InboundMessage
 from dsrflow.mail.models import OutboxMessage
 from dsrflow.requests.models import ReferenceCounter, Request, VerificationToken
 
@@ -9,6 +10,9 @@ __all__ = [
     "AuditHead",
     "Event",
     "Handler",
+    "ImapSyncState",
+    "InboundAttachment",
+    "InboundMessage",
     "OutboxMessage",
     "ReferenceCounter",
     "Request",
