@@ -144,6 +144,26 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 1 if breaks else 0
 
 
+def cmd_outbox_flush(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from dsrflow.mail.dispatch import flush_outbox
+
+    rt = _runtime()
+    report = asyncio.run(
+        flush_outbox(
+            rt.db,
+            rt.settings,
+            rt.letters,
+            from_name=rt.definitions.company.name.for_language("ja"),
+        )
+    )
+    print(f"sent {report.sent}, retried later {report.retried}, failed {report.failed}")
+    if report.error is not None:
+        print(f"dsrflow: mail server: {report.error}", file=sys.stderr)
+    return 1 if report.unreachable else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dsrflow", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -182,6 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", required=True
     )
     audit.add_parser("verify", help="recompute the hash chains").set_defaults(func=cmd_audit_verify)
+
+    outbox = sub.add_parser("outbox", help="outgoing mail").add_subparsers(
+        dest="action", required=True
+    )
+    outbox.add_parser("flush", help="send what is waiting, once").set_defaults(
+        func=cmd_outbox_flush
+    )
 
     for extension in EXTENSIONS:
         extension(sub)

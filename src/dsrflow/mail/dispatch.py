@@ -1,0 +1,620 @@
+"""Sending the outbox: claim due rows in the database, deliver them, record each outcome.
+
+A flush claims a batch of due rows (PostgreSQL: ``FOR UPDATE SKIP LOCKED``; SQLite: the same
+statements inside one ``BEGIN IMMEDIATE`` transaction, which is a write lock), marks them
+``sending`` with a lease and commits the claim; only then does it talk to the mail server, over
+one connection per flush, and it records each row's outcome in its own transaction. So any
+number of dispatchers can run side by side without sending a row twice, and a dispatcher that
+dies mid-batch leaves rows that become claimable again when their lease runs out.
+
+Outcomes:
+- accepted by the server: ``sent``;
+- a temporary failure of one message (4xx, a timeout or a disconnect while sending it): back to
+  ``pending`` with exponential backoff, and ``failed`` after ``RetryPolicy.max_attempts``;
+- a permanent failure (5xx, a refused or malformed address): ``failed`` at once, with the
+  server's answer in ``last_error`` and a ``delivery_failed`` notice queued for the handlers'
+  mailbox in the same transaction;
+- the server cannot be reached at all (connection refused, TLS or AUTH failure): no message is
+  at fault, so the batch goes back to ``pending`` without spending an attempt, to be tried again
+  after ``RetryPolicy.first_delay``. Nothing is lost however long the server is down.
+
+Logs name the row, the reference, the letter and the status, never a recipient or a body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.policy
+import logging
+import mailbox
+import re
+import ssl
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email.errors import MessageDefect, NonASCIILocalPartDefect
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import aiosmtplib
+from sqlalchemy import and_, or_, update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from dsrflow.config import Settings
+from dsrflow.db import utcnow
+from dsrflow.mail.models import OutboxMessage
+from dsrflow.mail.outbox import OutgoingMail, enqueue
+from dsrflow.mail.render import LetterRenderer, single_line
+
+log = logging.getLogger(__name__)
+
+DELIVERY_FAILED = "delivery_failed"
+DEFAULT_LEASE = timedelta(minutes=10)
+_ADDRESS = re.compile(r"[^\s<>()\[\],;:\"]+@[^\s<>()\[\],;:\"]+")
+
+
+# ---------------------------------------------------------------------------- failures
+
+
+class DeliveryError(Exception):
+    """A message was not delivered; ``answer`` is the server's reply (or what went wrong)."""
+
+    def __init__(self, answer: str):
+        super().__init__(answer)
+        self.answer = answer
+
+
+class TemporaryFailure(DeliveryError):
+    """Worth trying again later: a 4xx reply, a timeout, a dropped connection."""
+
+
+class PermanentFailure(DeliveryError):
+    """Will never work: a 5xx reply, a refused or malformed address."""
+
+
+class ServerUnreachable(TemporaryFailure):
+    """No message could be handed over at all (connect, TLS or AUTH failed): not the message's
+    fault, so it costs the message no attempt."""
+
+
+# ---------------------------------------------------------------------------- senders
+
+
+class EmailSender(Protocol):
+    """Delivers built messages. ``send`` opens the connection on first use and reuses it;
+    ``close`` ends it (a closed sender reconnects on its next ``send``)."""
+
+    async def send(self, message: EmailMessage, recipient: str) -> str:
+        """Deliver ``message`` to ``recipient``; return the server's answer, or raise a
+        DeliveryError (ServerUnreachable, TemporaryFailure or PermanentFailure)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def _answer(code: int, text: str) -> str:
+    return f"{code} {text}".strip()
+
+
+def _by_code(code: int, text: str) -> DeliveryError:
+    if 500 <= code < 600:
+        return PermanentFailure(_answer(code, text))
+    return TemporaryFailure(_answer(code, text))
+
+
+class SmtpSender:
+    """SMTP submission with aiosmtplib: one connection for all messages of a flush, plain,
+    STARTTLS or implicit TLS, AUTH when a user name is configured."""
+
+    def __init__(self, settings: Settings, *, tls_context: ssl.SSLContext | None = None):
+        if not settings.smtp_host:
+            raise ValueError("SmtpSender needs DSRFLOW_SMTP_HOST")
+        self.settings = settings
+        self.tls_context = tls_context
+        self._smtp: aiosmtplib.SMTP | None = None
+
+    def _client(self) -> aiosmtplib.SMTP:
+        s = self.settings
+        default_port = {"none": 25, "starttls": 587, "tls": 465}[s.smtp_security]
+        return aiosmtplib.SMTP(
+            hostname=s.smtp_host,
+            port=s.smtp_port or default_port,
+            username=s.smtp_username or None,
+            password=s.smtp_password if s.smtp_username else None,
+            use_tls=s.smtp_security == "tls",
+            # "starttls" insists on the upgrade; "none" never attempts it.
+            start_tls=s.smtp_security == "starttls",
+            validate_certs=s.smtp_validate_certs,
+            tls_context=self.tls_context,
+            timeout=s.smtp_timeout_seconds,
+        )
+
+    async def _connected(self) -> aiosmtplib.SMTP:
+        if self._smtp is not None and self._smtp.is_connected:
+            return self._smtp
+        await self.close()
+        smtp = self._client()
+        try:
+            # connect() also runs EHLO, STARTTLS and AUTH as configured.
+            await smtp.connect()
+        except aiosmtplib.SMTPResponseException as exc:
+            smtp.close()
+            raise ServerUnreachable(_answer(exc.code, exc.message)) from exc
+        except (TimeoutError, aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
+            smtp.close()
+            raise ServerUnreachable(f"{type(exc).__name__}: {exc}") from exc
+        self._smtp = smtp
+        return smtp
+
+    async def send(self, message: EmailMessage, recipient: str) -> str:
+        smtp = await self._connected()
+        # Flattened here with the message's own policy (aiosmtplib's send_message would
+        # re-flatten with its own); base64 and encoded words keep it 7-bit unless an address
+        # is internationalised.
+        data = message.as_bytes()
+        sender = self.settings.mail_from
+        utf8 = not (data.isascii() and recipient.isascii() and sender.isascii())
+        try:
+            _, answer = await smtp.sendmail(
+                sender, [recipient], data, mail_options=["SMTPUTF8"] if utf8 else []
+            )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            first = exc.recipients[0]
+            raise _by_code(first.code, first.message) from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            if exc.code == 421 or not smtp.is_connected:
+                await self.close()
+            raise _by_code(exc.code, exc.message) from exc
+        except aiosmtplib.SMTPNotSupported as exc:
+            # e.g. an internationalised address and a server without SMTPUTF8
+            raise PermanentFailure(f"not supported by the server: {exc}") from exc
+        except ValueError as exc:  # an address aiosmtplib will not put on the wire
+            raise PermanentFailure(f"invalid address: {exc}") from exc
+        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
+            await self.close()
+            raise TemporaryFailure(f"{type(exc).__name__}: {exc}") from exc
+        return answer
+
+    async def close(self) -> None:
+        smtp, self._smtp = self._smtp, None
+        if smtp is None:
+            return
+        if smtp.is_connected:
+            try:
+                await smtp.quit()
+            except (TimeoutError, aiosmtplib.SMTPException, OSError):
+                smtp.close()
+        else:
+            smtp.close()
+
+
+class MaildirSender:
+    """The default with no SMTP server: every message becomes a file in a Maildir, so nothing
+    is lost and any mail client (mutt -f var/maildir, Thunderbird, ...) can read it."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def _add(self, message: EmailMessage) -> str:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        box = mailbox.Maildir(str(self.path), create=True)
+        # Maildir files use the local line ending, not SMTP's CRLF.
+        return box.add(message.as_bytes(policy=message.policy.clone(linesep="\n")))
+
+    async def send(self, message: EmailMessage, recipient: str) -> str:
+        try:
+            key = await asyncio.to_thread(self._add, message)
+        except OSError as exc:
+            raise ServerUnreachable(f"maildir {self.path}: {exc}") from exc
+        return f"stored in maildir as {key}"
+
+    async def close(self) -> None:
+        return None
+
+
+def sender_for(settings: Settings) -> EmailSender:
+    """SMTP when ``DSRFLOW_SMTP_HOST`` is set, otherwise the Maildir under ``DATA_DIR``."""
+    if settings.smtp_host:
+        return SmtpSender(settings)
+    return MaildirSender(settings.maildir_path)
+
+
+# ---------------------------------------------------------------------------- messages
+
+
+def _recipient(value: str) -> str:
+    address = single_line(value)
+    try:
+        Address(addr_spec=address)
+    except NonASCIILocalPartDefect:
+        pass  # valid with SMTPUTF8; the server says whether it takes it
+    except (ValueError, MessageDefect) as exc:
+        raise ValueError(f"invalid recipient address: {exc}") from exc
+    return address
+
+
+def build_message(
+    row: OutboxMessage, settings: Settings, *, from_name: str | None = None
+) -> EmailMessage:
+    """The RFC 5322 message for an outbox row: From ``from_name <MAIL_FROM>`` (the company),
+    Japanese headers as RFC 2047 encoded words, a UTF-8 text/plain body, the row's stable
+    Message-ID. Every header value is one line, so nothing a row holds can add a header.
+    Raises ValueError on an unusable address."""
+    recipient = _recipient(row.recipient)
+    subject = single_line(row.subject)
+    policy = email.policy.SMTP if recipient.isascii() else email.policy.SMTPUTF8
+    if subject.isascii():
+        # Python folds an ASCII subject that starts with "[DSR-...]" right after "Subject:",
+        # which a reader unfolds with a leading space. Plain ASCII may run to 998 characters;
+        # encoded Japanese keeps the 78-character folding that RFC 2047 needs.
+        policy = policy.clone(max_line_length=998)
+    message = EmailMessage(policy=policy)
+    message["From"] = Address(
+        display_name=single_line(from_name or ""), addr_spec=single_line(settings.mail_from)
+    )
+    message["To"] = recipient
+    message["Subject"] = subject
+    message["Date"] = format_datetime(row.created_at.astimezone(settings.tz))
+    message["Message-ID"] = single_line(row.message_id)
+    if row.in_reply_to:
+        message["In-Reply-To"] = single_line(row.in_reply_to)
+        message["References"] = single_line(row.in_reply_to)
+    message["Auto-Submitted"] = "auto-generated"
+    if row.body.isascii():
+        message.set_content(row.body, charset="utf-8")
+    else:
+        # base64 keeps the message 7-bit clean through any relay, with or without 8BITMIME.
+        message.set_content(row.body, charset="utf-8", cte="base64")
+    return message
+
+
+# ---------------------------------------------------------------------------- the outbox
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Backoff for temporary failures: first_delay, doubling, at most max_delay; a message that
+    still fails after max_attempts attempts is marked failed."""
+
+    first_delay: timedelta = timedelta(minutes=1)
+    max_delay: timedelta = timedelta(hours=1)
+    max_attempts: int = 10
+
+    def delay(self, attempts: int) -> timedelta:
+        """The wait after the ``attempts``-th failed attempt (1m, 2m, 4m, ... by default)."""
+        return min(self.max_delay, self.first_delay * 2 ** min(max(attempts - 1, 0), 30))
+
+
+@dataclass
+class FlushReport:
+    """What one flush did. ``unreachable``: the server could not be reached at all, so nothing
+    was handed over; ``error`` says why."""
+
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    unreachable: bool = False
+    error: str | None = None
+    notices: list[int] = field(default_factory=list)  # ids of queued delivery_failed rows
+
+
+def claim_due(
+    db_engine: Engine, now: datetime, limit: int, lease: timedelta = DEFAULT_LEASE
+) -> list[OutboxMessage]:
+    """Claim up to ``limit`` rows that are due (pending and due, or 'sending' with an expired
+    lease), mark them 'sending' until ``now + lease``, count the attempt, and commit.
+
+    Each claimed row's ``attempts`` identifies this claim: outcomes are recorded only while the
+    row is still 'sending' with that count, so a dispatcher whose lease ran out cannot overwrite
+    the outcome of the one that took the row over."""
+    due = or_(
+        and_(col(OutboxMessage.status) == "pending", col(OutboxMessage.next_attempt_at) <= now),
+        and_(col(OutboxMessage.status) == "sending", col(OutboxMessage.claimed_until) < now),
+    )
+    query = (
+        select(OutboxMessage)
+        .where(due)
+        .order_by(col(OutboxMessage.next_attempt_at), col(OutboxMessage.id))
+        .limit(limit)
+        .with_for_update(skip_locked=True)  # rendered as nothing on SQLite, locked by BEGIN
+    )
+    with Session(db_engine, expire_on_commit=False) as session:
+        rows = list(session.exec(query).all())
+        for row in rows:
+            row.status = "sending"
+            row.claimed_until = now + lease
+            row.attempts += 1
+            session.add(row)
+        session.commit()
+    return rows
+
+
+def _still_ours(row: OutboxMessage) -> list[object]:
+    return [
+        col(OutboxMessage.id) == row.id,
+        col(OutboxMessage.status) == "sending",
+        col(OutboxMessage.attempts) == row.attempts,
+    ]
+
+
+def _update_claimed(session: Session, row: OutboxMessage, **values: object) -> bool:
+    result = session.execute(
+        update(OutboxMessage)
+        .where(*_still_ours(row))  # type: ignore[arg-type]
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        log.warning(
+            "outbox %s (%s): claim lost before the outcome was recorded", row.id, row.reference
+        )
+        return False
+    return True
+
+
+def _redact(answer: str) -> str:
+    """A server answer without the addresses it may quote (for logs and notices)."""
+    return _ADDRESS.sub("[address]", answer)
+
+
+def _mail_domain(settings: Settings) -> str:
+    return (
+        settings.mail_from.rpartition("@")[2] or urlsplit(settings.base_url).hostname or "localhost"
+    )
+
+
+def _record_sent(db_engine: Engine, row: OutboxMessage, at: datetime) -> bool:
+    with Session(db_engine) as session:
+        done = _update_claimed(
+            session, row, status="sent", sent_at=at, claimed_until=None, last_error=None
+        )
+        session.commit()
+    return done
+
+
+def _record_retry(
+    db_engine: Engine, row: OutboxMessage, next_attempt_at: datetime, answer: str
+) -> bool:
+    with Session(db_engine) as session:
+        done = _update_claimed(
+            session,
+            row,
+            status="pending",
+            next_attempt_at=next_attempt_at,
+            claimed_until=None,
+            last_error=answer,
+        )
+        session.commit()
+    return done
+
+
+def _record_failed(
+    db_engine: Engine,
+    settings: Settings,
+    row: OutboxMessage,
+    answer: str,
+    notice: OutgoingMail | None,
+) -> tuple[bool, int | None]:
+    """Mark the row failed and, in the same transaction, queue the handlers' notice.
+    Returns whether the row was still ours, and the notice's outbox id."""
+    with Session(db_engine) as session:
+        if not _update_claimed(
+            session, row, status="failed", claimed_until=None, last_error=answer
+        ):
+            session.rollback()
+            return False, None
+        queued = enqueue(session, notice, _mail_domain(settings)) if notice else None
+        session.commit()
+        return True, queued.id if queued is not None else None
+
+
+def _release(
+    db_engine: Engine, rows: Sequence[OutboxMessage], next_attempt_at: datetime, answer: str
+) -> int:
+    """Give claimed rows back unsent, and their attempt with them (they were not tried)."""
+    released = 0
+    with Session(db_engine) as session:
+        for row in rows:
+            released += _update_claimed(
+                session,
+                row,
+                status="pending",
+                next_attempt_at=next_attempt_at,
+                claimed_until=None,
+                last_error=answer,
+                attempts=row.attempts - 1,
+            )
+        session.commit()
+    return released
+
+
+def _failure_notice(
+    renderer: LetterRenderer, settings: Settings, row: OutboxMessage, answer: str, at: datetime
+) -> OutgoingMail | None:
+    """The handlers' ``delivery_failed`` letter: the reference, the letter and the server's
+    answer without addresses; no recipient, name or body. None for a failed notice itself."""
+    if row.letter == DELIVERY_FAILED:
+        return None
+    context = {
+        "handler_email": settings.handler_email,
+        "reference": row.reference or "-",
+        "letter": row.letter,
+        "outbox_id": row.id,
+        "attempts": row.attempts,
+        "failed_at_local": at.astimezone(settings.tz).strftime("%Y-%m-%d %H:%M"),
+        "answer": _redact(answer),
+        "handler_url": f"{settings.base_url}/api/v1/requests/{row.request_id}"
+        if row.request_id
+        else None,
+    }
+    try:
+        letter = renderer.render(DELIVERY_FAILED, "ja", context)
+    except Exception:  # a broken template must not keep the row from being marked failed
+        log.exception("outbox %s (%s): cannot render %s", row.id, row.reference, DELIVERY_FAILED)
+        return None
+    return OutgoingMail(
+        dedup_key=f"{DELIVERY_FAILED}:{row.id}",
+        letter=DELIVERY_FAILED,
+        recipient=settings.handler_email,
+        subject=letter.subject,
+        body=letter.body,
+        request_id=row.request_id,
+        reference=row.reference,
+    )
+
+
+async def flush_outbox(
+    db_engine: Engine,
+    settings: Settings,
+    renderer: LetterRenderer,
+    *,
+    sender: EmailSender | None = None,
+    batch_size: int = 100,
+    now: datetime | None = None,
+    retry: RetryPolicy = RetryPolicy(),  # frozen, so one shared default is safe
+    lease: timedelta = DEFAULT_LEASE,
+    from_name: str | None = None,
+) -> FlushReport:
+    """Send every outbox row that is due, batch after batch, and record each outcome.
+
+    ``from_name`` is the display name of From (the company's name, e.g.
+    ``rt.definitions.company.name.for_language("ja")``); without it From is the bare address.
+
+    ``sender`` defaults to SMTP or the Maildir as configured; it is closed at the end, so one
+    sender may serve many flushes. ``now`` (aware) replaces the clock for due times and backoff.
+    Database work runs in worker threads, so this is safe to call repeatedly from a running
+    event loop (the scheduler) alongside other dispatchers, in this process or others."""
+    sender = sender if sender is not None else sender_for(settings)
+    report = FlushReport()
+    try:
+        while True:
+            at = now or utcnow()
+            batch = await asyncio.to_thread(claim_due, db_engine, at, batch_size, lease)
+            if not batch:
+                break
+            await _deliver(
+                db_engine, settings, renderer, sender, batch, at, retry, lease, from_name, report
+            )
+            if report.error is not None or len(batch) < batch_size:
+                break
+    finally:
+        await sender.close()
+    return report
+
+
+async def _deliver(
+    db_engine: Engine,
+    settings: Settings,
+    renderer: LetterRenderer,
+    sender: EmailSender,
+    batch: Sequence[OutboxMessage],
+    at: datetime,
+    retry: RetryPolicy,
+    lease: timedelta,
+    from_name: str | None,
+    report: FlushReport,
+) -> None:
+    # Stop well before the lease ends: after it, another dispatcher may take the rows over.
+    stop_at = time.monotonic() + lease.total_seconds() * 0.8
+    for index, row in enumerate(batch):
+        if time.monotonic() > stop_at:
+            rest = batch[index:]
+            report.retried += await asyncio.to_thread(
+                _release, db_engine, rest, at, "claim lease nearly over; not tried"
+            )
+            return
+        try:
+            message = build_message(row, settings, from_name=from_name)
+            answer = await sender.send(message, row.recipient)
+        except ServerUnreachable as exc:
+            report.error = _redact(exc.answer)
+            report.unreachable = report.sent == 0 and report.failed == 0
+            log.warning(
+                "outbox: mail server unreachable, %d rows wait: %s",
+                len(batch) - index,
+                report.error,
+            )
+            rest = batch[index:]
+            report.retried += await asyncio.to_thread(
+                _release, db_engine, rest, at + retry.first_delay, exc.answer
+            )
+            return
+        except (PermanentFailure, ValueError) as exc:
+            answer = exc.answer if isinstance(exc, DeliveryError) else f"invalid message: {exc}"
+            await _fail(db_engine, settings, renderer, row, answer, at, report)
+            continue
+        except Exception as exc:
+            if not isinstance(exc, TemporaryFailure):
+                # Unexpected: one row's problem must not stop the batch; try it again later.
+                log.error(
+                    "outbox %s (%s): %s while sending", row.id, row.reference, type(exc).__name__
+                )
+                exc = TemporaryFailure(f"{type(exc).__name__}: {exc}")
+            await _retry_later(db_engine, settings, renderer, row, exc.answer, at, retry, report)
+            continue
+        if await asyncio.to_thread(_record_sent, db_engine, row, at):
+            report.sent += 1
+        log.info("outbox %s (%s, %s): sent", row.id, row.reference, row.letter)
+
+
+async def _retry_later(
+    db_engine: Engine,
+    settings: Settings,
+    renderer: LetterRenderer,
+    row: OutboxMessage,
+    answer: str,
+    at: datetime,
+    retry: RetryPolicy,
+    report: FlushReport,
+) -> None:
+    """A temporary failure: back to pending with backoff, or failed once attempts run out."""
+    if row.attempts >= retry.max_attempts:
+        answer = f"{answer} (gave up after {row.attempts} attempts)"
+        await _fail(db_engine, settings, renderer, row, answer, at, report)
+        return
+    next_at = at + retry.delay(row.attempts)
+    if await asyncio.to_thread(_record_retry, db_engine, row, next_at, answer):
+        report.retried += 1
+    log.warning(
+        "outbox %s (%s, %s): temporary failure, attempt %d, next at %s: %s",
+        row.id,
+        row.reference,
+        row.letter,
+        row.attempts,
+        next_at.isoformat(),
+        _redact(answer),
+    )
+
+
+async def _fail(
+    db_engine: Engine,
+    settings: Settings,
+    renderer: LetterRenderer,
+    row: OutboxMessage,
+    answer: str,
+    at: datetime,
+    report: FlushReport,
+) -> None:
+    notice = _failure_notice(renderer, settings, row, answer, at)
+    recorded, notice_id = await asyncio.to_thread(
+        _record_failed, db_engine, settings, row, answer, notice
+    )
+    if not recorded:
+        return
+    report.failed += 1
+    if notice_id is not None:
+        report.notices.append(notice_id)
+    log.error(
+        "outbox %s (%s, %s): failed permanently, handlers notified (outbox %s): %s",
+        row.id,
+        row.reference,
+        row.letter,
+        notice_id,
+        _redact(answer),
+    )
