@@ -501,7 +501,8 @@ async def flush_outbox(
             await _deliver(
                 db_engine, settings, renderer, sender, batch, at, retry, lease, from_name, report
             )
-            if report.error is not None or len(batch) < batch_size:
+            # Until nothing is due: this also sends the delivery_failed notices just queued.
+            if report.error is not None:
                 break
     finally:
         await sender.close()
@@ -611,10 +612,10 @@ async def _fail(
     if notice_id is not None:
         report.notices.append(notice_id)
     log.error(
-        "outbox %s (%s, %s): failed permanently, handlers notified (outbox %s): %s",
+        "outbox %s (%s, %s): failed permanently (%s): %s",
         row.id,
         row.reference,
         row.letter,
-        notice_id,
+        f"handlers notified by outbox {notice_id}" if notice_id else "no notice",
         _redact(answer),
     )
