@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 from sqlmodel import Session
@@ -144,6 +144,30 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 1 if breaks else 0
 
 
+def cmd_ingest_email(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from dsrflow.intake.mail import IntakeRulesError, ingest
+
+    name = args.file or "-"
+    try:
+        raw = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {name}: {exc.strerror}") from exc
+    if not raw:
+        raise CliError(f"{'standard input' if name == '-' else name} is empty")
+    try:
+        outcome = ingest(_runtime(), raw, source="file")
+    except (IntakeRulesError, SQLAlchemyError) as exc:
+        # EX_TEMPFAIL: the MTA keeps the message and tries again; nothing is lost.
+        print(f"dsrflow: cannot record the message now: {exc}", file=sys.stderr)
+        return 75
+    print(outcome.describe())
+    return 0
+
+
 def cmd_outbox_flush(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -162,6 +186,32 @@ def cmd_outbox_flush(args: argparse.Namespace) -> int:
     if report.error is not None:
         print(f"dsrflow: mail server: {report.error}", file=sys.stderr)
     return 1 if report.unreachable else 0
+
+
+def _moment(text: str) -> datetime:
+    """ISO 8601; a time without an offset is read in the company's time zone."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=_settings().tz)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from dsrflow.deadlines.service import sweep
+
+    rt = _runtime()
+    report = sweep(rt, args.as_of, dry_run=args.dry_run)
+    for mail in report.planned:
+        print(f"{mail.reference}\t{mail.kind}:{mail.step}\t{mail.recipient}")
+    verb = "would queue" if args.dry_run else "queued"
+    print(
+        f"{verb} {len(report.planned)}; already sent {report.already_sent}; "
+        f"errors {report.errors}"
+        + ("" if args.dry_run else " (sent by the scheduler or `dsrflow outbox flush`)"),
+        file=sys.stderr,
+    )
+    return 1 if report.errors else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -203,20 +253,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     audit.add_parser("verify", help="recompute the hash chains").set_defaults(func=cmd_audit_verify)
 
+    ingest_email = sub.add_parser(
+        "ingest-email", help="one RFC 5322 message from FILE or stdin; prints what became of it"
+    )
+    ingest_email.add_argument("file", nargs="?", default="-", help="a file, or - for stdin")
+    ingest_email.set_defaults(func=cmd_ingest_email)
+
     outbox = sub.add_parser("outbox", help="outgoing mail").add_subparsers(
         dest="action", required=True
     )
     outbox.add_parser("flush", help="send what is waiting, once").set_defaults(
         func=cmd_outbox_flush
     )
-
-    for extension in EXTENSIONS:
-        extension(sub)
+    sweep = sub.add_parser("sweep", help="one deadline sweep (reminders, escalations)")
+    sweep.add_argument("--as-of", type=_moment, help="ISO 8601 time (default: now)")
+    sweep.add_argument("--dry-run", action="store_true", help="print what would be sent")
+    sweep.set_defaults(func=cmd_sweep)
     return parser
-
-
-# Commands contributed by the mail, scheduler and intake modules.
-EXTENSIONS: list[Callable[[Any], None]] = []
 
 
 def main(argv: list[str] | None = None) -> int:

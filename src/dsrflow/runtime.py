@@ -47,5 +47,12 @@ class Runtime:
         )
 
     @cached_property
+    def open_states(self) -> list[str]:
+        return sorted(
+            {s for wf in self.definitions.workflows.values() for s in wf.states}
+            - set(self.closed_states)
+        )
+
+    @cached_property
     def closed_states(self) -> list[str]:
         return sorted({s for wf in self.definitions.workflows.values() for s in wf.terminal_states})

@@ -10,6 +10,8 @@ from fastapi import APIRouter, Depends, Query, Response
 from dsrflow.api.deps import Decider, Reader, RuntimeDep, SessionDep, rate_limited
 from dsrflow.api.problems import Problem
 from dsrflow.db import utcnow
+from dsrflow.deadlines import service as deadlines
+from dsrflow.deadlines.schemas import DeadlineExtensionIn
 from dsrflow.requests import repository, service
 from dsrflow.requests.schemas import (
     RequestCreate,
@@ -113,4 +115,33 @@ def fire_transition(
     request_id: str, body: TransitionIn, rt: RuntimeDep, session: SessionDep, handler: Decider
 ) -> RequestPublic:
     request = service.transition(rt, session, request_id, body, actor=f"handler:{handler.id}")
+    return service.describe(rt, session, request, history=True)
+
+
+@router.post(
+    "/{request_id}/extensions",
+    response_model=RequestPublic,
+    responses={
+        **PROBLEMS,
+        409: {"description": "The request is closed, or expected_version is stale"},
+        422: {"description": "The workflow allows no (or no such) extension, or no reason"},
+    },
+    summary="Extend the internal target date, with a reason (the Art. 39 date never moves)",
+)
+def extend_deadline(
+    request_id: str,
+    body: DeadlineExtensionIn,
+    rt: RuntimeDep,
+    session: SessionDep,
+    handler: Decider,
+) -> RequestPublic:
+    request = deadlines.extend(
+        rt,
+        session,
+        request_id,
+        days=body.days,
+        reason=body.reason,
+        actor=f"handler:{handler.id}",
+        expected_version=body.expected_version,
+    )
     return service.describe(rt, session, request, history=True)

@@ -32,6 +32,8 @@ from dsrflow.runtime import Runtime
 from dsrflow.workflow.engine import InvalidFields, Subject, TriggerNotAllowed
 
 log = logging.getLogger(__name__)
+# Letters to the privacy desk are in Japanese, whatever the requester's language.
+HANDLER_LANGUAGE = "ja"
 
 
 class NotFound(Exception):
@@ -141,18 +143,18 @@ def open_request(
         to_state=request.state,
         detail={"channel": channel, "type": wf.id, "agent": request.agent_relation},
     )
-    context = _letter_context(rt, request, status_token=status_token)
-    _send(rt, session, request, "acknowledgment", wf.letters["acknowledgment"], context)
+    context = letter_context(rt, request, status_token=status_token)
+    queue_letter(rt, session, request, "acknowledgment", wf.letters["acknowledgment"], context)
     _send_verification(rt, session, request, context)
-    _send(
+    queue_letter(
         rt,
         session,
         request,
         "handler_notice",
         wf.letters["handler_notice"],
-        context,
+        letter_context(rt, request, language=HANDLER_LANGUAGE),
         recipient=rt.settings.handler_email,
-        language="ja",
+        language=HANDLER_LANGUAGE,
     )
     return Submitted(request=request, status_token=status_token)
 
@@ -255,6 +257,9 @@ def _apply(
         values["resume_state"] = outcome.source
     elif outcome.source == "awaiting_requester":
         values["resume_state"] = None
+        if wf.deadline.pause_while_awaiting_requester and request.awaiting_requester_at:
+            # The internal clock stood still while we waited; the Art. 39 date does not move.
+            values["due_at"] = request.due_at + (now - request.awaiting_requester_at)
     if "method" in fields:
         values["identity_method"] = fields["method"]
     if not repository.update_if_version(session, request.id, request.version, values):
@@ -280,9 +285,9 @@ def _apply(
     )
     session.refresh(request)
     if outcome.transition.letter:
-        context = _letter_context(rt, request, fields=fields)
+        context = letter_context(rt, request, fields=fields)
         key = f"v{request.version}:{outcome.transition.letter}"
-        _send(rt, session, request, key, outcome.transition.letter, context)
+        queue_letter(rt, session, request, key, outcome.transition.letter, context)
     return request
 
 
@@ -304,10 +309,10 @@ def _send_verification(
         "verify_hours": hours,
     }
     wf = rt.definitions.workflow(request.type)
-    _send(rt, session, request, "verification", wf.letters["verification"], context)
+    queue_letter(rt, session, request, "verification", wf.letters["verification"], context)
 
 
-def _send(
+def queue_letter(
     rt: Runtime,
     session: Session,
     request: Request,
@@ -317,9 +322,11 @@ def _send(
     *,
     recipient: str | None = None,
     language: str | None = None,
-) -> None:
+) -> bool:
+    """Render ``letter`` and queue it under the key ``<request id>:<key>``, unless a letter with
+    that key was ever queued. Returns whether it was queued. The caller commits."""
     rendered = rt.letters.render(letter, language or request.language, context)
-    enqueue(
+    return None is not enqueue(
         session,
         OutgoingMail(
             dedup_key=f"{request.id}:{key}",
@@ -348,16 +355,20 @@ def _reason_context(rt: Runtime, code: str, language: str) -> dict[str, str]:
     }
 
 
-def _letter_context(
+def letter_context(
     rt: Runtime,
     request: Request,
     *,
     status_token: str | None = None,
     fields: dict[str, Any] | None = None,
+    language: str | None = None,
 ) -> dict[str, Any]:
-    """What a letter may show: only what its purpose needs (no details, phone or address)."""
+    """What a letter may show: only what its purpose needs (no details, phone or address).
+
+    ``language`` defaults to the requester's; letters to the handlers pass theirs.
+    """
     wf = rt.definitions.workflow(request.type)
-    language = request.language
+    language = language or request.language
     tz = rt.settings.tz
     fields = dict(fields or {})
     if "reason_code" in fields:
@@ -373,6 +384,7 @@ def _letter_context(
         "handler_email": rt.settings.handler_email,
         "reference": request.reference,
         "type_title": wf.title.for_language(language),
+        "state_label": wf.states[request.state].label.for_language(language),
         "requester_name": request.agent_name or request.requester_name,
         "channel": request.channel,
         "received_at_local": request.received_at.astimezone(tz).strftime("%Y-%m-%d %H:%M"),

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -101,12 +102,19 @@ class DeadlineDef(_Strict):
 
 
 class RemindersDef(_Strict):
-    before_due_days: list[int] = [7, 3, 1, 0]
+    # Days before the due date on which the handlers are reminded, at ``send_at`` local time.
+    before_due_days: list[Annotated[int, Field(ge=0, le=365)]] = [7, 3, 1, 0]
+    # While overdue, the handlers (and ESCALATION_EMAIL) are told every N days.
     overdue_every_days: int = Field(default=1, ge=1)
+    send_at: time = time(9, 0)
+    # The handlers are told when a request's acknowledgment has not gone out after this long.
+    acknowledgment_grace_minutes: int = Field(default=60, ge=1)
 
 
 class IdentityWaitDef(_Strict):
-    remind_requester_after_days: list[int] = [3, 7]
+    # Days after arrival, still unverified, on which the requester is reminded.
+    remind_requester_after_days: list[Annotated[int, Field(ge=1, le=365)]] = [3, 7]
+    # Days after arrival, still unverified, after which the handlers are asked to decide.
     escalate_after_days: int = Field(default=14, ge=1)
 
 

@@ -1,0 +1,48 @@
+"""The scheduler's jobs. Each is a thin wrapper: the work lives in the domain and mail layers.
+
+Database-bound sweeps run in a worker thread so the event loop (and the API beside it) stays
+responsive. A job never raises: a failure is logged and the next run tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from dsrflow.deadlines import service as deadlines
+from dsrflow.mail.dispatch import flush_outbox
+from dsrflow.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+async def deadline_sweep(rt: Runtime) -> None:
+    report = await asyncio.to_thread(deadlines.sweep, rt, series=frozenset({deadlines.DEADLINES}))
+    if report.queued or report.errors:
+        log.info("deadline sweep: %d queued, %d errors", report.queued, report.errors)
+
+
+async def identity_wait_sweep(rt: Runtime) -> None:
+    report = await asyncio.to_thread(deadlines.sweep, rt, series=frozenset({deadlines.IDENTITY}))
+    if report.queued or report.errors:
+        log.info("identity-wait sweep: %d queued, %d errors", report.queued, report.errors)
+
+
+async def daily_digest(rt: Runtime) -> None:
+    report = await asyncio.to_thread(deadlines.digest, rt)
+    log.info("daily digest: %d queued", report.queued)
+
+
+async def outbox_dispatch(rt: Runtime) -> None:
+    report = await flush_outbox(
+        rt.db, rt.settings, rt.letters, from_name=rt.definitions.company.name.for_language("ja")
+    )
+    if report.sent or report.failed or report.retried:
+        log.info("outbox: %s", report)
+
+
+async def imap_poll(rt: Runtime) -> None:
+    from dsrflow.intake.imap import poll_once
+
+    report = await poll_once(rt)
+    log.debug("imap poll: %s", report)

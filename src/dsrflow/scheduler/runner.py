@@ -1,0 +1,98 @@
+"""APScheduler 3 wiring.
+
+Jobs live in a memory job store of this process only (a shared store would fire every job in
+every process); running several schedulers is safe because the work itself is claimed in the
+database. Every job has a fixed id, ``replace_existing``, ``coalesce`` (a backlog of missed runs
+becomes one run) and a generous ``misfire_grace_time`` (a sweep late by minutes still runs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime, timedelta
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from dsrflow.db import utcnow
+from dsrflow.runtime import Runtime
+from dsrflow.scheduler import jobs
+
+log = logging.getLogger(__name__)
+Job = Callable[[Runtime], Awaitable[None]]
+
+
+def _jobs(rt: Runtime) -> list[tuple[str, Job, object, int]]:
+    """(id, job, trigger, misfire_grace_time seconds)."""
+    tz = rt.settings.tz
+    digest_at = min(wf.reminders.send_at for wf in rt.definitions.workflows.values())
+    table: list[tuple[str, Job, object, int]] = [
+        ("deadline_sweep", jobs.deadline_sweep, IntervalTrigger(minutes=1, timezone=tz), 600),
+        (
+            "identity_wait_sweep",
+            jobs.identity_wait_sweep,
+            IntervalTrigger(minutes=5, timezone=tz),
+            1800,
+        ),
+        ("outbox_dispatch", jobs.outbox_dispatch, IntervalTrigger(seconds=15, timezone=tz), 300),
+        (
+            "daily_digest",
+            jobs.daily_digest,
+            CronTrigger(hour=digest_at.hour, minute=digest_at.minute, timezone=tz),
+            6 * 3600,
+        ),
+    ]
+    if rt.settings.imap_host:
+        table.append(("imap_poll", jobs.imap_poll, IntervalTrigger(seconds=60, timezone=tz), 300))
+    return table
+
+
+def build_scheduler(rt: Runtime, start_at: datetime | None = None) -> AsyncIOScheduler:
+    scheduler = AsyncIOScheduler(timezone=rt.settings.tz)
+    first = start_at or utcnow() + timedelta(seconds=1)
+    for job_id, job, trigger, grace in _jobs(rt):
+        scheduler.add_job(
+            job,
+            trigger,
+            args=[rt],
+            id=job_id,
+            name=job_id,
+            replace_existing=True,
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=grace,
+            # Interval jobs also run right after start; the digest waits for its hour.
+            **({} if job_id == "daily_digest" else {"next_run_time": first}),
+        )
+    return scheduler
+
+
+@contextlib.asynccontextmanager
+async def running_scheduler(rt: Runtime) -> AsyncIterator[AsyncIOScheduler]:
+    """The scheduler for the lifetime of the block (used by `dsrflow serve`)."""
+    scheduler = build_scheduler(rt)
+    scheduler.start()
+    log.info("scheduler started: %s", ", ".join(job.id for job in scheduler.get_jobs()))
+    try:
+        yield scheduler
+    finally:
+        scheduler.shutdown(wait=False)
+
+
+def run_forever(rt: Runtime) -> None:
+    """`dsrflow scheduler`: run until SIGINT or SIGTERM."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with running_scheduler(rt):
+            await stop.wait()
+
+    asyncio.run(main())

@@ -1,0 +1,55 @@
+"""The APScheduler wiring: fixed job ids and safe settings, and jobs that really run."""
+
+from __future__ import annotations
+
+import asyncio
+import mailbox
+import time
+
+from sqlmodel import Session, select
+
+from dsrflow.mail.models import OutboxMessage
+from dsrflow.runtime import Runtime
+from dsrflow.scheduler.runner import build_scheduler, running_scheduler
+from tests.conftest import make_request
+
+
+def test_jobs_have_fixed_ids_and_tolerant_settings(rt: Runtime) -> None:
+    async def inspect() -> dict[str, tuple[bool, int, int]]:
+        scheduler = build_scheduler(rt)
+        return {
+            job.id: (job.coalesce, job.misfire_grace_time, job.max_instances)
+            for job in scheduler.get_jobs()
+        }
+
+    jobs = asyncio.run(inspect())
+    assert set(jobs) == {"deadline_sweep", "identity_wait_sweep", "outbox_dispatch", "daily_digest"}
+    for coalesce, grace, instances in jobs.values():
+        assert coalesce and grace >= 300 and instances == 1
+    with_imap = Runtime.load(rt.settings.model_copy(update={"imap_host": "127.0.0.1"}), db=rt.db)
+    assert "imap_poll" in asyncio.run(_ids(with_imap))
+
+
+async def _ids(rt: Runtime) -> set[str]:
+    return {job.id for job in build_scheduler(rt).get_jobs()}
+
+
+def test_running_scheduler_delivers_the_outbox_to_the_maildir(rt: Runtime) -> None:
+    request = make_request(rt, "disclosure")
+
+    async def run_until_sent() -> None:
+        async with running_scheduler(rt):
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                with Session(rt.db) as session:
+                    statuses = session.exec(select(OutboxMessage.status)).all()
+                if statuses and all(status == "sent" for status in statuses):
+                    return
+                await asyncio.sleep(0.2)
+            raise AssertionError(f"outbox not sent: {statuses}")
+
+    asyncio.run(run_until_sent())
+    delivered = list(mailbox.Maildir(rt.settings.maildir_path, create=False))
+    subjects = sorted(str(message["Subject"]) for message in delivered)
+    assert len(subjects) == 3
+    assert all(f"[{request.reference}]" in subject for subject in subjects)
