@@ -1,0 +1,197 @@
+"""Every query on inbound mail and the IMAP sync state. Nothing here commits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import case, func, update
+from sqlalchemy.orm import defer
+from sqlmodel import Session, col, select
+
+from dsrflow.inbox.models import ImapSyncState, InboundAttachment, InboundMessage
+from dsrflow.mail.models import OutboxMessage
+from dsrflow.requests.models import Request
+
+# Lists never load the raw message or attachment bytes.
+_LIGHT = (defer(InboundMessage.raw),)  # type: ignore[arg-type]
+
+
+def get(session: Session, inbound_id: int, *, with_raw: bool = False) -> InboundMessage | None:
+    query = select(InboundMessage).where(InboundMessage.id == inbound_id)
+    if not with_raw:
+        query = query.options(*_LIGHT)
+    return session.exec(query).first()
+
+
+def by_message_id(session: Session, message_id: str) -> InboundMessage | None:
+    query = select(InboundMessage).where(InboundMessage.message_id == message_id).options(*_LIGHT)
+    return session.exec(query).first()
+
+
+def search(
+    session: Session, *, status: str | None, limit: int, offset: int
+) -> tuple[list[InboundMessage], int]:
+    """Messages with ``status`` (all when None), newest arrival first, and the total count."""
+    query = select(InboundMessage)
+    if status:
+        query = query.where(InboundMessage.status == status)
+    total = session.exec(select(func.count()).select_from(query.subquery())).one()
+    rows = session.exec(
+        query.options(*_LIGHT)
+        .order_by(col(InboundMessage.received_at).desc(), col(InboundMessage.id).desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return list(rows), int(total)
+
+
+def for_request(session: Session, request_id: str) -> list[InboundMessage]:
+    """The mail that belongs to a request, oldest first."""
+    query = (
+        select(InboundMessage)
+        .where(InboundMessage.request_id == request_id)
+        .options(*_LIGHT)
+        .order_by(col(InboundMessage.received_at), col(InboundMessage.id))
+    )
+    return list(session.exec(query))
+
+
+def attachments(
+    session: Session, inbound_ids: Sequence[int]
+) -> list[tuple[InboundAttachment, bool]]:
+    """Attachment descriptions of these messages, in order, each with whether its bytes are
+    kept (the bytes themselves are not loaded)."""
+    if not inbound_ids:
+        return []
+    query = (
+        select(InboundAttachment, col(InboundAttachment.content).is_not(None))
+        .where(col(InboundAttachment.inbound_message_id).in_(inbound_ids))
+        .options(defer(InboundAttachment.content))  # type: ignore[arg-type]
+        .order_by(col(InboundAttachment.id))
+    )
+    return [(row[0], bool(row[1])) for row in session.exec(query)]
+
+
+def attachment(session: Session, inbound_id: int, attachment_id: int) -> InboundAttachment | None:
+    query = select(InboundAttachment).where(
+        InboundAttachment.id == attachment_id, InboundAttachment.inbound_message_id == inbound_id
+    )
+    return session.exec(query).first()
+
+
+def references_of(session: Session, request_ids: Sequence[str]) -> dict[str, str]:
+    """Request id -> reference, for showing messages."""
+    if not request_ids:
+        return {}
+    query = select(Request.id, Request.reference).where(col(Request.id).in_(set(request_ids)))
+    return {row[0]: row[1] for row in session.exec(query)}
+
+
+def request_by_reference(session: Session, references: Sequence[str]) -> Request | None:
+    """The first of ``references`` that names an existing request."""
+    for reference in references:
+        request = session.exec(select(Request).where(Request.reference == reference)).first()
+        if request is not None:
+            return request
+    return None
+
+
+def request_for_thread(session: Session, message_ids: Sequence[str]) -> Request | None:
+    """The request a message answers: one of ``message_ids`` is a letter we sent about it, or
+    an earlier message of the requester that joined or created it. Nearest (first) id wins."""
+    if not message_ids:
+        return None
+    sent = dict(
+        session.exec(
+            select(OutboxMessage.message_id, OutboxMessage.request_id).where(
+                col(OutboxMessage.message_id).in_(message_ids),
+                col(OutboxMessage.request_id).is_not(None),
+            )
+        ).all()
+    )
+    received = dict(
+        session.exec(
+            select(InboundMessage.message_id, InboundMessage.request_id).where(
+                col(InboundMessage.message_id).in_(message_ids),
+                col(InboundMessage.request_id).is_not(None),
+            )
+        ).all()
+    )
+    for message_id in message_ids:
+        request_id = sent.get(message_id) or received.get(message_id)
+        if request_id:
+            return session.get(Request, request_id)
+    return None
+
+
+def is_our_message_id(session: Session, message_id: str) -> bool:
+    """True when ``message_id`` is one of the letters we sent."""
+    query = select(OutboxMessage.id).where(OutboxMessage.message_id == message_id)
+    return session.exec(query).first() is not None
+
+
+def update_if_status(
+    session: Session, inbound_id: int, statuses: Sequence[str], values: dict[str, Any]
+) -> bool:
+    """Conditional update: applies only while the message still has one of ``statuses``."""
+    result = session.execute(
+        update(InboundMessage)
+        .where(col(InboundMessage.id) == inbound_id, col(InboundMessage.status).in_(statuses))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------- IMAP sync state
+
+
+def sync_state(session: Session, mailbox: str, *, lock: bool = False) -> ImapSyncState | None:
+    """The folder's sync state. With ``lock``, row-locked (PostgreSQL ``FOR UPDATE SKIP
+    LOCKED``: None while another transaction holds it; SQLite's write lock covers it)."""
+    query = select(ImapSyncState).where(ImapSyncState.mailbox == mailbox)
+    if lock:
+        query = query.with_for_update(skip_locked=True)
+    return session.exec(query).first()
+
+
+def advance_sync_state(
+    session: Session,
+    state_id: int,
+    *,
+    claim: str,
+    uidvalidity: int,
+    uid: int,
+    claimed_until: datetime,
+    now: datetime,
+) -> bool:
+    """Record ``uid`` as read, if the claim still holds; extends the claim."""
+    result = session.execute(
+        update(ImapSyncState)
+        .where(
+            col(ImapSyncState.id) == state_id,
+            col(ImapSyncState.claimed_by) == claim,
+            col(ImapSyncState.uidvalidity) == uidvalidity,
+        )
+        .values(
+            last_uid=case(
+                (col(ImapSyncState.last_uid) < uid, uid), else_=col(ImapSyncState.last_uid)
+            ),
+            claimed_until=claimed_until,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def release_sync_state(session: Session, state_id: int, *, claim: str, now: datetime) -> bool:
+    result = session.execute(
+        update(ImapSyncState)
+        .where(col(ImapSyncState.id) == state_id, col(ImapSyncState.claimed_by) == claim)
+        .values(claimed_by=None, claimed_until=None, last_polled_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
