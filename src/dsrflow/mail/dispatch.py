@@ -434,11 +434,17 @@ def _release(
     return released
 
 
-def _failure_notice(
-    renderer: LetterRenderer, settings: Settings, row: OutboxMessage, answer: str, at: datetime
+def failure_notice(
+    renderer: LetterRenderer,
+    settings: Settings,
+    row: OutboxMessage,
+    answer: str,
+    at: datetime,
+    *,
+    language: str = "ja",
 ) -> OutgoingMail | None:
-    """The handlers' ``delivery_failed`` letter: the reference, the letter and the server's
-    answer without addresses; no recipient, name or body. None for a failed notice itself."""
+    """The handlers' ``delivery_failed`` letter about ``row``: the reference, the letter and the
+    server's answer without addresses; no recipient, name or body. None for a failed notice."""
     if row.letter == DELIVERY_FAILED:
         return None
     context = {
@@ -454,7 +460,7 @@ def _failure_notice(
         else None,
     }
     try:
-        letter = renderer.render(DELIVERY_FAILED, "ja", context)
+        letter = renderer.render(DELIVERY_FAILED, language, context)
     except Exception:  # a broken template must not keep the row from being marked failed
         log.exception("outbox %s (%s): cannot render %s", row.id, row.reference, DELIVERY_FAILED)
         return None
@@ -602,7 +608,7 @@ async def _fail(
     at: datetime,
     report: FlushReport,
 ) -> None:
-    notice = _failure_notice(renderer, settings, row, answer, at)
+    notice = failure_notice(renderer, settings, row, answer, at)
     recorded, notice_id = await asyncio.to_thread(
         _record_failed, db_engine, settings, row, answer, notice
     )
