@@ -35,13 +35,6 @@ def _hashed_fields(event: Event) -> dict[str, Any]:
     }
 
 
-def last_event(session: Session, request_id: str) -> Event | None:
-    query = (
-        select(Event).where(Event.request_id == request_id).order_by(col(Event.seq).desc()).limit(1)
-    )
-    return session.exec(query).first()
-
-
 def append_event(
     session: Session,
     request_id: str,
@@ -58,10 +51,11 @@ def append_event(
 
     The unique (request_id, seq) constraint makes a racing second append fail, not fork.
     """
-    previous = last_event(session, request_id)
+    # The head holds the chain's end, so no scan of the request's events is needed.
+    head = session.get(AuditHead, request_id) or AuditHead(request_id=request_id, hash=GENESIS)
     event = Event(
         request_id=request_id,
-        seq=(previous.seq + 1) if previous else 1,
+        seq=head.seq + 1,
         kind=kind,
         trigger=trigger,
         from_state=from_state,
@@ -69,12 +63,11 @@ def append_event(
         actor=actor,
         at=at,
         detail=detail or {},
-        prev_hash=previous.hash if previous else GENESIS,
+        prev_hash=head.hash,
         hash="",
     )
     event.hash = event_hash(event.prev_hash, _hashed_fields(event))
     session.add(event)
-    head = session.get(AuditHead, request_id) or AuditHead(request_id=request_id)
     head.seq, head.hash = event.seq, event.hash
     session.add(head)
     return event
