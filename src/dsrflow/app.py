@@ -8,6 +8,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from fastapi import FastAPI
 
 from dsrflow import __version__
+from dsrflow.api import inbox as inbox_routes
 from dsrflow.api import problems
 from dsrflow.api import requests as request_routes
 from dsrflow.api import workflows as workflow_routes
@@ -51,6 +52,7 @@ def create_app(rt: Runtime, *, background: Background | None = None) -> FastAPI:
     problems.install(app)
     app.include_router(request_routes.router)
     app.include_router(workflow_routes.router)
+    app.include_router(inbox_routes.router)
     app.include_router(page_routes.router)
 
     @app.get("/healthz", tags=["health"], summary="Liveness and database check")

@@ -32,10 +32,15 @@ from dsrflow.inbox.schemas import (
     InboxMessage,
     IngestOutcome,
 )
-from dsrflow.mail.outbox import OutgoingMail, enqueue
 from dsrflow.requests.models import Request
 from dsrflow.requests.schemas import RequestCreate
-from dsrflow.requests.service import Invalid, open_request
+from dsrflow.requests.service import (
+    HANDLER_LANGUAGE,
+    Invalid,
+    letter_context,
+    open_request,
+    queue_letter,
+)
 from dsrflow.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -167,6 +172,8 @@ def _decide(
         return "ignored", "our own message (its Message-ID is one of our letters)", None
     if request is not None:
         return "joined", None, None
+    if mail.named_references:
+        return "triage", f"names an unknown reference ({', '.join(mail.named_references)})", None
     if mail.detected_type is None or mail.type_problem:
         return "triage", mail.type_problem or "no request type recognised", None
     if not mail.from_address:
@@ -196,11 +203,9 @@ def _join(
         return
     # The handlers wait for this answer: tell them, with no more than they need to find it.
     tz = rt.settings.tz
-    wf = rt.definitions.workflow(request.type)
-    context: dict[str, Any] = {
-        "reference": request.reference,
-        "type_title": wf.title.for_language("ja"),
-        "received_at_local": mail.received_at.astimezone(tz).strftime("%Y-%m-%d %H:%M"),
+    context = {
+        **letter_context(rt, request, language=HANDLER_LANGUAGE),
+        "reply_received_at_local": mail.received_at.astimezone(tz).strftime("%Y-%m-%d %H:%M"),
         "awaiting_since_local": request.awaiting_requester_at.astimezone(tz).strftime(
             "%Y-%m-%d %H:%M"
         )
@@ -209,21 +214,16 @@ def _join(
         "from_requester": matches,
         "attachment_count": len(mail.attachments),
         "messages_url": f"{rt.settings.base_url}/api/v1/requests/{request.id}/messages",
-        "handler_url": f"{rt.settings.base_url}/api/v1/requests/{request.id}",
     }
-    letter = rt.letters.render(REPLIED_LETTER, "ja", context)
-    enqueue(
+    queue_letter(
+        rt,
         session,
-        OutgoingMail(
-            dedup_key=f"{request.id}:reply:{row.id}",
-            letter=REPLIED_LETTER,
-            recipient=rt.settings.handler_email,
-            subject=letter.subject,
-            body=letter.body,
-            request_id=request.id,
-            reference=request.reference,
-        ),
-        rt.mail_domain,
+        request,
+        f"reply:{row.id}",
+        REPLIED_LETTER,
+        context,
+        recipient=rt.settings.handler_email,
+        language=HANDLER_LANGUAGE,
     )
 
 

@@ -250,6 +250,7 @@ _KANA = re.compile(r"[\u3041-\u309f\u30a1-\u30fa\u30fc]")
 _KANJI = re.compile(r"[\u4e00-\u9fff]")
 _HALFWIDTH_KANA = re.compile(r"[\uff61-\uff9f]")
 _ODD = re.compile(r"[\ufffd\ue000-\uf8ff\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_LATIN = re.compile(r"[A-Za-z]")
 _JAPANESE = re.compile(r"[\u3041-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff66-\uff9f]")
 
 
@@ -424,6 +425,7 @@ def _eucjp_cp932(data: bytes, *, strict: bool) -> str | None:
 # --------------------------------------------------------------------------- headers
 
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,3}")
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 _MESSAGE_ID = re.compile(r"<([^<>\s]{1,246})>")
 _ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
@@ -461,6 +463,11 @@ def decode_header_text(value: str) -> str:
             pieces.append((None, gap))
         charset = match.group(1).split("*")[0].lower()
         payload = match.group(3)
+        if match.group(2) in "bB" and not _BASE64.fullmatch(payload):
+            # Not an encoded word after all: keep it as written.
+            pieces.append((None, match.group(0)))
+            position, after_word = match.end(), False
+            continue
         raw = _b_decode(payload) if match.group(2) in "bB" else _q_decode(payload)
         last = pieces[-1] if pieces else None
         if last is not None and last[0] == charset and isinstance(last[1], bytes):
@@ -682,7 +689,7 @@ def _read_body(message: Message, limits: Limits) -> _Body:
         )
     chosen = [t for t in plain if t.strip()] or [t for t in html if t.strip()]
     text = "\n\n".join(t.replace("\r\n", "\n").replace("\r", "\n").strip() for t in chosen)
-    undecodable = len(text) > 20 and text.count("\ufffd") > len(text) / 10
+    undecodable = len(text) > 20 and len(_ODD.findall(text)) > len(text) / 10
     return _Body(
         text=clean(text, limits.max_text_chars),
         attachments=attachments,
@@ -869,7 +876,7 @@ def _read(
     named = tuple(dict.fromkeys(REFERENCE.findall(unicodedata.normalize("NFKC", subject or ""))))
     body = None if too_large else _read_body(message, limits)
     text = body.text if body else ""
-    language = "ja" if _JAPANESE.search(f"{subject or ''}\n{text}") else "en"
+    language = language_of(f"{subject or ''}\n{text}")
 
     quarantine = None
     if too_large:
@@ -920,6 +927,15 @@ def _read(
         quarantine_reason=quarantine,
         attachments=tuple(body.attachments) if body else (),
     )
+
+
+def language_of(text: str) -> str:
+    """``ja`` for Japanese text, ``en`` otherwise (a Japanese name in an English letter is en)."""
+    if _KANA.search(text):
+        return "ja"
+    japanese = len(_JAPANESE.findall(text))
+    latin = len(_LATIN.findall(text))
+    return "ja" if japanese and japanese * 3 >= latin else "en"
 
 
 def _header_block(raw: bytes) -> bytes:

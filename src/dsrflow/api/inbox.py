@@ -1,0 +1,187 @@
+"""Inbox routes: inbound mail waiting for a handler (triage, quarantine), and a request's mail."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Query, Response
+
+from dsrflow.api.deps import Decider, Reader, RuntimeDep, SessionDep
+from dsrflow.api.problems import Problem
+from dsrflow.inbox import repository, service
+from dsrflow.inbox.models import InboundMessage
+from dsrflow.inbox.schemas import (
+    ConvertedPublic,
+    ConvertIn,
+    DismissIn,
+    InboxMessage,
+    InboxPage,
+    Status,
+)
+from dsrflow.requests import repository as requests
+
+router = APIRouter(prefix="/api/v1", tags=["inbox"])
+
+PROBLEMS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or bad token (problem details)"},
+    403: {"description": "The handler's role lacks the right (problem details)"},
+    404: {"description": "Unknown id (problem details)"},
+}
+DECIDED: dict[int | str, dict[str, Any]] = {
+    409: {"description": "The message is no longer waiting for a decision"}
+}
+
+
+@router.get("/inbox", response_model=InboxPage, responses=PROBLEMS, summary="Inbound mail")
+def list_inbox(
+    session: SessionDep,
+    _: Reader,
+    status: Status | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> InboxPage:
+    """Every inbound message, newest arrival first; ``status=triage`` (or ``quarantined``) is
+    what waits for a handler."""
+    rows, total = repository.search(session, status=status, limit=limit, offset=offset)
+    return InboxPage(
+        items=service.describe_items(session, rows), total=total, limit=limit, offset=offset
+    )
+
+
+@router.get(
+    "/inbox/{inbound_id}", response_model=InboxMessage, responses=PROBLEMS, summary="One message"
+)
+def get_message(inbound_id: int, session: SessionDep, _: Reader) -> InboxMessage:
+    return service.describe(session, _message(session, inbound_id))
+
+
+@router.get(
+    "/inbox/{inbound_id}/raw",
+    responses={**PROBLEMS, 200: {"content": {"message/rfc822": {}}}},
+    response_class=Response,
+    summary="The message exactly as received",
+)
+def get_raw(inbound_id: int, session: SessionDep, _: Reader) -> Response:
+    row = repository.get(session, inbound_id, with_raw=True)
+    if row is None:
+        raise Problem(404, "No such message.")
+    return _download(row.raw, "message/rfc822", f"message-{inbound_id}.eml")
+
+
+@router.get(
+    "/inbox/{inbound_id}/attachments/{attachment_id}",
+    responses={**PROBLEMS, 200: {"content": {"application/octet-stream": {}}}},
+    response_class=Response,
+    summary="An attachment of a message",
+)
+def get_inbox_attachment(
+    inbound_id: int, attachment_id: int, session: SessionDep, _: Reader
+) -> Response:
+    return _attachment(session, inbound_id, attachment_id)
+
+
+@router.post(
+    "/inbox/{inbound_id}/convert",
+    response_model=ConvertedPublic,
+    responses={**PROBLEMS, **DECIDED, 422: {"description": "Unknown type or unusable address"}},
+    summary="Make a request of a triage message (its arrival time is kept)",
+)
+def convert_message(
+    inbound_id: int, body: ConvertIn, rt: RuntimeDep, session: SessionDep, handler: Decider
+) -> ConvertedPublic:
+    try:
+        row, request = service.convert(rt, session, inbound_id, body, actor=f"handler:{handler.id}")
+    except service.NotFound as exc:
+        raise Problem(404, "No such message.") from exc
+    except service.Conflict as exc:
+        raise Problem(409, exc.detail, status_now=exc.status) from exc
+    return ConvertedPublic(
+        message=service.describe(session, row),
+        request_id=request.id,
+        reference=request.reference,
+        received_at=request.received_at,
+        due_at=request.due_at,
+    )
+
+
+@router.post(
+    "/inbox/{inbound_id}/dismiss",
+    response_model=InboxMessage,
+    responses={**PROBLEMS, **DECIDED},
+    summary="Close a triage message with a note",
+)
+def dismiss_message(
+    inbound_id: int, body: DismissIn, rt: RuntimeDep, session: SessionDep, handler: Decider
+) -> InboxMessage:
+    try:
+        service.dismiss(rt, session, inbound_id, body.note, actor=f"handler:{handler.id}")
+    except service.NotFound as exc:
+        raise Problem(404, "No such message.") from exc
+    except service.Conflict as exc:
+        raise Problem(409, exc.detail, status_now=exc.status) from exc
+    return service.describe(session, _message(session, inbound_id))
+
+
+@router.get(
+    "/requests/{request_id}/messages",
+    response_model=list[InboxMessage],
+    responses=PROBLEMS,
+    summary="The mail of a request, oldest first",
+)
+def request_messages(request_id: str, session: SessionDep, _: Reader) -> list[InboxMessage]:
+    if requests.get(session, request_id) is None:
+        raise Problem(404, "No such request.")
+    return [service.describe(session, row) for row in repository.for_request(session, request_id)]
+
+
+@router.get(
+    "/requests/{request_id}/messages/{inbound_id}/attachments/{attachment_id}",
+    responses={**PROBLEMS, 200: {"content": {"application/octet-stream": {}}}},
+    response_class=Response,
+    summary="An attachment of a request's message",
+)
+def get_request_attachment(
+    request_id: str, inbound_id: int, attachment_id: int, session: SessionDep, _: Reader
+) -> Response:
+    row = repository.get(session, inbound_id)
+    if row is None or row.request_id != request_id:
+        raise Problem(404, "No such message for this request.")
+    return _attachment(session, inbound_id, attachment_id)
+
+
+def _message(session: SessionDep, inbound_id: int) -> InboundMessage:
+    row = repository.get(session, inbound_id)
+    if row is None:
+        raise Problem(404, "No such message.")
+    return row
+
+
+def _attachment(session: SessionDep, inbound_id: int, attachment_id: int) -> Response:
+    attachment = repository.attachment(session, inbound_id, attachment_id)
+    if attachment is None:
+        raise Problem(404, "No such attachment.")
+    if attachment.content is None:
+        raise Problem(
+            404,
+            "This attachment was over the size or count limit and is not kept on its own; "
+            f"it is in the raw message (/api/v1/inbox/{inbound_id}/raw).",
+        )
+    name = attachment.filename or f"attachment-{attachment_id}"
+    return _download(attachment.content, attachment.content_type, name)
+
+
+def _download(content: bytes, content_type: str, filename: str) -> Response:
+    # Always a download, never rendered: an attached HTML file must not run in the API's origin.
+    ascii_name = filename.encode("ascii", "replace").decode().replace('"', "_").replace("?", "_")
+    return Response(
+        content=content,
+        media_type=content_type if "/" in content_type else "application/octet-stream",
+        headers={
+            "Content-Disposition": (
+                f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"
+            ),
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "sandbox",
+        },
+    )
