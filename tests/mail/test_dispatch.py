@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import mailbox
+import socket
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -217,6 +219,60 @@ def test_smtp_down_while_requests_arrive_then_up(mail_rt: Runtime, smtp: SmtpSer
     assert {row.message_id for row in rows} == set(delivered)
     assert all(len(copies) == 1 for copies in delivered.values())
     assert statuses(mail_rt) == {"sent": 7}
+
+
+class StopsAfterFirst:
+    """SMTP whose server goes away right after accepting the first message."""
+
+    def __init__(self, settings: Settings, server: SmtpServer):
+        self.smtp, self.server = SmtpSender(settings), server
+
+    async def send(self, message: EmailMessage, recipient: str) -> str:
+        answer = await self.smtp.send(message, recipient)
+        if self.server.running:
+            await asyncio.to_thread(self.server.stop)
+        return answer
+
+    async def close(self) -> None:
+        await self.smtp.close()
+
+
+def test_server_going_away_mid_batch_loses_nothing(mail_rt: Runtime, smtp: SmtpServer) -> None:
+    make_request(mail_rt, "disclosure", "refused")
+    rows = outbox(mail_rt)
+    sender = StopsAfterFirst(mail_rt.settings, smtp)
+    report = flush(mail_rt, sender=sender)
+    assert report.sent == 1 and report.failed == 0 and report.retried == len(rows) - 1
+    assert report.error is not None and not report.unreachable  # it was reached, once
+    assert statuses(mail_rt) == {"sent": 1, "pending": len(rows) - 1}
+    # At most the message in flight when the connection dropped spent an attempt.
+    assert sum(r.attempts for r in outbox(mail_rt, status="pending")) <= 1
+
+    smtp.start()
+    report = flush(mail_rt, now=utcnow() + timedelta(minutes=5))
+    assert report.sent == len(rows) - 1
+    delivered = by_message_id(smtp.wait_for(len(rows)))
+    assert len(smtp.messages) == len(rows)
+    assert all(len(copies) == 1 for copies in delivered.values())
+
+
+def test_a_silent_server_times_out(rt: Runtime) -> None:
+    with socket.socket() as silent:  # accepts connections (the kernel does) but never speaks
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        host, port = silent.getsockname()
+        quiet = Runtime.load(
+            rt.settings.model_copy(
+                update={"smtp_host": host, "smtp_port": port, "smtp_timeout_seconds": 0.5}
+            ),
+            db=rt.db,
+        )
+        make_request(quiet, "suspension")
+        started = time.monotonic()
+        report = flush(quiet)
+        assert time.monotonic() - started < 10
+    assert report.unreachable and "Timeout" in (report.error or "")
+    assert all(r.status == "pending" and r.attempts == 0 for r in outbox(quiet))
 
 
 class SlowSender:

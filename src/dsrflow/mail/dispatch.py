@@ -414,7 +414,7 @@ def _record_failed(
         return True, queued.id if queued is not None else None
 
 
-def _release(
+def _release_rows(
     db_engine: Engine, rows: Sequence[OutboxMessage], next_attempt_at: datetime, answer: str
 ) -> int:
     """Give claimed rows back unsent, and their attempt with them (they were not tried)."""
@@ -491,137 +491,127 @@ async def flush_outbox(
 
     ``from_name`` is the display name of From (the company's name, e.g.
     ``rt.definitions.company.name.for_language("ja")``); without it From is the bare address.
-
     ``sender`` defaults to SMTP or the Maildir as configured; it is closed at the end, so one
     sender may serve many flushes. ``now`` (aware) replaces the clock for due times and backoff.
     Database work runs in worker threads, so this is safe to call repeatedly from a running
     event loop (the scheduler) alongside other dispatchers, in this process or others."""
-    sender = sender if sender is not None else sender_for(settings)
-    report = FlushReport()
+    flush = _Flush(
+        db_engine,
+        settings,
+        renderer,
+        sender if sender is not None else sender_for(settings),
+        retry,
+        lease,
+        from_name,
+    )
     try:
         while True:
             at = now or utcnow()
             batch = await asyncio.to_thread(claim_due, db_engine, at, batch_size, lease)
             if not batch:
                 break
-            await _deliver(
-                db_engine, settings, renderer, sender, batch, at, retry, lease, from_name, report
-            )
+            await flush.deliver(batch, at)
             # Until nothing is due: this also sends the delivery_failed notices just queued.
-            if report.error is not None:
+            if flush.report.error is not None:
                 break
     finally:
-        await sender.close()
-    return report
+        await flush.sender.close()
+    flush.report.unreachable = flush.report.error is not None and not flush.answered
+    return flush.report
 
 
-async def _deliver(
-    db_engine: Engine,
-    settings: Settings,
-    renderer: LetterRenderer,
-    sender: EmailSender,
-    batch: Sequence[OutboxMessage],
-    at: datetime,
-    retry: RetryPolicy,
-    lease: timedelta,
-    from_name: str | None,
-    report: FlushReport,
-) -> None:
-    # Stop well before the lease ends: after it, another dispatcher may take the rows over.
-    stop_at = time.monotonic() + lease.total_seconds() * 0.8
-    for index, row in enumerate(batch):
-        if time.monotonic() > stop_at:
-            rest = batch[index:]
-            report.retried += await asyncio.to_thread(
-                _release, db_engine, rest, at, "claim lease nearly over; not tried"
-            )
-            return
-        try:
-            message = build_message(row, settings, from_name=from_name)
-            answer = await sender.send(message, row.recipient)
-        except ServerUnreachable as exc:
-            report.error = _redact(exc.answer)
-            report.unreachable = report.sent == 0 and report.failed == 0
-            log.warning(
-                "outbox: mail server unreachable, %d rows wait: %s",
-                len(batch) - index,
-                report.error,
-            )
-            rest = batch[index:]
-            report.retried += await asyncio.to_thread(
-                _release, db_engine, rest, at + retry.first_delay, exc.answer
-            )
-            return
-        except (PermanentFailure, ValueError) as exc:
-            answer = exc.answer if isinstance(exc, DeliveryError) else f"invalid message: {exc}"
-            await _fail(db_engine, settings, renderer, row, answer, at, report)
-            continue
-        except Exception as exc:
-            if not isinstance(exc, TemporaryFailure):
+@dataclass
+class _Flush:
+    """One flush's collaborators and tally."""
+
+    db: Engine
+    settings: Settings
+    renderer: LetterRenderer
+    sender: EmailSender
+    retry: RetryPolicy
+    lease: timedelta
+    from_name: str | None
+    report: FlushReport = field(default_factory=FlushReport)
+    answered: bool = False  # the server took or refused at least one message
+
+    async def deliver(self, batch: Sequence[OutboxMessage], at: datetime) -> None:
+        # Stop well before the lease ends: after it, another dispatcher may take the rows over.
+        stop_at = time.monotonic() + self.lease.total_seconds() * 0.8
+        for index, row in enumerate(batch):
+            if time.monotonic() > stop_at:
+                await self._release(batch[index:], at, "claim lease nearly over; not tried")
+                return
+            try:
+                message = build_message(row, self.settings, from_name=self.from_name)
+            except ValueError as exc:
+                await self._fail(row, f"invalid message: {exc}", at)
+                continue
+            try:
+                await self.sender.send(message, row.recipient)
+            except ServerUnreachable as exc:
+                self.report.error = _redact(exc.answer)
+                log.warning(
+                    "outbox: mail server unreachable, %d rows wait: %s",
+                    len(batch) - index,
+                    self.report.error,
+                )
+                await self._release(batch[index:], at + self.retry.first_delay, exc.answer)
+                return
+            except PermanentFailure as exc:
+                self.answered = True
+                await self._fail(row, exc.answer, at)
+            except TemporaryFailure as exc:
+                self.answered = True
+                await self._retry_later(row, exc.answer, at)
+            except Exception as exc:
                 # Unexpected: one row's problem must not stop the batch; try it again later.
                 log.error(
                     "outbox %s (%s): %s while sending", row.id, row.reference, type(exc).__name__
                 )
-                exc = TemporaryFailure(f"{type(exc).__name__}: {exc}")
-            await _retry_later(db_engine, settings, renderer, row, exc.answer, at, retry, report)
-            continue
-        if await asyncio.to_thread(_record_sent, db_engine, row, at):
-            report.sent += 1
-        log.info("outbox %s (%s, %s): sent", row.id, row.reference, row.letter)
+                await self._retry_later(row, f"{type(exc).__name__}: {exc}", at)
+            else:
+                self.answered = True
+                if await asyncio.to_thread(_record_sent, self.db, row, at):
+                    self.report.sent += 1
+                log.info("outbox %s (%s, %s): sent", row.id, row.reference, row.letter)
 
+    async def _release(self, rows: Sequence[OutboxMessage], at: datetime, answer: str) -> None:
+        self.report.retried += await asyncio.to_thread(_release_rows, self.db, rows, at, answer)
 
-async def _retry_later(
-    db_engine: Engine,
-    settings: Settings,
-    renderer: LetterRenderer,
-    row: OutboxMessage,
-    answer: str,
-    at: datetime,
-    retry: RetryPolicy,
-    report: FlushReport,
-) -> None:
-    """A temporary failure: back to pending with backoff, or failed once attempts run out."""
-    if row.attempts >= retry.max_attempts:
-        answer = f"{answer} (gave up after {row.attempts} attempts)"
-        await _fail(db_engine, settings, renderer, row, answer, at, report)
-        return
-    next_at = at + retry.delay(row.attempts)
-    if await asyncio.to_thread(_record_retry, db_engine, row, next_at, answer):
-        report.retried += 1
-    log.warning(
-        "outbox %s (%s, %s): temporary failure, attempt %d, next at %s: %s",
-        row.id,
-        row.reference,
-        row.letter,
-        row.attempts,
-        next_at.isoformat(),
-        _redact(answer),
-    )
+    async def _retry_later(self, row: OutboxMessage, answer: str, at: datetime) -> None:
+        """A temporary failure: back to pending with backoff, or failed once attempts run out."""
+        if row.attempts >= self.retry.max_attempts:
+            await self._fail(row, f"{answer} (gave up after {row.attempts} attempts)", at)
+            return
+        next_at = at + self.retry.delay(row.attempts)
+        if await asyncio.to_thread(_record_retry, self.db, row, next_at, answer):
+            self.report.retried += 1
+        log.warning(
+            "outbox %s (%s, %s): temporary failure, attempt %d, next at %s: %s",
+            row.id,
+            row.reference,
+            row.letter,
+            row.attempts,
+            next_at.isoformat(),
+            _redact(answer),
+        )
 
-
-async def _fail(
-    db_engine: Engine,
-    settings: Settings,
-    renderer: LetterRenderer,
-    row: OutboxMessage,
-    answer: str,
-    at: datetime,
-    report: FlushReport,
-) -> None:
-    notice = failure_notice(renderer, settings, row, answer, at)
-    recorded, notice_id = await asyncio.to_thread(
-        _record_failed, db_engine, settings, row, answer, notice
-    )
-    if not recorded:
-        return
-    report.failed += 1
-    if notice_id is not None:
-        report.notices.append(notice_id)
-    log.error(
-        "outbox %s (%s, %s): failed permanently (%s): %s",
-        row.id,
-        row.reference,
-        row.letter,
-        f"handlers notified by outbox {notice_id}" if notice_id else "no notice",
-        _redact(answer),
-    )
+    async def _fail(self, row: OutboxMessage, answer: str, at: datetime) -> None:
+        """A permanent failure: the row is failed and the handlers are told."""
+        notice = failure_notice(self.renderer, self.settings, row, answer, at)
+        recorded, notice_id = await asyncio.to_thread(
+            _record_failed, self.db, self.settings, row, answer, notice
+        )
+        if not recorded:
+            return
+        self.report.failed += 1
+        if notice_id is not None:
+            self.report.notices.append(notice_id)
+        log.error(
+            "outbox %s (%s, %s): failed permanently (%s): %s",
+            row.id,
+            row.reference,
+            row.letter,
+            f"handlers notified by outbox {notice_id}" if notice_id else "no notice",
+            _redact(answer),
+        )
