@@ -70,7 +70,7 @@ def cmd_handlers_add(args: argparse.Namespace) -> int:
     from dsrflow.auth.service import add_handler
 
     rt = _runtime()
-    with Session(rt.db) as session:
+    with Session(rt.db, expire_on_commit=False) as session:
         try:
             handler, token = add_handler(session, args.name, args.email, args.role)
         except ValueError as exc:
@@ -279,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    for noisy in ("alembic", "apscheduler"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         return int(args.func(args))
     except WorkflowError as exc:
@@ -292,6 +293,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        # No traceback for the user (-v shows it); the message names what failed.
+        logging.getLogger("dsrflow").debug("unexpected error", exc_info=True)
+        print(f"dsrflow: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,46 @@
+"""The command line: handler tokens, and errors without tracebacks."""
+
+from __future__ import annotations
+
+import pytest
+
+from dsrflow.cli import main
+from dsrflow.runtime import Runtime
+
+
+@pytest.fixture
+def cli_env(rt: Runtime, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DSRFLOW_DATABASE_URL", database_url)
+    monkeypatch.setenv("DSRFLOW_WORKFLOWS_DIR", str(rt.settings.workflows_dir))
+
+
+def test_handlers_add_list_revoke(
+    rt: Runtime, cli_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Regression: `handlers add` used to crash printing the handler after its session closed.
+    assert main(["handlers", "add", "Privacy desk", "--email", "info@example.jp"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("handler 1 (handler) created")
+    token = out[-1]
+    assert token.startswith("dsr_") and len(token) > 40
+    assert main(["handlers", "add", "Audit", "--email", "a@example.jp", "--role", "auditor"]) == 0
+    capsys.readouterr()
+    assert main(["handlers", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "1\thandler\tactive\tPrivacy desk <info@example.jp>" in listing
+    assert token not in listing
+    assert main(["handlers", "revoke", "1"]) == 0
+    assert main(["handlers", "list"]) == 0
+    assert "1\thandler\trevoked" in capsys.readouterr().out
+    assert main(["handlers", "revoke", "99"]) == 2
+    assert "no handler with id 99" in capsys.readouterr().err
+
+
+def test_unreachable_database_is_a_message_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DSRFLOW_DATABASE_URL", "postgresql+psycopg://nobody@127.0.0.1:9/none")
+    assert main(["handlers", "list"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("dsrflow: error: OperationalError")
+    assert "Traceback" not in err
