@@ -125,6 +125,7 @@ class FeeDef(_Strict):
 
 class WorkflowDef(_Strict):
     id: str
+    order: int = 100
     title: Text
     article: str
     initial: str = "received"
@@ -318,4 +319,5 @@ def load_definitions(directory: Path, guards: Iterable[str] = ()) -> Definitions
 
     if errors or company is None:
         raise WorkflowError(errors)
-    return Definitions(workflows=workflows, reasons=reasons, company=company, directory=directory)
+    ordered = dict(sorted(workflows.items(), key=lambda item: (item[1].order, item[0])))
+    return Definitions(workflows=ordered, reasons=reasons, company=company, directory=directory)
