@@ -196,7 +196,7 @@ class SmtpSender:
 
 class MaildirSender:
     """The default with no SMTP server: every message becomes a file in a Maildir, so nothing
-    is lost and any mail client (mutt -f var/maildir, Thunderbird, ...) can read it."""
+    is lost and any client that reads a Maildir (`mutt -f var/maildir`) shows it."""
 
     def __init__(self, path: Path):
         self.path = path
