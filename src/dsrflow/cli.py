@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 from sqlmodel import Session
 
+from dsrflow import logs
 from dsrflow.config import Settings
 from dsrflow.workflow.definitions import WorkflowError
 
@@ -55,7 +56,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         background = running_scheduler
     app = create_app(rt, background=background)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", proxy_headers=True)
+    config = uvicorn.Config(
+        app, host=args.host, port=args.port, log_level="info", proxy_headers=True
+    )
+    server = uvicorn.Server(config)
+    logs.install()  # after uvicorn set up its loggers: requester links never reach a log
+    server.run()
     return 0
 
 

@@ -1,0 +1,29 @@
+"""No requester secret reaches a log line."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from dsrflow.logs import RedactSecrets, redact
+
+
+def test_requester_links_are_redacted() -> None:
+    line = '127.0.0.1:5 - "GET /status/st_AbC-123_x?lang=en HTTP/1.1" 200'
+    assert redact(line) == '127.0.0.1:5 - "GET /status/[redacted]?lang=en HTTP/1.1" 200'
+    assert redact("POST /status/st_abc/withdraw") == "POST /status/[redacted]/withdraw"
+    assert redact("GET /verify/vt_secret HTTP/1.1") == "GET /verify/[redacted] HTTP/1.1"
+    assert redact("GET /api/v1/requests/abc") == "GET /api/v1/requests/abc"
+
+
+def test_filter_rewrites_access_log_arguments(caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger("uvicorn.access.test")
+    logger.addFilter(RedactSecrets())
+    with caplog.at_level(logging.INFO, logger="uvicorn.access.test"):
+        # uvicorn's access log passes the path as an argument, not in the message.
+        logger.info(
+            '%s - "%s %s HTTP/%s" %d', "127.0.0.1", "GET", "/verify/vt_topsecret", "1.1", 200
+        )
+    assert "vt_topsecret" not in caplog.text
+    assert "/verify/[redacted]" in caplog.text
