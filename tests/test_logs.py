@@ -18,9 +18,9 @@ def test_requester_links_are_redacted() -> None:
 
 
 def test_filter_rewrites_access_log_arguments(caplog: pytest.LogCaptureFixture) -> None:
-    logger = logging.getLogger("uvicorn.access.test")
+    logger = logging.getLogger("dsrflow.tests.access")
     logger.addFilter(RedactSecrets())
-    with caplog.at_level(logging.INFO, logger="uvicorn.access.test"):
+    with caplog.at_level(logging.INFO, logger="dsrflow.tests.access"):
         # uvicorn's access log passes the path as an argument, not in the message.
         logger.info(
             '%s - "%s %s HTTP/%s" %d', "127.0.0.1", "GET", "/verify/vt_topsecret", "1.1", 200

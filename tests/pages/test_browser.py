@@ -23,7 +23,9 @@ from tests.services.browser import chromium_driver
 def live_url(rt: Runtime) -> Iterator[str]:
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(create_app(rt), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(
+            create_app(rt), host="127.0.0.1", port=port, log_level="warning", log_config=None
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -39,6 +41,8 @@ def live_url(rt: Runtime) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[WebDriver]:
     with require(chromium_driver) as driver:
+        # After a click the next page loads asynchronously: wait for what a test looks for.
+        driver.implicitly_wait(10)
         yield driver
 
 
