@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
+from dsrflow.db import make_engine
 from dsrflow.logs import RedactSecrets, redact
 
 
@@ -27,3 +31,13 @@ def test_filter_rewrites_access_log_arguments(caplog: pytest.LogCaptureFixture) 
         )
     assert "vt_topsecret" not in caplog.text
     assert "/verify/[redacted]" in caplog.text
+
+
+def test_database_errors_carry_no_parameters(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path}/x.sqlite3")
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE people (email TEXT UNIQUE)")
+        connection.execute(text("INSERT INTO people VALUES (:e)"), {"e": "taro@example.jp"})
+    with pytest.raises(IntegrityError) as caught, engine.begin() as connection:
+        connection.execute(text("INSERT INTO people VALUES (:e)"), {"e": "taro@example.jp"})
+    assert "taro@example.jp" not in str(caught.value)

@@ -68,6 +68,16 @@ def test_intake_validation_errors_are_problem_details(client: TestClient) -> Non
         (request_body("correction", disclosure_method="paper"), "disclosure_method"),
         (request_body(agent={"name": "x", "email": "x@example.jp", "relation": "friend"}), "agent"),
         (request_body(name="a\r\nBcc: victim@example.com"), "name"),
+        (
+            request_body(
+                agent={
+                    "name": "x\nBcc: v@example.com",
+                    "email": "x@example.jp",
+                    "relation": "appointed_agent",
+                }
+            ),
+            "agent.name",
+        ),
         ({**request_body(), "unexpected": 1}, "unexpected"),
     ]
     for body, field in cases:

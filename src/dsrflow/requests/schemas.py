@@ -16,10 +16,18 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
+def _single_line(value: str | None) -> str | None:
+    if value is not None and any(ch in value for ch in "\r\n"):
+        raise ValueError("must be a single line")
+    return value
+
+
 class AgentIn(_In):
     name: str = Field(min_length=1, max_length=200)
     email: EmailStr
     relation: AgentRelation
+
+    _one_line = field_validator("name")(_single_line)
 
 
 class RequestCreate(_In):
@@ -52,12 +60,7 @@ class RequestCreate(_In):
     disclosure_method: DisclosureMethod | None = None
     agent: AgentIn | None = None
 
-    @field_validator("name", "phone")
-    @classmethod
-    def _one_line(cls, value: str | None) -> str | None:
-        if value is not None and any(ch in value for ch in "\r\n"):
-            raise ValueError("must be a single line")
-        return value
+    _one_line = field_validator("name", "phone")(_single_line)
 
 
 class RequestCreated(BaseModel):
