@@ -394,3 +394,32 @@ def test_watch_reads_new_mail_as_it_arrives(imap_rt: Runtime, imap: ImapServer) 
     while time.monotonic() < deadline and KEYWORD not in imap.fetch_all()[0][1]:
         time.sleep(0.1)
     assert_all_flagged(imap)
+
+
+def test_a_folder_with_a_japanese_name(rt: Runtime, imap: ImapServer) -> None:
+    client = imap.connect()
+    assert client.create(poller.quote_mailbox("請求窓口"))[0] == "OK"
+    client.logout()
+    imap.deliver(message(1), folder=poller.quote_mailbox("請求窓口"))
+    report = poll(imap_runtime(rt, imap, imap_folder="請求窓口"))
+    assert report.error is None and report.recorded == 1
+    assert report.mailbox is not None and report.mailbox.endswith("/請求窓口")
+
+
+def test_a_server_without_custom_flags_still_reads_each_message_once(
+    imap_rt: Runtime, imap: ImapServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    select = poller._select
+
+    async def without_keywords(client: object, folder: str) -> poller._Folder:
+        return dataclasses.replace(await select(client, folder), keywords=False)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(poller, "_select", without_keywords)
+    for n in range(2):
+        imap.deliver(message(n))
+    assert poll(imap_rt).recorded == 2
+    assert [flags for _, flags, _ in imap.fetch_all()] == [("\\Seen",), ("\\Seen",)]
+    imap.deliver(message(2))
+    report = poll(imap_rt)
+    assert (report.fetched, report.recorded) == (1, 1), "the UID alone says what is new"
+    assert_each_once(imap_rt, 3)
