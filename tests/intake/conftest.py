@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -92,14 +93,17 @@ def imap_runtime(rt: Runtime, server: ImapServer, **settings: Any) -> Runtime:
     return Runtime.load(rt.settings.model_copy(update=update_), db=rt.db)
 
 
+@contextmanager
 def imap_server(ssl_mode: SslMode = "none") -> Iterator[ImapServer]:
+    """A dovecot for one test (skipped where dovecot is missing, unless services are required)."""
     with require(ImapServer, ssl_mode=ssl_mode) as server:
         yield server
 
 
 @pytest.fixture
 def imap() -> Iterator[ImapServer]:
-    yield from imap_server("none")
+    with imap_server("none") as server:
+        yield server
 
 
 @pytest.fixture

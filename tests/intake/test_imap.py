@@ -72,7 +72,7 @@ def assert_all_flagged(server: ImapServer) -> None:
 def test_poll_reads_each_message_once_and_flags_it(
     rt: Runtime, ssl_mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for server in imap_server(ssl_mode):  # type: ignore[arg-type]
+    with imap_server(ssl_mode) as server:  # type: ignore[arg-type]
         irt = imap_runtime(rt, server)
         if ssl_mode == "tls":  # the documented way to trust a private CA
             assert server.cert_path is not None
@@ -107,7 +107,7 @@ def test_poll_reads_each_message_once_and_flags_it(
 
 
 def test_an_untrusted_certificate_is_refused(rt: Runtime) -> None:
-    for server in imap_server("tls"):
+    with imap_server("tls") as server:
         server.deliver(message(1))
         report = poll(imap_runtime(rt, server))
         assert report.error is not None and "CERTIFICATE" in report.error.upper()
