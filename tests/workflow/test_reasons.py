@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import Any, cast
+
 import pytest
 
+from dsrflow.mail.render import LetterRenderer
+from dsrflow.requests.service import _reason_context
+from dsrflow.runtime import Runtime
 from dsrflow.workflow.definitions import load_definitions
 from dsrflow.workflow.engine import GUARDS, Engine, InvalidFields, Subject
 from tests.conftest import WORKFLOWS
@@ -71,3 +77,33 @@ def test_every_reason_has_japanese_and_english_text() -> None:
     for reason in ENGINE.definitions.reasons.values():
         assert reason.statutory_text.ja and reason.statutory_text.en
         assert reason.label.ja and reason.label.en
+
+
+def test_every_reason_has_a_formal_japanese_citation() -> None:
+    for reason in ENGINE.definitions.reasons.values():
+        citation = reason.citation.ja
+        assert citation.startswith("個人情報の保護に関する法律"), reason.code
+        assert "第" in citation and "条" in citation, reason.code
+        assert reason.citation.en.startswith("Act on the Protection of Personal Information, "), (
+            reason.code
+        )
+
+
+@pytest.mark.parametrize("code", sorted(CATALOG))
+@pytest.mark.parametrize("language", ["ja", "en"])
+def test_refusal_letter_cites_the_reason(code: str, language: str) -> None:
+    # The reason's context comes from the service, as in letter_context.
+    rt = cast(Runtime, SimpleNamespace(definitions=ENGINE.definitions))
+    context: dict[str, Any] = {
+        "company_name": "株式会社サンプル",
+        "handler_email": "privacy@example.jp",
+        "reference": "DSR-2024-0001",
+        "type_title": "保有個人データの開示",
+        "requester_name": "山田 太郎",
+        "reason": _reason_context(rt, code, language),
+        "explanation": "説明",
+    }
+    letter = LetterRenderer(WORKFLOWS / "templates").render("refused", language, context)
+    citation = ENGINE.definitions.reasons[code].citation.for_language(language)
+    prefix = "根拠条項：" if language == "ja" else "Legal basis: "
+    assert prefix + citation in letter.body

@@ -350,6 +350,7 @@ def _reason_context(rt: Runtime, code: str, language: str) -> dict[str, str]:
     return {
         "code": reason.code,
         "article": reason.article,
+        "citation": reason.citation.for_language(language),
         "label": reason.label.for_language(language),
         "statutory_text": reason.statutory_text.for_language(language),
     }

@@ -156,6 +156,8 @@ class WorkflowDef(_Strict):
 class LegalReason(_Strict):
     code: str = Field(pattern=r"^[A-Z][A-Z0-9_]+$")
     article: str
+    # How a letter cites the provision (ja: 第N条第N項第N号 form; en: "Art. N(N)(i)").
+    citation: Text
     label: Text
     statutory_text: Text
     types: list[str] = Field(min_length=1)
