@@ -585,6 +585,8 @@ class _Body:
     attachments: list[AttachmentIn]
     forwarded: bool
     delivery_report: bool
+    # Message-IDs of the messages a delivery report returns (ours, when a letter bounced).
+    returned_ids: tuple[str, ...]
     undecodable: bool
 
 
@@ -608,12 +610,11 @@ def _safe(call: Any, default: Any = None) -> Any:
 
 def _payload(part: Message) -> bytes:
     if part.get_content_type().startswith("message/") or part.is_multipart():
-        inner = _safe(lambda: part.get_payload(0))
-        if isinstance(inner, Message):
-            data = _safe(lambda: inner.as_bytes(policy=policy.compat32))
-            if isinstance(data, bytes):
-                return data
+        # An attached message, or the blocks of a delivery report: as they were written.
         payload = _safe(lambda: part.get_payload())
+        if isinstance(payload, list):
+            blocks = [_safe(lambda m=m: m.as_bytes(policy=policy.compat32)) for m in payload]
+            return b"\n".join(b for b in blocks if isinstance(b, bytes))
         return payload.encode("utf-8", "surrogateescape") if isinstance(payload, str) else b""
     data = _safe(lambda: part.get_payload(decode=True))
     if isinstance(data, bytes):
@@ -657,6 +658,7 @@ def _read_body(message: Message, limits: Limits) -> _Body:
     html: list[str] = []
     attachments: list[AttachmentIn] = []
     forwarded = report = False
+    returned_ids: tuple[str, ...] = ()
     kept = 0
     for part in _leaves(message):
         ctype = str(_safe(part.get_content_type, "application/octet-stream")).lower()
@@ -667,6 +669,9 @@ def _read_body(message: Message, limits: Limits) -> _Body:
         if ctype == "message/delivery-status":
             report = True
         forwarded |= ctype == "message/rfc822"
+        if ctype in ("message/rfc822", "text/rfc822-headers"):
+            returned = email.message_from_bytes(data, policy=policy.compat32)
+            returned_ids += (message_id_of(_Headers(returned).first("message-id")) or "",)
         if ctype in ("text/plain", "text/html") and disposition != "attachment" and not filename:
             charset = _safe(part.get_content_charset)
             if ctype == "text/plain":
@@ -695,6 +700,7 @@ def _read_body(message: Message, limits: Limits) -> _Body:
         attachments=attachments,
         forwarded=forwarded,
         delivery_report=report,
+        returned_ids=tuple(i for i in returned_ids if i),
         undecodable=undecodable,
     )
 
@@ -875,6 +881,11 @@ def _read(
     threads = thread_ids(in_reply_to, references)
     named = tuple(dict.fromkeys(REFERENCE.findall(unicodedata.normalize("NFKC", subject or ""))))
     body = None if too_large else _read_body(message, limits)
+    if body is not None and (
+        body.delivery_report or message.get_content_type() == "multipart/report"
+    ):
+        # A bounce of one of our letters belongs with its request (it stays ignored).
+        threads = tuple(dict.fromkeys(threads + body.returned_ids))[:50]
     text = body.text if body else ""
     language = language_of(f"{subject or ''}\n{text}")
 
