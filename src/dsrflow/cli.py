@@ -153,9 +153,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 def cmd_ingest_email(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from dsrflow.intake.mail import IntakeRulesError, ingest
+    from dsrflow.intake.mail import ingest
 
     name = args.file or "-"
     try:
@@ -166,8 +164,9 @@ def cmd_ingest_email(args: argparse.Namespace) -> int:
         raise CliError(f"{'standard input' if name == '-' else name} is empty")
     try:
         outcome = ingest(_runtime(), raw, source="file")
-    except (IntakeRulesError, SQLAlchemyError) as exc:
+    except Exception as exc:  # the database, the configuration: never the message itself
         # EX_TEMPFAIL: the MTA keeps the message and tries again; nothing is lost.
+        logging.getLogger("dsrflow").debug("ingest-email failed", exc_info=True)
         print(f"dsrflow: cannot record the message now: {exc}", file=sys.stderr)
         return 75
     print(outcome.describe())

@@ -88,3 +88,14 @@ def test_a_database_it_cannot_reach_is_a_temporary_failure(
     monkeypatch.setenv("DSRFLOW_WORKFLOWS_DIR", str(Path(__file__).parents[2] / "workflows"))
     assert main(["ingest-email", str(CORPUS / "14_en_erasure.eml")]) == 75
     assert "cannot record the message now" in capsys.readouterr().err
+
+
+def test_broken_configuration_is_a_temporary_failure(
+    cli_env: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("DSRFLOW_WORKFLOWS_DIR", str(tmp_path / "nowhere"))
+    assert main(["ingest-email", str(CORPUS / "14_en_erasure.eml")]) == 75
+    assert "cannot record the message now" in capsys.readouterr().err
