@@ -156,7 +156,7 @@ class WorkflowDef(_Strict):
 class LegalReason(_Strict):
     code: str = Field(pattern=r"^[A-Z][A-Z0-9_]+$")
     article: str
-    # How a letter cites the provision (ja: 第N条第N項第N号 form; en: "Art. N(N)(i)").
+    # How a letter cites the provision: the formal Japanese form, and "Art. N(N)(i)" in English.
     citation: Text
     label: Text
     statutory_text: Text
