@@ -423,3 +423,24 @@ def test_a_server_without_custom_flags_still_reads_each_message_once(
     report = poll(imap_rt)
     assert (report.fetched, report.recorded) == (1, 1), "the UID alone says what is new"
     assert_each_once(imap_rt, 3)
+
+
+def test_the_scheduler_reads_mail_in_serve_and_stops_cleanly(
+    imap_rt: Runtime, imap: ImapServer
+) -> None:
+    """`dsrflow serve` and `dsrflow scheduler` run the IMAP poll job and the IDLE watcher."""
+    from dsrflow.scheduler.runner import running_scheduler
+
+    async def main() -> None:
+        async with running_scheduler(imap_rt) as scheduler:
+            assert scheduler.get_job("imap_poll") is not None
+            await asyncio.sleep(1.5)
+            imap.deliver(message(7))
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and not rows(imap_rt):
+                await asyncio.sleep(0.1)
+
+    started = time.monotonic()
+    asyncio.run(main())
+    assert len(rows(imap_rt)) == 1
+    assert time.monotonic() - started < 30  # the watcher stopped with the scheduler

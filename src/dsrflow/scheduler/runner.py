@@ -74,14 +74,29 @@ def build_scheduler(rt: Runtime, start_at: datetime | None = None) -> AsyncIOSch
 
 @contextlib.asynccontextmanager
 async def running_scheduler(rt: Runtime) -> AsyncIterator[AsyncIOScheduler]:
-    """The scheduler for the lifetime of the block (used by `dsrflow serve`)."""
+    """The scheduler for the lifetime of the block (used by `dsrflow serve`).
+
+    With IMAP configured, an IDLE watcher also runs, so new mail is read within seconds; the
+    ``imap_poll`` job stays as the fallback (both claim the mailbox in the database).
+    """
     scheduler = build_scheduler(rt)
     scheduler.start()
     log.info("scheduler started: %s", ", ".join(job.id for job in scheduler.get_jobs()))
+    stop = asyncio.Event()
+    watcher = None
+    if rt.settings.imap_host:
+        from dsrflow.intake.imap import watch
+
+        watcher = asyncio.create_task(watch(rt, stop=stop), name="imap_idle")
     try:
         yield scheduler
     finally:
+        stop.set()
         scheduler.shutdown(wait=False)
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await watcher
 
 
 def run_forever(rt: Runtime) -> None:
