@@ -13,6 +13,7 @@ from sqlmodel import Session
 
 from dsrflow import logs
 from dsrflow.config import Settings
+from dsrflow.intake.mail import IntakeRulesError
 from dsrflow.workflow.definitions import WorkflowError
 
 if TYPE_CHECKING:
@@ -36,9 +37,11 @@ def _settings() -> Settings:
 
 def _runtime(migrate: bool = True) -> Runtime:
     from dsrflow.db import migrate as run_migrations
+    from dsrflow.intake.mail import rules_for
     from dsrflow.runtime import Runtime
 
     rt = Runtime.load(_settings())
+    rules_for(rt)  # the mail-intake rules are part of workflows/: a bad file stops us too
     if migrate:
         run_migrations(rt.db)
     return rt
@@ -109,15 +112,18 @@ def cmd_handlers_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_workflows_check(args: argparse.Namespace) -> int:
+    from dsrflow.intake.mail import RULES_FILE, load_rules
     from dsrflow.workflow.definitions import load_definitions
     from dsrflow.workflow.engine import GUARDS, Engine
 
     settings = _settings()
     definitions = load_definitions(settings.workflows_dir, guards=GUARDS)
     Engine(definitions)
+    load_rules(settings.workflows_dir / RULES_FILE, definitions.workflows)
     print(
         f"{settings.workflows_dir}: {len(definitions.workflows)} workflows "
-        f"({', '.join(definitions.workflows)}), {len(definitions.reasons)} legal reasons: OK"
+        f"({', '.join(definitions.workflows)}), {len(definitions.reasons)} legal reasons, "
+        "mail-intake rules: OK"
     )
     return 0
 
@@ -288,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         return int(args.func(args))
-    except WorkflowError as exc:
+    except (WorkflowError, IntakeRulesError) as exc:
         print(f"dsrflow: invalid workflow definitions ({len(exc.errors)} errors):", file=sys.stderr)
         for error in exc.errors:
             print(f"  {error}", file=sys.stderr)

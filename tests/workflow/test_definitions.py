@@ -156,3 +156,13 @@ def test_committed_diagrams_match_the_workflows() -> None:
     spec.loader.exec_module(module)
     for path, text in module.render().items():
         assert path.read_text(encoding="utf-8") == text, f"{path} is stale: run `make diagrams`"
+
+
+def test_cli_check_covers_the_mail_intake_rules(
+    workflows: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DSRFLOW_WORKFLOWS_DIR", str(workflows))
+    (workflows / "intake" / "mail.yaml").write_text("types: [unclosed\n", encoding="utf-8")
+    assert main(["workflows", "check"]) == 2
+    err = capsys.readouterr().err
+    assert "mail.yaml" in err and "Traceback" not in err
