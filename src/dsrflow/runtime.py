@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cached_property
 from urllib.parse import urlsplit
 
@@ -45,6 +46,19 @@ class Runtime:
             or urlsplit(self.settings.base_url).hostname
             or "localhost"
         )
+
+    @cached_property
+    def paused_types(self) -> list[str]:
+        """Types whose internal clock stands still while waiting for the requester."""
+        return [
+            wf.id
+            for wf in self.definitions.workflows.values()
+            if wf.deadline.pause_while_awaiting_requester
+        ]
+
+    def is_overdue(self, request_type: str, state: str, due_at: datetime, now: datetime) -> bool:
+        paused = state == "awaiting_requester" and request_type in self.paused_types
+        return due_at < now and state not in self.closed_states and not paused
 
     @cached_property
     def open_states(self) -> list[str]:

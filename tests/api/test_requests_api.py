@@ -125,8 +125,18 @@ def test_queue_filters_and_paging(rt: Runtime, client: TestClient, auth: dict[st
     assert ids(state="identity_verified") == [new.id]
     assert ids(type="correction") == [new.id, closed_old.id]
     assert ids(overdue="true") == [old.id]  # the closed one is not overdue
-    assert ids(due_before=(now + timedelta(days=1)).isoformat()) == [old.id, closed_old.id]
-    assert ids(limit="1", offset="1") == [old.id]
+    # A disclosure waiting for the requester has its clock paused: not overdue meanwhile.
+    paused = make_request(
+        rt, "disclosure", "awaiting_requester", received_at=now - timedelta(days=20)
+    )
+    assert ids(overdue="true") == [old.id]
+    assert ids(state="awaiting_requester") == [paused.id]
+    assert ids(due_before=(now + timedelta(days=1)).isoformat()) == [
+        paused.id,
+        old.id,
+        closed_old.id,
+    ]
+    assert ids(limit="1", offset="2") == [old.id]
     assert client.get("/api/v1/requests?limit=0", headers=auth).status_code == 422
     naive = client.get("/api/v1/requests?due_before=2026-01-01T00:00:00", headers=auth)
     assert naive.status_code == 422

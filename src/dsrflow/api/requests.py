@@ -69,6 +69,7 @@ def list_requests(
         overdue_as_of=now if overdue else None,
         due_before=due_before,
         closed_states=rt.closed_states,
+        paused_types=rt.paused_types,
         limit=limit,
         offset=offset,
     )
@@ -81,7 +82,7 @@ def list_requests(
             version=r.version,
             received_at=r.received_at,
             due_at=r.due_at,
-            overdue=r.due_at < now and r.state not in rt.closed_states,
+            overdue=rt.is_overdue(r.type, r.state, r.due_at, now),
         )
         for r in rows
     ]

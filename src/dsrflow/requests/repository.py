@@ -6,12 +6,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, update
+from sqlalchemy import and_, func, update
 from sqlmodel import Session, col, select
 
 from dsrflow.audit.models import Event
 from dsrflow.mail.models import OutboxMessage
 from dsrflow.requests.models import ReferenceCounter, Request, VerificationToken
+
+PAUSED_STATE = "awaiting_requester"
 
 
 def get(session: Session, request_id: str) -> Request | None:
@@ -61,6 +63,7 @@ def search(
     overdue_as_of: datetime | None,
     due_before: datetime | None,
     closed_states: Sequence[str],
+    paused_types: Sequence[str] = (),
     limit: int,
     offset: int,
 ) -> tuple[list[Request], int]:
@@ -72,7 +75,10 @@ def search(
         query = query.where(Request.type == request_type)
     if overdue_as_of is not None:
         query = query.where(
-            col(Request.due_at) < overdue_as_of, col(Request.state).not_in(closed_states)
+            col(Request.due_at) < overdue_as_of,
+            col(Request.state).not_in(closed_states),
+            # A request whose clock is paused while it waits for the requester is not overdue.
+            ~and_(col(Request.state) == PAUSED_STATE, col(Request.type).in_(paused_types)),
         )
     if due_before is not None:
         query = query.where(col(Request.due_at) < due_before)
