@@ -10,9 +10,9 @@ from sqlmodel import Session, col, select
 from dsrflow.audit.chain import verify_chains
 from dsrflow.audit.models import Event
 from dsrflow.requests import service
-from dsrflow.requests.schemas import TransitionIn
+from dsrflow.requests.schemas import RequestCreate, TransitionIn
 from dsrflow.runtime import Runtime
-from tests.conftest import make_request
+from tests.conftest import make_request, request_body
 
 RACERS = 32
 
@@ -75,3 +75,20 @@ def test_32_racers_with_the_same_expected_version(rt: Runtime) -> None:
     outcomes = race(rt, request.id, bodies)
     assert outcomes.count("won") == 1
     assert len(closing_events(rt, request.id)) == 1
+
+
+def test_first_intakes_of_a_year_race_for_the_counter(rt: Runtime) -> None:
+    # Regression: the year's counter row was created check-then-insert, so concurrent first
+    # intakes failed with a unique violation on PostgreSQL.
+    barrier = threading.Barrier(RACERS)
+
+    def submit(i: int) -> str:
+        with Session(rt.db, expire_on_commit=False) as session:
+            barrier.wait()
+            data = RequestCreate(**request_body(email=f"p{i}@example.jp"))
+            return service.submit(rt, session, data, channel="api").request.reference
+
+    with ThreadPoolExecutor(max_workers=RACERS) as pool:
+        references = list(pool.map(submit, range(RACERS)))
+    numbers = sorted(int(ref.rsplit("-", 1)[1]) for ref in references)
+    assert numbers == list(range(1, RACERS + 1))

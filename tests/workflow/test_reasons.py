@@ -107,3 +107,24 @@ def test_refusal_letter_cites_the_reason(code: str, language: str) -> None:
     citation = ENGINE.definitions.reasons[code].citation.for_language(language)
     prefix = "根拠条項：" if language == "ja" else "Legal basis: "
     assert prefix + citation in letter.body
+
+
+def test_the_shared_machines_fire_safely_from_many_threads() -> None:
+    # Regression: equal-looking subjects and the shared model list broke under concurrency.
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    barrier = threading.Barrier(16)
+
+    def fire(i: int) -> str:
+        barrier.wait()
+        results = set()
+        for _ in range(200):
+            outcome = ENGINE.fire(
+                "disclosure", Subject("received"), "verify_identity", {"method": "in_person"}
+            )
+            results.add(outcome.dest)
+        return ",".join(sorted(results))
+
+    with ThreadPoolExecutor(16) as pool:
+        assert set(pool.map(fire, range(16))) == {"identity_verified"}

@@ -7,6 +7,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, func, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
 from dsrflow.audit.models import Event
@@ -29,17 +31,19 @@ def by_reference(session: Session, reference: str) -> Request | None:
 
 
 def next_reference_number(session: Session, year: int) -> int:
-    """Take the next number of ``year``; the row lock serialises concurrent intakes."""
-    if session.get(ReferenceCounter, year) is None:
-        session.add(ReferenceCounter(year=year, last_number=0))
-        session.flush()
-    result = session.execute(
-        update(ReferenceCounter)
-        .where(col(ReferenceCounter.year) == year)
-        .values(last_number=col(ReferenceCounter.last_number) + 1)
+    """Take the next number of ``year`` in one atomic upsert: the first intakes of a year can
+    race to create its counter, and the row lock serialises the rest."""
+    insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    upsert = (
+        insert(ReferenceCounter)
+        .values(year=year, last_number=1)
+        .on_conflict_do_update(
+            index_elements=[col(ReferenceCounter.year)],
+            set_={"last_number": col(ReferenceCounter.last_number) + 1},
+        )
         .returning(col(ReferenceCounter.last_number))
     )
-    return int(result.scalar_one())
+    return int(session.execute(upsert).scalar_one())
 
 
 def update_if_version(

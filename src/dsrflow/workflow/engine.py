@@ -7,6 +7,7 @@ fields the transition requires). It does no I/O: the service persists what the e
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -37,9 +38,13 @@ class InvalidFields(Exception):
         self.errors = errors
 
 
-@dataclass
+@dataclass(eq=False)
 class Subject:
-    """The small object a machine fires on: the state of a request, never the row itself."""
+    """The small object a machine fires on: the state of a request, never the row itself.
+
+    Compared by identity: ``transitions`` skips adding a model equal to one it holds, and two
+    requests in the same state must never be mistaken for one.
+    """
 
     state: str
     resume_state: str | None = None
@@ -72,6 +77,9 @@ class Engine:
     def __init__(self, definitions: Definitions):
         self.definitions = definitions
         self._machines = {wf_id: self._build(wf) for wf_id, wf in definitions.workflows.items()}
+        # A shared machine's model list is not thread-safe; firing is microseconds, so one lock
+        # per machine costs nothing measurable and keeps concurrent requests apart.
+        self._locks = {wf_id: threading.Lock() for wf_id in self._machines}
 
     @staticmethod
     def _build(wf: WorkflowDef) -> Machine:
@@ -122,13 +130,14 @@ class Engine:
 
         machine = self._machines[request_type]
         model = Subject(state=subject.state, resume_state=subject.resume_state)
-        machine.add_model(model, initial=subject.state)
-        try:
-            fired = model.trigger(trigger)  # type: ignore[attr-defined]
-        except MachineError as exc:
-            raise TriggerNotAllowed(trigger, subject.state, allowed) from exc
-        finally:
-            machine.remove_model(model)
+        with self._locks[request_type]:
+            machine.add_model(model, initial=subject.state)
+            try:
+                fired = model.trigger(trigger)  # type: ignore[attr-defined]
+            except MachineError as exc:
+                raise TriggerNotAllowed(trigger, subject.state, allowed) from exc
+            finally:
+                machine.remove_model(model)
         if not fired:
             # A guard said no (e.g. nothing to resume to).
             raise TriggerNotAllowed(trigger, subject.state, allowed)
