@@ -10,7 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from dsrflow.db import make_engine
-from dsrflow.logs import RedactSecrets, redact
+from dsrflow.logs import RedactSecrets, install, redact
 
 
 def test_requester_links_are_redacted() -> None:
@@ -41,3 +41,17 @@ def test_database_errors_carry_no_parameters(tmp_path: Path) -> None:
     with pytest.raises(IntegrityError) as caught, engine.begin() as connection:
         connection.execute(text("INSERT INTO people VALUES (:e)"), {"e": "taro@example.jp"})
     assert "taro@example.jp" not in str(caught.value)
+
+
+def test_install_redacts_records_of_every_logger(capsys: pytest.CaptureFixture[str]) -> None:
+    # Regression: the filter sat on the "dsrflow" logger, which never sees its children's records.
+    root = logging.getLogger()
+    handler = logging.StreamHandler()
+    root.addHandler(handler)
+    try:
+        install()
+        logging.getLogger("dsrflow.api.somewhere").error("failed on %s", "/verify/vt_leak")
+    finally:
+        root.removeHandler(handler)
+    err = capsys.readouterr().err
+    assert "vt_leak" not in err and "/verify/[redacted]" in err

@@ -25,5 +25,12 @@ class RedactSecrets(logging.Filter):
 
 
 def install() -> None:
-    for name in ("uvicorn.access", "uvicorn.error", "dsrflow"):
-        logging.getLogger(name).addFilter(RedactSecrets())
+    """Redact at every handler: a logger's own filters do not see its children's records."""
+    loggers = [
+        logging.getLogger(),
+        *(logging.getLogger(n) for n in ("uvicorn.access", "uvicorn.error", "uvicorn")),
+    ]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if not any(isinstance(f, RedactSecrets) for f in handler.filters):
+                handler.addFilter(RedactSecrets())

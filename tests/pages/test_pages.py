@@ -163,3 +163,16 @@ def test_no_japanese_text_in_python_source() -> None:
         if CJK.search(Path(path).read_text(encoding="utf-8"))
     ]
     assert offenders == []
+
+
+def test_status_page_never_shows_internal_mail(rt: Runtime, client: TestClient) -> None:
+    # Regression: escalations to ESCALATION_EMAIL were listed as letters to the requester.
+    from dsrflow.deadlines.service import sweep
+
+    rt.settings.escalation_email = "dpo@example.jp"
+    link = status_link(submit_form(client))
+    report = sweep(rt, datetime.now(UTC) + timedelta(days=20))
+    assert any(mail.recipient == "dpo@example.jp" for mail in report.planned)
+    page = client.get(link).text
+    assert "を受け付けました" in page
+    assert "期限超過" not in page and "/api/v1/requests/" not in page

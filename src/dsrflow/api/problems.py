@@ -118,5 +118,7 @@ def install(app: FastAPI) -> None:
         # Logged without the request body: it may hold personal data.
         import logging
 
-        logging.getLogger("dsrflow.api").exception("unexpected error on %s", request.url.path)
+        route = request.scope.get("route")
+        where = getattr(route, "path", "?")  # the route's template: no secret from the URL
+        logging.getLogger("dsrflow.api").exception("unexpected error on %s", where)
         return problem_response(500, "Internal error; it has been logged.")

@@ -207,7 +207,7 @@ def status_page(token: str, request: Request, rt: RuntimeDep, session: SessionDe
             "body": m.body,
             "at": m.created_at.astimezone(tz).strftime("%Y-%m-%d %H:%M"),
         }
-        for m in repository.letters_to_requester(session, dsr.id, rt.settings.handler_email)
+        for m in repository.letters_to_requester(session, dsr)
     ]
     notice = messages(lang)["withdrawn_notice"] if request.query_params.get("done") else None
     return _render(

@@ -107,14 +107,19 @@ def verification_token(session: Session, token_hash: str) -> VerificationToken |
     ).first()
 
 
-def letters_to_requester(
-    session: Session, request_id: str, handler_email: str
-) -> list[OutboxMessage]:
-    """What we wrote to the requester about this request, oldest first."""
+def letters_to_requester(session: Session, request: Request) -> list[OutboxMessage]:
+    """What we wrote to the requester (or their agent) about this request, oldest first.
+
+    Chosen by address, never by exclusion: internal mail (escalations to any address) stays out.
+    """
+    addresses = [a for a in (request.requester_email, request.agent_email) if a]
     return list(
         session.exec(
             select(OutboxMessage)
-            .where(OutboxMessage.request_id == request_id, OutboxMessage.recipient != handler_email)
+            .where(
+                OutboxMessage.request_id == request.id,
+                col(OutboxMessage.recipient).in_(addresses),
+            )
             .order_by(col(OutboxMessage.id))
         )
     )
