@@ -49,13 +49,15 @@ def test_each_offset_fires_once_at_its_time_and_not_before(rt: Runtime) -> None:
         sweep(rt, jst(2026, 4, day, 8, 59))
         assert reminder_keys(rt, request.id) == expected, f"fired before its time ({days_before})"
         sweep(rt, jst(2026, 4, day, 9, 0))
-        expected.append(f"due:{days_before}:{handler}")
+        expected.append(f"due:2026-04-15:{days_before}:{handler}")
         assert reminder_keys(rt, request.id) == expected
         sweep(rt, jst(2026, 4, day, 18, 0))  # a rerun the same day sends nothing more
         assert reminder_keys(rt, request.id) == expected
     with Session(rt.db) as session:
         row = session.exec(
-            select(OutboxMessage).where(OutboxMessage.dedup_key == f"{request.id}:due:0:{handler}")
+            select(OutboxMessage).where(
+                OutboxMessage.dedup_key == f"{request.id}:due:2026-04-15:0:{handler}"
+            )
         ).one()
     assert row.recipient == handler
     assert f"[{request.reference}]" in row.subject and "本日" in row.subject
@@ -64,7 +66,7 @@ def test_each_offset_fires_once_at_its_time_and_not_before(rt: Runtime) -> None:
 def test_after_an_outage_only_the_latest_reminder_goes_out(rt: Runtime) -> None:
     request = make_request(rt, "correction", "identity_verified", received_at=jst(2026, 4, 1, 10))
     sweep(rt, jst(2026, 4, 14, 12, 0))  # the scheduler was down from 4/8 to 4/14
-    assert reminder_keys(rt, request.id) == [f"due:1:{rt.settings.handler_email}"]
+    assert reminder_keys(rt, request.id) == [f"due:2026-04-15:1:{rt.settings.handler_email}"]
 
 
 def test_overdue_escalation_every_day_to_handlers_and_escalation_address(rt: Runtime) -> None:
@@ -77,10 +79,10 @@ def test_overdue_escalation_every_day_to_handlers_and_escalation_address(rt: Run
     sweep(rt, jst(2026, 4, 17, 9, 30))
     overdue = [k for k in reminder_keys(rt, request.id) if k.startswith("overdue")]
     assert overdue == [
-        "overdue:1:info@innovativeai.co.jp",
-        "overdue:1:dpo@example.jp",
-        "overdue:2:info@innovativeai.co.jp",
-        "overdue:2:dpo@example.jp",
+        "overdue:2026-04-15:1:info@innovativeai.co.jp",
+        "overdue:2026-04-15:1:dpo@example.jp",
+        "overdue:2026-04-15:2:info@innovativeai.co.jp",
+        "overdue:2026-04-15:2:dpo@example.jp",
     ]
 
 
@@ -135,9 +137,9 @@ def test_business_day_deadlines_across_golden_week_and_year_end(
     )
     assert year_end.due_at == jst(2027, 1, 7, 23, 59, 59)
     sweep(business, jst(2026, 5, 11, 9, 0))
-    assert "due:0:info@innovativeai.co.jp" in reminder_keys(business, gw.id)
+    assert "due:2026-05-11:0:info@innovativeai.co.jp" in reminder_keys(business, gw.id)
     sweep(business, jst(2027, 1, 8, 9, 0))
-    assert "overdue:1:info@innovativeai.co.jp" in reminder_keys(business, year_end.id)
+    assert "overdue:2027-01-07:1:info@innovativeai.co.jp" in reminder_keys(business, year_end.id)
 
 
 def test_waiting_for_the_requester_pauses_the_internal_clock_not_art39(rt: Runtime) -> None:
@@ -205,12 +207,12 @@ def test_dry_run_prints_and_writes_nothing(
         before = session.execute(text("SELECT count(*) FROM outbox")).scalar_one()
     assert main(["sweep", "--as-of", "2026-04-16T09:00:00+09:00", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert f"{request.reference}\toverdue:1\tinfo@innovativeai.co.jp" in out
+    assert f"{request.reference}\toverdue:2026-04-15:1\tinfo@innovativeai.co.jp" in out
     with Session(rt.db) as session:
         assert session.execute(text("SELECT count(*) FROM outbox")).scalar_one() == before
     # A time without an offset is read in Asia/Tokyo.
     assert main(["sweep", "--as-of", "2026-04-16T09:00:00"]) == 0
-    assert reminder_keys(rt, request.id)[-1] == "overdue:1:info@innovativeai.co.jp"
+    assert reminder_keys(rt, request.id)[-1] == "overdue:2026-04-15:1:info@innovativeai.co.jp"
     with pytest.raises(SystemExit) as bad:
         main(["sweep", "--as-of", "yesterday"])
     assert bad.value.code == 2
@@ -234,7 +236,7 @@ def test_a_failing_request_is_skipped_and_the_sweep_goes_on(
     monkeypatch.setattr(deadlines, "plan", flaky)
     report = sweep(rt, jst(2026, 4, 8, 9, 0))
     assert report.errors == 1
-    assert reminder_keys(rt, good.id) == ["due:7:info@innovativeai.co.jp"]
+    assert reminder_keys(rt, good.id) == ["due:2026-04-15:7:info@innovativeai.co.jp"]
 
 
 def test_daily_digest_once_a_day(rt: Runtime) -> None:
@@ -254,3 +256,18 @@ def test_daily_digest_once_a_day(rt: Runtime) -> None:
     assert soon.reference in sections[2]  # 3日以内
     assert waiting.reference in sections[3] and waiting.reference in sections[4]  # new, waiting
     assert "新規" in row.subject and "期限超過1件" in row.subject
+
+
+def test_a_moved_due_date_gets_its_own_reminders(rt: Runtime) -> None:
+    # Regression: reminder keys did not name the due date, so after an extension the keys
+    # used for the old date silenced every reminder before the new one.
+    from dsrflow.deadlines.service import extend
+
+    request = make_request(rt, "disclosure", "identity_verified", received_at=jst(2026, 4, 1, 10))
+    for day in (8, 12, 14, 15):
+        sweep(rt, jst(2026, 4, day, 9, 0))
+    with Session(rt.db, expire_on_commit=False) as session:
+        extended = extend(rt, session, request.id, days=14, reason="記録の取り寄せ", actor="test")
+    assert extended.due_at == jst(2026, 4, 29, 23, 59, 59)
+    sweep(rt, jst(2026, 4, 22, 9, 0))
+    assert reminder_keys(rt, request.id)[-1] == "due:2026-04-29:7:info@innovativeai.co.jp"

@@ -166,3 +166,11 @@ def test_cli_check_covers_the_mail_intake_rules(
     assert main(["workflows", "check"]) == 2
     err = capsys.readouterr().err
     assert "mail.yaml" in err and "Traceback" not in err
+
+
+def test_a_missing_letter_key_is_an_error(workflows: Path) -> None:
+    # Regression: a workflow without `letters.handler_notice` passed the check, then every
+    # submission of that type failed with a KeyError.
+    edit(workflows / "disclosure.yaml", lambda d: d["letters"].pop("handler_notice"))
+    errors = errors_of(workflows)
+    assert any("disclosure.yaml" in e and "letters.handler_notice" in e for e in errors), errors

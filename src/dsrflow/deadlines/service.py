@@ -103,9 +103,11 @@ def plan(
         ]
         if reached:
             days_left = min(reached)
+            # The due date is part of the step: after an extension or a pause the new date
+            # gets its own reminders.
             add(
                 "due",
-                days_left,
+                f"{due_day.isoformat()}:{days_left}",
                 "due_reminder",
                 handlers[:1],
                 HANDLER_LANGUAGE,
@@ -117,7 +119,14 @@ def plan(
         if days_after >= 1:
             every = wf.reminders.overdue_every_days
             step = 1 + ((days_after - 1) // every) * every
-            add("overdue", step, "overdue", handlers, HANDLER_LANGUAGE, days_overdue=step)
+            add(
+                "overdue",
+                f"{due_day.isoformat()}:{step}",
+                "overdue",
+                handlers,
+                HANDLER_LANGUAGE,
+                days_overdue=step,
+            )
 
     if request.state == IDENTITY_WAIT_STATE and IDENTITY in series:
         wait = wf.identity_wait

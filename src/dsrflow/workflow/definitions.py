@@ -47,6 +47,18 @@ TRANSITION_FIELDS = (
     "explanation",
 )
 LANGUAGES = ("ja", "en")
+# Letters the service and the scheduler send for every workflow (keys of a workflow's `letters`).
+REQUIRED_LETTERS = (
+    "acknowledgment",
+    "handler_notice",
+    "verification",
+    "due_reminder",
+    "overdue",
+    "acknowledgment_unsent",
+    "identity_reminder",
+    "identity_escalation",
+    "deadline_extended",
+)
 ANY_OPEN_STATE = "*"
 
 
@@ -239,6 +251,9 @@ def _check_workflow(
                 yield f"{where}.guards: unknown guard '{guard}' (known: {sorted(known_guards)})"
         if t.letter is not None:
             yield from _check_letter(f"{where}.letter", t.letter, templates)
+    for key in REQUIRED_LETTERS:
+        if key not in wf.letters:
+            yield f"{path}: letters.{key}: missing (the template this workflow sends for it)"
     for key, letter in wf.letters.items():
         yield from _check_letter(f"{path}: letters.{key}", letter, templates)
     if "method" in {f for t in wf.transitions for f in t.requires} and not wf.identity_methods:
