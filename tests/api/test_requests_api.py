@@ -96,6 +96,25 @@ def test_oversized_body_is_413(client: TestClient, rt: Runtime) -> None:
     assert response.headers["content-type"].startswith("application/problem+json")
 
 
+def test_oversized_chunked_body_is_413(client: TestClient, rt: Runtime) -> None:
+    # Regression: without Content-Length the JSON route turned the cut-off body into a 400.
+    chunk = b" " * 8192
+
+    def chunks():  # type: ignore[no-untyped-def]
+        yield b'{"type": "disclosure", "details": "'
+        for _ in range(rt.settings.max_body_bytes // len(chunk) + 2):
+            yield chunk
+        yield b'"}'
+
+    for path, kind in (
+        ("/api/v1/requests", "application/json"),
+        ("/", "application/x-www-form-urlencoded"),
+    ):
+        response = client.post(path, content=chunks(), headers={"content-type": kind})
+        assert response.status_code == 413, (path, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+
+
 def test_public_intake_is_rate_limited(rt: Runtime) -> None:
     limited = rt.settings.model_copy(update={"rate_limit_per_minute": 3})
     rt_limited = Runtime.load(limited, db=rt.db)
