@@ -205,14 +205,17 @@ def _moment(text: str) -> datetime:
         moment = datetime.fromisoformat(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from exc
-    return moment if moment.tzinfo else moment.replace(tzinfo=_settings().tz)
+    return moment  # a naive time is read in the company's zone by the command
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from dsrflow.deadlines.service import sweep
 
     rt = _runtime()
-    report = sweep(rt, args.as_of, dry_run=args.dry_run)
+    as_of = args.as_of
+    if as_of is not None and as_of.tzinfo is None:
+        as_of = as_of.replace(tzinfo=rt.settings.tz)
+    report = sweep(rt, as_of, dry_run=args.dry_run)
     for mail in report.planned:
         print(f"{mail.reference}\t{mail.kind}:{mail.step}\t{mail.recipient}")
     verb = "would queue" if args.dry_run else "queued"

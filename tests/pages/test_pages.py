@@ -176,3 +176,21 @@ def test_status_page_never_shows_internal_mail(rt: Runtime, client: TestClient) 
     page = client.get(link).text
     assert "を受け付けました" in page
     assert "期限超過" not in page and "/api/v1/requests/" not in page
+
+
+def test_the_link_alone_never_verifies_an_agent(rt: Runtime, client: TestClient) -> None:
+    # purpose_notice accepts the e-mail link as identity, but not for an agent's authority.
+    page = submit_form(
+        client,
+        type="purpose_notice",
+        as_agent="1",
+        agent_name="代理 人",
+        agent_email="agent@example.jp",
+        agent_relation="appointed_agent",
+    )
+    reference = re.search(r'id="reference">(DSR-[\d-]+)<', page).group(1)  # type: ignore[union-attr]
+    response = client.get(verify_link(rt, reference))
+    assert "ほかの方法によるご本人確認も必要です" in response.text
+    with Session(rt.db) as session:
+        request = session.exec(select(Request).where(Request.reference == reference)).one()
+    assert request.state == "received" and request.email_verified_at is not None

@@ -123,12 +123,27 @@ def test_cli_check_reports_errors_and_fails(
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "argv"),
+    [
+        ("DSRFLOW_SMTP_SECURITY", "ssl3", ["workflows", "check"]),
+        # Regression: an unknown zone escaped as a traceback (ZoneInfoNotFoundError is a KeyError).
+        ("DSRFLOW_TIMEZONE", "Mars/Base", ["workflows", "check"]),
+        ("DSRFLOW_TIMEZONE", "Mars/Base", ["sweep", "--as-of", "2026-12-01T00:00"]),
+        ("DSRFLOW_CLOSURE_DAYS", '["13-40"]', ["workflows", "check"]),
+    ],
+)
 def test_cli_reports_bad_configuration_naming_the_variable(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    variable: str,
+    value: str,
+    argv: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv("DSRFLOW_SMTP_SECURITY", "ssl3")
-    assert main(["workflows", "check"]) == 2
-    assert "DSRFLOW_SMTP_SECURITY" in capsys.readouterr().err
+    monkeypatch.setenv(variable, value)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert variable in err and "Traceback" not in err
 
 
 def test_diagram_draws_every_transition() -> None:

@@ -172,7 +172,17 @@ async def submit_form(request: Request, rt: RuntimeDep, session: SessionDep) -> 
 
 @router.get("/verify/{token}", response_class=HTMLResponse)
 def verify(token: str, request: Request, rt: RuntimeDep, session: SessionDep) -> HTMLResponse:
-    outcome, dsr = service.verify_email(rt, session, token)
+    try:
+        outcome, dsr = service.verify_email(rt, session, token)
+    except service.Conflict:  # the request changed at the same moment: the link still works
+        return _notice(
+            request,
+            rt,
+            _language(request),
+            "verify_retry_heading",
+            "verify_retry_body",
+            status_code=409,
+        )
     lang = _language(request, dsr.language if dsr else "ja")
     check = service.EmailCheck
     if outcome is check.IDENTITY_VERIFIED:

@@ -207,7 +207,8 @@ def verify_email(rt: Runtime, session: Session, token: str) -> tuple[EmailCheck,
     wf = rt.definitions.workflow(request.type)
     allowed = rt.engine.allowed_triggers(request.type, request.state)
     outcome = EmailCheck.VERIFIED
-    if wf.email_link_sufficient and "verify_identity" in allowed:
+    # An agent's authority is never proved by a link to the agent's own address.
+    if wf.email_link_sufficient and request.agent_relation is None and "verify_identity" in allowed:
         request = _apply(
             rt,
             session,
