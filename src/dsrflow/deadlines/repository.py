@@ -8,7 +8,6 @@ from datetime import datetime
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
-from dsrflow.mail.models import OutboxMessage
 from dsrflow.requests.models import Request
 
 
@@ -36,18 +35,6 @@ def unverified_since(session: Session, state: str, received_before: datetime) ->
     )
 
 
-def unsent_acknowledgments(session: Session, created_before: datetime) -> list[tuple[str, str]]:
-    """(request id, outbox status) of acknowledgments not delivered in time."""
-    rows = session.exec(
-        select(OutboxMessage.request_id, OutboxMessage.status).where(
-            OutboxMessage.letter == "acknowledgment",
-            OutboxMessage.status != "sent",
-            col(OutboxMessage.created_at) <= created_before,
-        )
-    )
-    return [(request_id, status) for request_id, status in rows if request_id]
-
-
 def claim(session: Session, request_id: str) -> Request | None:
     """Lock one request for this sweep, or None if another process holds it.
 
@@ -59,11 +46,6 @@ def claim(session: Session, request_id: str) -> Request | None:
     if bind.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     return session.exec(query).first()
-
-
-def queued(session: Session, dedup_key: str) -> bool:
-    query = select(OutboxMessage.id).where(OutboxMessage.dedup_key == dedup_key)
-    return session.exec(query).first() is not None
 
 
 def open_requests(session: Session, open_states: Sequence[str]) -> list[Request]:

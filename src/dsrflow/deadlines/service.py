@@ -19,6 +19,7 @@ from dsrflow.audit.chain import append_event
 from dsrflow.db import utcnow
 from dsrflow.deadlines import repository
 from dsrflow.deadlines.schemas import PlannedMail, SweepReport
+from dsrflow.mail import repository as mail_repository
 from dsrflow.mail.outbox import OutgoingMail, enqueue
 from dsrflow.requests import repository as requests_repository
 from dsrflow.requests.models import Request
@@ -173,7 +174,9 @@ def _candidates(rt: Runtime, session: Session, now: datetime) -> tuple[list[str]
         session, IDENTITY_WAIT_STATE, now - timedelta(days=first_wait - 1)
     )
     grace = min(wf.reminders.acknowledgment_grace_minutes for wf in workflows)
-    unsent = dict(repository.unsent_acknowledgments(session, now - timedelta(minutes=grace)))
+    unsent = dict(
+        mail_repository.undelivered(session, "acknowledgment", now - timedelta(minutes=grace))
+    )
     return list(dict.fromkeys([*ids, *unsent])), unsent
 
 
@@ -208,7 +211,7 @@ def sweep(
                     continue
                 ack = _ack_overdue(rt, request, unsent.get(request_id), now)
                 for mail in plan(rt, request, now, ack, series):
-                    if repository.queued(session, f"{request.id}:{mail.key}"):
+                    if mail_repository.dedup_key_taken(session, f"{request.id}:{mail.key}"):
                         report.already_sent += 1
                         continue
                     report.planned.append(mail)
@@ -256,7 +259,7 @@ def digest(rt: Runtime, now: datetime | None = None, *, dry_run: bool = False) -
     report = SweepReport()
     with Session(rt.db) as session:
         key = f"digest:{today.isoformat()}"
-        if repository.queued(session, key):
+        if mail_repository.dedup_key_taken(session, key):
             report.already_sent += 1
             return report
         open_requests = repository.open_requests(session, rt.open_states)

@@ -42,12 +42,12 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 import aiosmtplib
-from sqlalchemy import and_, or_, update
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from dsrflow.config import Settings
 from dsrflow.db import utcnow
+from dsrflow.mail import repository
 from dsrflow.mail.models import OutboxMessage
 from dsrflow.mail.outbox import OutgoingMail, enqueue
 from dsrflow.mail.render import LetterRenderer, single_line
@@ -313,19 +313,8 @@ def claim_due(
     Each claimed row's ``attempts`` identifies this claim: outcomes are recorded only while the
     row is still 'sending' with that count, so a dispatcher whose lease ran out cannot overwrite
     the outcome of the one that took the row over."""
-    due = or_(
-        and_(col(OutboxMessage.status) == "pending", col(OutboxMessage.next_attempt_at) <= now),
-        and_(col(OutboxMessage.status) == "sending", col(OutboxMessage.claimed_until) < now),
-    )
-    query = (
-        select(OutboxMessage)
-        .where(due)
-        .order_by(col(OutboxMessage.next_attempt_at), col(OutboxMessage.id))
-        .limit(limit)
-        .with_for_update(skip_locked=True)  # rendered as nothing on SQLite, locked by BEGIN
-    )
     with Session(db_engine, expire_on_commit=False) as session:
-        rows = list(session.exec(query).all())
+        rows = repository.lock_due(session, now, limit)
         for row in rows:
             row.status = "sending"
             row.claimed_until = now + lease
@@ -335,22 +324,8 @@ def claim_due(
     return rows
 
 
-def _still_ours(row: OutboxMessage) -> list[object]:
-    return [
-        col(OutboxMessage.id) == row.id,
-        col(OutboxMessage.status) == "sending",
-        col(OutboxMessage.attempts) == row.attempts,
-    ]
-
-
 def _update_claimed(session: Session, row: OutboxMessage, **values: object) -> bool:
-    result = session.execute(
-        update(OutboxMessage)
-        .where(*_still_ours(row))  # type: ignore[arg-type]
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if not repository.update_if_still_claimed(session, row, **values):
         log.warning(
             "outbox %s (%s): claim lost before the outcome was recorded", row.id, row.reference
         )

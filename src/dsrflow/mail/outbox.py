@@ -5,8 +5,9 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from sqlmodel import Session, select
+from sqlmodel import Session
 
+from dsrflow.mail import repository
 from dsrflow.mail.models import OutboxMessage
 from dsrflow.mail.render import single_line
 
@@ -29,8 +30,7 @@ def make_message_id(domain: str) -> str:
 
 def enqueue(session: Session, mail: OutgoingMail, domain: str) -> OutboxMessage | None:
     """Add ``mail`` to the outbox unless a row with its dedup key exists. The caller commits."""
-    query = select(OutboxMessage.id).where(OutboxMessage.dedup_key == mail.dedup_key)
-    if session.exec(query).first() is not None:
+    if repository.dedup_key_taken(session, mail.dedup_key):
         return None
     row = OutboxMessage(
         dedup_key=mail.dedup_key,
@@ -45,10 +45,3 @@ def enqueue(session: Session, mail: OutgoingMail, domain: str) -> OutboxMessage 
     )
     session.add(row)
     return row
-
-
-def message_id_for(session: Session, dedup_key: str) -> str | None:
-    """The Message-ID of a queued letter, so later letters can thread under it."""
-    return session.exec(
-        select(OutboxMessage.message_id).where(OutboxMessage.dedup_key == dedup_key)
-    ).first()

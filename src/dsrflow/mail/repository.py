@@ -1,0 +1,69 @@
+"""Every query on the outbox. Nothing here commits: the dispatcher and the services do."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, or_, update
+from sqlmodel import Session, col, select
+
+from dsrflow.mail.models import OutboxMessage
+
+
+def dedup_key_taken(session: Session, dedup_key: str) -> bool:
+    query = select(OutboxMessage.id).where(OutboxMessage.dedup_key == dedup_key)
+    return session.exec(query).first() is not None
+
+
+def message_id_for(session: Session, dedup_key: str) -> str | None:
+    """The Message-ID of a queued letter, so later letters can thread under it."""
+    return session.exec(
+        select(OutboxMessage.message_id).where(OutboxMessage.dedup_key == dedup_key)
+    ).first()
+
+
+def lock_due(session: Session, now: datetime, limit: int) -> list[OutboxMessage]:
+    """Rows due for sending (pending and due, or 'sending' with an expired lease), locked for
+    this transaction: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL; on SQLite the transaction
+    already holds the write lock (BEGIN IMMEDIATE) and the clause renders as nothing."""
+    due = or_(
+        and_(col(OutboxMessage.status) == "pending", col(OutboxMessage.next_attempt_at) <= now),
+        and_(col(OutboxMessage.status) == "sending", col(OutboxMessage.claimed_until) < now),
+    )
+    query = (
+        select(OutboxMessage)
+        .where(due)
+        .order_by(col(OutboxMessage.next_attempt_at), col(OutboxMessage.id))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list(session.exec(query).all())
+
+
+def update_if_still_claimed(session: Session, row: OutboxMessage, **values: Any) -> bool:
+    """Apply ``values`` only while the row is still 'sending' under the same claim (its
+    ``attempts`` count identifies the claim). False if another dispatcher took it over."""
+    result = session.execute(
+        update(OutboxMessage)
+        .where(
+            col(OutboxMessage.id) == row.id,
+            col(OutboxMessage.status) == "sending",
+            col(OutboxMessage.attempts) == row.attempts,
+        )
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def undelivered(session: Session, letter: str, created_before: datetime) -> list[tuple[str, str]]:
+    """(request id, status) of ``letter`` rows queued before the given time and not yet sent."""
+    rows = session.exec(
+        select(OutboxMessage.request_id, OutboxMessage.status).where(
+            OutboxMessage.letter == letter,
+            OutboxMessage.status != "sent",
+            col(OutboxMessage.created_at) <= created_before,
+        )
+    )
+    return [(request_id, status) for request_id, status in rows if request_id]
