@@ -115,6 +115,17 @@ def client(rt: Runtime) -> Iterator[TestClient]:
 
 
 @pytest.fixture
+def cli_env(
+    rt: Runtime, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The environment for calling `dsrflow.cli.main` against this test's database."""
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    monkeypatch.setenv("DSRFLOW_DATABASE_URL", database_url)
+    monkeypatch.setenv("DSRFLOW_WORKFLOWS_DIR", str(rt.settings.workflows_dir))
+    monkeypatch.setenv("DSRFLOW_DATA_DIR", str(rt.settings.data_dir))
+
+
+@pytest.fixture
 def auth(rt: Runtime) -> dict[str, str]:
     """Authorization header of a fresh handler (role ``handler``)."""
     return auth_header(rt, "handler")

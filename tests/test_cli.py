@@ -8,12 +8,6 @@ from dsrflow.cli import main
 from dsrflow.runtime import Runtime
 
 
-@pytest.fixture
-def cli_env(rt: Runtime, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DSRFLOW_DATABASE_URL", database_url)
-    monkeypatch.setenv("DSRFLOW_WORKFLOWS_DIR", str(rt.settings.workflows_dir))
-
-
 def test_handlers_add_list_revoke(
     rt: Runtime, cli_env: None, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -9,18 +9,7 @@ from pathlib import Path
 import pytest
 
 from dsrflow.cli import main
-from dsrflow.runtime import Runtime
 from tests.intake.conftest import CORPUS, Seeded, corpus
-
-
-@pytest.fixture
-def cli_env(
-    rt: Runtime, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)  # no stray .env
-    monkeypatch.setenv("DSRFLOW_DATABASE_URL", database_url)
-    monkeypatch.setenv("DSRFLOW_WORKFLOWS_DIR", str(rt.settings.workflows_dir))
-    monkeypatch.setenv("DSRFLOW_DATA_DIR", str(rt.settings.data_dir))
 
 
 def stdin(monkeypatch: pytest.MonkeyPatch, data: bytes) -> None:

@@ -11,7 +11,6 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
-from pathlib import Path
 
 import pytest
 from sqlalchemy import update
@@ -509,16 +508,6 @@ def test_maildir_is_the_default_without_smtp(rt: Runtime) -> None:
     for row in rows:
         assert_delivered_as_queued(stored[row.message_id], row)
         assert stored[row.message_id]["From"].addresses[0].display_name == company(rt)
-
-
-@pytest.fixture
-def cli_env(
-    rt: Runtime, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)  # no stray .env
-    monkeypatch.setenv("DSRFLOW_DATABASE_URL", database_url)
-    monkeypatch.setenv("DSRFLOW_WORKFLOWS_DIR", str(rt.settings.workflows_dir))
-    monkeypatch.setenv("DSRFLOW_DATA_DIR", str(rt.settings.data_dir))
 
 
 def test_cli_outbox_flush(

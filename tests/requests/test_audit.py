@@ -10,12 +10,6 @@ from dsrflow.runtime import Runtime
 from tests.conftest import make_request
 
 
-@pytest.fixture
-def cli_env(rt: Runtime, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DSRFLOW_DATABASE_URL", database_url)
-    monkeypatch.setenv("DSRFLOW_WORKFLOWS_DIR", str(rt.settings.workflows_dir))
-
-
 def verify(capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     code = main(["audit", "verify"])
     return code, capsys.readouterr().out

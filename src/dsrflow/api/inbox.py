@@ -8,6 +8,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Query, Response
 
 from dsrflow.api.deps import Decider, Reader, RuntimeDep, SessionDep
+from dsrflow.api.problems import HANDLER_PROBLEMS as PROBLEMS
 from dsrflow.api.problems import Problem
 from dsrflow.inbox import repository, service
 from dsrflow.inbox.models import InboundMessage
@@ -23,11 +24,6 @@ from dsrflow.requests import repository as requests
 
 router = APIRouter(prefix="/api/v1", tags=["inbox"])
 
-PROBLEMS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing or bad token (problem details)"},
-    403: {"description": "The handler's role lacks the right (problem details)"},
-    404: {"description": "Unknown id (problem details)"},
-}
 DECIDED: dict[int | str, dict[str, Any]] = {
     409: {"description": "The message is no longer waiting for a decision"}
 }

@@ -13,6 +13,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from dsrflow.requests.service import Conflict, Invalid, NotFound
 
 PROBLEM_JSON = "application/problem+json"
+# What every handler route may answer besides its own success (for the OpenAPI document).
+HANDLER_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or bad token (problem details)"},
+    403: {"description": "The handler's role lacks the right (problem details)"},
+    404: {"description": "Unknown id (problem details)"},
+}
 
 
 class Problem(Exception):

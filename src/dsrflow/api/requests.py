@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
 
 from dsrflow.api.deps import Decider, Reader, RuntimeDep, SessionDep, rate_limited
+from dsrflow.api.problems import HANDLER_PROBLEMS as PROBLEMS
 from dsrflow.api.problems import Problem
 from dsrflow.db import utcnow
 from dsrflow.deadlines import service as deadlines
@@ -23,12 +24,6 @@ from dsrflow.requests.schemas import (
 )
 
 router = APIRouter(prefix="/api/v1/requests", tags=["requests"])
-
-PROBLEMS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing or bad token (problem details)"},
-    403: {"description": "The handler's role lacks the right (problem details)"},
-    404: {"description": "Unknown id (problem details)"},
-}
 
 
 @router.post(
