@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 
+from dsrflow.app import create_app
 from dsrflow.runtime import Runtime
-from tests.conftest import make_request
+from tests.conftest import WORKFLOWS, make_request, request_body
 
 TYPES = (
     "disclosure",
@@ -220,3 +225,30 @@ def test_stale_expected_version_is_409_with_current_state(
     assert problem["state"] == "identity_verified"
     assert problem["version"] == request.version + 1
     assert "fulfill" in problem["allowed_triggers"]
+
+
+def test_editing_a_workflow_file_changes_behaviour(
+    rt: Runtime, tmp_path: Path, auth: dict[str, str]
+) -> None:
+    """A privacy officer's edit to workflows/ takes effect on restart, with no Python change."""
+    workflows = tmp_path / "workflows"
+    shutil.copytree(WORKFLOWS, workflows)
+    path = workflows / "correction.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for transition in data["transitions"]:
+        if transition["trigger"] == "refuse":
+            transition["source"] = ["identity_verified"]  # no refusal before identity
+    data["deadline"]["days"] = 30
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    edited = Runtime.load(rt.settings.model_copy(update={"workflows_dir": workflows}), db=rt.db)
+    with TestClient(create_app(edited)) as client:
+        created = client.post("/api/v1/requests", json=request_body("correction")).json()
+        due = datetime.fromisoformat(created["due_at"]) - datetime.fromisoformat(
+            created["received_at"]
+        )
+        assert timedelta(days=30) <= due < timedelta(days=31)
+        refused = fire(
+            client, auth, created["id"], "refuse", reason_code="PROC_NONCONFORMING", explanation="x"
+        )
+        assert refused.status_code == 409
+        assert "refuse" not in refused.json()["allowed_triggers"]
