@@ -234,7 +234,7 @@ def test_text_is_clean_for_any_database(rules: IntakeRules) -> None:
 def test_attachment_limits(rules: IntakeRules) -> None:
     small = dataclasses.replace(
         rules,
-        limits=rules.limits.model_copy(update={"max_attachment_bytes": 10, "max_attachments": 1}),
+        limits=rules.limits.model_copy(update={"max_attachment_bytes": 10, "max_attachments": 2}),
     )
     parts = b"".join(
         b"--b\r\nContent-Type: application/octet-stream\r\n"
@@ -244,8 +244,34 @@ def test_attachment_limits(rules: IntakeRules) -> None:
     raw = BASE + b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n' + parts + b"--b--\r\n"
     mail = read(raw, small)
     files = [(a.filename, a.size, a.content) for a in mail.attachments]
-    assert files == [("a.bin", 5, b"12345"), ("b.bin", 50, None), ("c.bin", 5, None)]
+    # Over the size limit: described, not kept; over the count: only counted.
+    assert files == [("a.bin", 5, b"12345"), ("b.bin", 50, None)]
+    assert mail.attachments_omitted == 1 and mail.attachment_count == 3
     assert all(len(a.sha256) == 64 for a in mail.attachments)
+
+
+def test_part_limit(rules: IntakeRules, monkeypatch: pytest.MonkeyPatch) -> None:
+    few = dataclasses.replace(rules, limits=rules.limits.model_copy(update={"max_parts": 3}))
+    parts = b"".join(b"--b\r\nContent-Type: a/b\r\n\r\nx\r\n" for _ in range(4))
+    raw = BASE + b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n' + parts + b"--b--\r\n"
+    assert read(raw, rules).quarantine_reason is None
+    for counted_on_the_bytes in (True, False):  # the count before parsing, and the walk
+        if not counted_on_the_bytes:
+            monkeypatch.setattr("dsrflow.intake.mail.too_many_parts", lambda raw, limit: False)
+        mail = read(raw, few)
+        assert mail.quarantine_reason == "message has more than 3 MIME parts (the limit)"
+        assert mail.attachments == () and mail.raw == raw
+    # Lines that merely start with "--" are not parts.
+    text = BASE + b"\r\n" + b"-- \r\nsignature\r\n" * 10
+    assert read(text, few).quarantine_reason is None
+
+
+def test_text_parts_are_decoded_only_as_far_as_they_are_kept(rules: IntakeRules) -> None:
+    small = dataclasses.replace(rules, limits=rules.limits.model_copy(update={"max_text_chars": 5}))
+    body = "開示請求\r\n".encode("iso2022_jp") * 50
+    raw = BASE + b"Content-Type: text/plain; charset=iso-2022-jp\r\n\r\n" + body
+    mail = read(raw, small)
+    assert mail.text.startswith("開示請求") and "\ufffd" not in mail.text
 
 
 def test_a_message_without_message_id_gets_a_stable_one(rules: IntakeRules) -> None:

@@ -53,6 +53,8 @@ class InboundMessage(SQLModel, table=True):
     raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     raw_size: int
     raw_sha256: str = Field(max_length=64)
+    # Attachments beyond the ``max_attachments`` limit: counted, not described (see ``raw``).
+    attachments_omitted: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
     imap_mailbox: str | None = Field(default=None, max_length=500)
     imap_uidvalidity: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))

@@ -59,10 +59,10 @@ def for_request(session: Session, request_id: str) -> list[InboundMessage]:
 
 
 def attachments(
-    session: Session, inbound_ids: Sequence[int]
+    session: Session, inbound_ids: Sequence[int], *, limit: int | None = None
 ) -> list[tuple[InboundAttachment, bool]]:
-    """Attachment descriptions of these messages, in order, each with whether its bytes are
-    kept (the bytes themselves are not loaded)."""
+    """Attachment descriptions of these messages, in order (at most ``limit``), each with
+    whether its bytes are kept (the bytes themselves are not loaded)."""
     if not inbound_ids:
         return []
     query = (
@@ -70,8 +70,21 @@ def attachments(
         .where(col(InboundAttachment.inbound_message_id).in_(inbound_ids))
         .options(defer(InboundAttachment.content))  # type: ignore[arg-type]
         .order_by(col(InboundAttachment.id))
+        .limit(limit)
     )
     return [(row[0], bool(row[1])) for row in session.exec(query)]
+
+
+def attachment_counts(session: Session, inbound_ids: Sequence[int]) -> dict[int, int]:
+    """Message id -> how many attachment rows it has, counted by the database."""
+    if not inbound_ids:
+        return {}
+    query = (
+        select(InboundAttachment.inbound_message_id, func.count())
+        .where(col(InboundAttachment.inbound_message_id).in_(inbound_ids))
+        .group_by(col(InboundAttachment.inbound_message_id))
+    )
+    return {int(row[0]): int(row[1]) for row in session.exec(query)}
 
 
 def attachment(session: Session, inbound_id: int, attachment_id: int) -> InboundAttachment | None:

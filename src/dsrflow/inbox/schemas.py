@@ -55,6 +55,12 @@ class InboundMail:
     # Set when the message could not be understood; it waits for a handler.
     quarantine_reason: str | None = None
     attachments: tuple[AttachmentIn, ...] = field(default_factory=tuple)
+    # Attachments beyond ``max_attachments``: counted, not described (they are in ``raw``).
+    attachments_omitted: int = 0
+
+    @property
+    def attachment_count(self) -> int:
+        return len(self.attachments) + self.attachments_omitted
 
 
 @dataclass(frozen=True)
@@ -172,6 +178,7 @@ class InboxMessage(InboxItem):
     decided_by: str | None
     decided_at: datetime | None
     note: str | None
+    # The first attachments described (``attachment_count`` says how many there are).
     attachments: list[AttachmentPublic]
 
 

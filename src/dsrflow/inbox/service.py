@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 REPLIED_LETTER = "requester_replied"
 MAX_DETAILS = 20_000
+# Attachments described in one message's view; the count gives the rest.
+LISTED_ATTACHMENTS = 100
 
 
 class NotFound(Exception):
@@ -212,7 +214,7 @@ def _join(
         if request.awaiting_requester_at
         else None,
         "from_requester": matches,
-        "attachment_count": len(mail.attachments),
+        "attachment_count": mail.attachment_count,
         "messages_url": f"{rt.settings.base_url}/api/v1/requests/{request.id}/messages",
     }
     queue_letter(
@@ -246,7 +248,7 @@ def _message_event(
         detail={
             "inbound_message_id": row.id,
             "message_id": row.message_id,
-            "attachments": len(mail.attachments),
+            "attachments": mail.attachment_count,
             "from_requester": _from_requester(request, mail.from_address),
             **(extra or {}),
         },
@@ -292,6 +294,7 @@ def _message_row(
         raw=mail.raw,
         raw_size=mail.raw_size,
         raw_sha256=hashlib.sha256(mail.raw).hexdigest(),
+        attachments_omitted=mail.attachments_omitted,
         imap_mailbox=origin.mailbox if origin else None,
         imap_uidvalidity=origin.uidvalidity if origin else None,
         imap_uid=origin.uid if origin else None,
@@ -503,9 +506,7 @@ def release_mailbox(session: Session, claim: Claim) -> None:
 def describe_items(session: Session, rows: list[InboundMessage]) -> list[InboxItem]:
     """List entries for ``rows``, with the reference of their request and attachment counts."""
     references = repository.references_of(session, [r.request_id for r in rows if r.request_id])
-    counts: dict[int, int] = {}
-    for attachment, _ in repository.attachments(session, [r.id for r in rows if r.id is not None]):
-        counts[attachment.inbound_message_id] = counts.get(attachment.inbound_message_id, 0) + 1
+    counts = repository.attachment_counts(session, [r.id for r in rows if r.id is not None])
     return [InboxItem(**_item_fields(row, references, counts.get(row.id or 0, 0))) for row in rows]
 
 
@@ -513,9 +514,10 @@ def describe(session: Session, row: InboundMessage) -> InboxMessage:
     """One message, whole, as handlers see it."""
     assert row.id is not None
     references = repository.references_of(session, [row.request_id] if row.request_id else [])
-    files = repository.attachments(session, [row.id])
+    count = repository.attachment_counts(session, [row.id]).get(row.id, 0)
+    files = repository.attachments(session, [row.id], limit=LISTED_ATTACHMENTS)
     return InboxMessage(
-        **_item_fields(row, references, len(files)),
+        **_item_fields(row, references, count),
         message_id=row.message_id,
         text=row.text,
         in_reply_to=row.in_reply_to,
@@ -555,5 +557,5 @@ def _item_fields(row: InboundMessage, references: dict[str, str], count: int) ->
         "detected_type": row.detected_type,
         "request_id": row.request_id,
         "reference": references.get(row.request_id) if row.request_id else None,
-        "attachment_count": count,
+        "attachment_count": count + (row.attachments_omitted or 0),
     }

@@ -61,6 +61,8 @@ class Limits(_Strict):
     max_attachment_bytes: int = Field(gt=0)
     max_attachments: int = Field(ge=0)
     max_text_chars: int = Field(gt=0)
+    # MIME leaves read per message; more is a message built to exhaust the reader.
+    max_parts: int = Field(default=500, gt=0)
 
 
 class Phrases(_Strict):
@@ -588,6 +590,33 @@ class _Body:
     # Message-IDs of the messages a delivery report returns (ours, when a letter bounced).
     returned_ids: tuple[str, ...]
     undecodable: bool
+    attachments_omitted: int = 0
+    too_many_parts: bool = False
+
+
+_DELIMITER = re.compile(rb"\n--([^\r\n]{1,200})")
+_BOUNDARY = re.compile(rb'boundary\s*=\s*(?:"([^"\r\n]{1,200})"|([^\s;"]{1,200}))', re.I)
+
+
+def too_many_parts(raw: bytes, max_parts: int) -> bool:
+    """Whether ``raw`` has more than ``max_parts`` MIME parts, counted on the bytes, so that
+    a message built of a million tiny parts is never parsed into a million objects."""
+    if raw.count(b"\n--") <= max_parts:  # an upper bound on the delimiter lines
+        return False
+    boundaries: set[bytes] = set()
+    for match in _BOUNDARY.finditer(raw):
+        boundaries.add(match.group(1) or match.group(2))
+        if len(boundaries) > max_parts:  # each declares a multipart, itself a part
+            return True
+    parts = 0
+    for match in _DELIMITER.finditer(raw):
+        token = match.group(1).rstrip()
+        if token in boundaries or token.removesuffix(b"--") in boundaries:
+            parts += 1
+            # Each multipart adds one closing delimiter that starts no part.
+            if parts > max_parts + len(boundaries):
+                return True
+    return False
 
 
 def _leaves(part: Message, depth: int = 0) -> Iterator[Message]:
@@ -653,14 +682,28 @@ def _html_text(data: bytes, charset: str | None) -> str:
         return re.sub(r"<[^>]*>", " ", html)
 
 
+def _text_bytes(data: bytes, limits: Limits) -> bytes:
+    """At most what can make ``max_text_chars`` of text (4 bytes a character), cut at a line
+    end so that no multi-byte character or escape sequence is split."""
+    cap = 4 * limits.max_text_chars
+    if len(data) <= cap:
+        return data
+    head = data[:cap]
+    end = head.rfind(b"\n")
+    return head[: end + 1] if end > 0 else head
+
+
 def _read_body(message: Message, limits: Limits) -> _Body:
     plain: list[str] = []
     html: list[str] = []
     attachments: list[AttachmentIn] = []
-    forwarded = report = False
+    forwarded = report = too_many = False
     returned_ids: tuple[str, ...] = ()
-    kept = 0
-    for part in _leaves(message):
+    omitted = 0
+    for number, part in enumerate(_leaves(message), 1):
+        if number > limits.max_parts:
+            too_many = True
+            break
         ctype = str(_safe(part.get_content_type, "application/octet-stream")).lower()
         disposition = str(_safe(lambda p=part: p.get("Content-Disposition", ""), "") or "")
         disposition = disposition.split(";")[0].strip().lower()
@@ -674,6 +717,7 @@ def _read_body(message: Message, limits: Limits) -> _Body:
             returned_ids += (message_id_of(_Headers(returned).first("message-id")) or "",)
         if ctype in ("text/plain", "text/html") and disposition != "attachment" and not filename:
             charset = _safe(part.get_content_charset)
+            data = _text_bytes(data, limits)
             if ctype == "text/plain":
                 plain.append(decode_bytes(data, charset if isinstance(charset, str) else None))
             else:
@@ -681,15 +725,16 @@ def _read_body(message: Message, limits: Limits) -> _Body:
             continue
         if part is message and not data:
             continue
-        keep = len(data) <= limits.max_attachment_bytes and kept < limits.max_attachments
-        kept += keep
+        if len(attachments) >= limits.max_attachments:
+            omitted += 1  # counted only; it stays in the raw message
+            continue
         attachments.append(
             AttachmentIn(
                 filename=filename,
                 content_type=clean(ctype, 255),
                 size=len(data),
                 sha256=hashlib.sha256(data).hexdigest(),
-                content=data if keep else None,
+                content=data if len(data) <= limits.max_attachment_bytes else None,
             )
         )
     chosen = [t for t in plain if t.strip()] or [t for t in html if t.strip()]
@@ -702,6 +747,8 @@ def _read_body(message: Message, limits: Limits) -> _Body:
         delivery_report=report,
         returned_ids=tuple(i for i in returned_ids if i),
         undecodable=undecodable,
+        attachments_omitted=omitted,
+        too_many_parts=too_many,
     )
 
 
@@ -869,7 +916,11 @@ def _read(
     too_large = size > limits.max_message_bytes
     if too_large:
         raw = _header_block(raw)
-    message = email.message_from_bytes(raw, policy=policy.compat32)
+    # Too many parts: only the header is parsed (the raw message is kept whole).
+    too_many = not too_large and too_many_parts(raw, limits.max_parts)
+    message = email.message_from_bytes(
+        _header_block(raw) if too_many else raw, policy=policy.compat32
+    )
     headers = _Headers(message)
     message_id = message_id_of(headers.first("message-id")) or _synthetic_id(raw)
     from_name, from_address = _sender(headers.first("from"))
@@ -880,7 +931,8 @@ def _read(
     references = headers.first("references")
     threads = thread_ids(in_reply_to, references)
     named = tuple(dict.fromkeys(REFERENCE.findall(unicodedata.normalize("NFKC", subject or ""))))
-    body = None if too_large else _read_body(message, limits)
+    body = None if too_large or too_many else _read_body(message, limits)
+    too_many = too_many or bool(body and body.too_many_parts)
     if body is not None and (
         body.delivery_report or message.get_content_type() == "multipart/report"
     ):
@@ -892,6 +944,8 @@ def _read(
     quarantine = None
     if too_large:
         quarantine = f"message is {size} bytes; the limit is {limits.max_message_bytes}"
+    elif too_many:
+        quarantine = f"message has more than {limits.max_parts} MIME parts (the limit)"
     elif not headers.items:
         quarantine = "not an e-mail message (no header fields)"
     elif body is not None and body.undecodable:
@@ -936,7 +990,8 @@ def _read(
         type_problem=problem,
         ignore_reason=ignore,
         quarantine_reason=quarantine,
-        attachments=tuple(body.attachments) if body else (),
+        attachments=tuple(body.attachments) if body and not too_many else (),
+        attachments_omitted=body.attachments_omitted if body and not too_many else 0,
     )
 
 
