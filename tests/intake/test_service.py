@@ -62,3 +62,13 @@ def test_attachment_rows_are_capped_and_the_rest_counted(
     with Session(rt.db) as session:
         ids = session.exec(select(col(InboundAttachment.id))).all()
     assert len(ids) == limits.max_attachments
+
+
+def test_a_colleagues_request_from_our_domain_is_a_request(rt: Runtime) -> None:
+    raw = (
+        "From: Yamada <yamada@innovativeai.co.jp>\r\nTo: info@innovativeai.co.jp\r\n"
+        "Subject: 開示請求\r\nMessage-ID: <3f2a9c1e-1111@innovativeai.co.jp>\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n\r\n私の人事情報の開示を請求します。\r\n"
+    ).encode()
+    outcome = ingest(rt, raw)
+    assert outcome.status == "created", outcome

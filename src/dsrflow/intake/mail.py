@@ -805,17 +805,16 @@ def _loop_reason(
     message: Message,
     body: _Body | None,
     from_address: str | None,
-    message_id: str,
     subject: str,
     rules: IntakeRules,
     own_addresses: frozenset[str],
-    own_domain: str,
 ) -> str | None:
-    """Why this message must never become a request nor be answered, or None."""
+    """Why this message must never become a request nor be answered, or None.
+
+    Our own mail is recognised by From here, and by the exact Message-ID of a letter we sent in
+    the service; never by the Message-ID's domain, which colleagues' mail shares."""
     if from_address and from_address.lower() in own_addresses:
         return "our own message (From is our address)"
-    if own_domain and message_id.rpartition("@")[2].rstrip(">").lower() == own_domain.lower():
-        return "our own message (Message-ID of our domain)"
     auto = headers.first("auto-submitted")
     if auto is not None:
         token = auto.split(";")[0].strip().lower()
@@ -870,7 +869,6 @@ def read_message(
     *,
     source: str,
     own_addresses: Iterable[str] = (),
-    own_domain: str = "",
     received_at: datetime | None = None,
     original_size: int | None = None,
     now: datetime | None = None,
@@ -885,7 +883,7 @@ def read_message(
     now = now or utcnow()
     owners = frozenset(a.lower() for a in own_addresses if a)
     try:
-        return _read(raw, rules, source, owners, own_domain, received_at, original_size, now)
+        return _read(raw, rules, source, owners, received_at, original_size, now)
     except Exception as exc:
         log.warning("message could not be parsed: %s", type(exc).__name__, exc_info=True)
         kept = raw[: rules.limits.max_message_bytes]
@@ -906,7 +904,6 @@ def _read(
     rules: IntakeRules,
     source: str,
     own_addresses: frozenset[str],
-    own_domain: str,
     received_at: datetime | None,
     original_size: int | None,
     now: datetime,
@@ -957,11 +954,9 @@ def _read(
         message,
         body,
         from_address,
-        message_id,
         subject or "",
         rules,
         own_addresses,
-        own_domain,
     )
     detected, problem = detect_type(subject or "", text, rules)
     forwarded = bool(body and body.forwarded) or bool(
@@ -1038,7 +1033,6 @@ def ingest(
         rules,
         source=source,
         own_addresses=own_addresses(rt),
-        own_domain=rt.mail_domain,
         received_at=received_at,
         original_size=original_size,
     )
