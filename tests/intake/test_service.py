@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session, col, func, select
 
 from dsrflow.inbox.models import InboundAttachment, InboundMessage
 from dsrflow.intake.mail import ingest, rules_for
+from dsrflow.mail.models import OutboxMessage
+from dsrflow.requests import repository as requests
+from dsrflow.requests.models import Request
 from dsrflow.runtime import Runtime
+from tests.conftest import make_request
+from tests.intake.conftest import ACK_MESSAGE_ID, Seeded, count
 
 
 def many_parts(n: int, subject: str = "disclosure request") -> bytes:
@@ -72,3 +78,96 @@ def test_a_colleagues_request_from_our_domain_is_a_request(rt: Runtime) -> None:
     ).encode()
     outcome = ingest(rt, raw)
     assert outcome.status == "created", outcome
+
+
+def letters_to(rt: Runtime, address: str) -> list[OutboxMessage]:
+    with Session(rt.db) as session:
+        return list(session.exec(select(OutboxMessage).where(OutboxMessage.recipient == address)))
+
+
+def plain(sender: str, subject: str, message_id: str, text: str, **headers: str) -> bytes:
+    extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    return (
+        f"From: {sender}\r\nSubject: {subject}\r\nMessage-ID: <{message_id}>\r\n{extra}"
+        f"Content-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n"
+    ).encode()
+
+
+def responder_round(i: int, subject: str) -> bytes:
+    """An auto-responder that sets no auto-reply header, threads nothing and quotes our letter
+    (its reference and the words of a request type) under a subject of its own."""
+    return plain(
+        "bot@example.org",
+        subject,
+        f"r{i}-{len(subject)}@example.org",
+        "ただいま不在です。以下のメールを受信しました。\r\n"
+        f"件名: [DSR-2026-00000{i}] 開示請求を受け付けました",
+    )
+
+
+def test_an_auto_responder_without_headers_makes_no_loop(rt: Runtime) -> None:
+    first = ingest(rt, plain("bot@example.org", "開示請求", "r0@example.org", "開示請求します"))
+    assert first.status == "created"
+    letters = len(letters_to(rt, "bot@example.org"))
+    for i in range(1, 4):
+        outcome = ingest(rt, responder_round(i, "ただいま不在にしております"))
+        assert outcome.status == "ignored", outcome
+    for i in range(1, 4):  # the same under a subject no rule knows
+        outcome = ingest(rt, responder_round(i, "Re: お知らせ"))
+        assert outcome.status in ("joined", "triage"), outcome
+    assert count(rt, Request) == 1
+    assert len(letters_to(rt, "bot@example.org")) == letters, "no letter after the first round"
+
+
+def test_a_text_naming_a_request_never_makes_one(rt: Runtime) -> None:
+    request = make_request(rt, "disclosure", "received", email="taro@example.jp")
+    quoting = f"> [{request.reference}] 開示請求を受け付けました\r\n利用停止もお願いします"
+    joined = ingest(rt, plain("taro@example.jp", "追加のお願い", "q1@example.jp", quoting))
+    assert (joined.status, joined.request_id) == ("joined", request.id)
+    stranger = ingest(rt, plain("eve@example.org", "追加のお願い", "q2@example.org", quoting))
+    assert stranger.status == "triage" and stranger.request_id == request.id
+    assert "not its requester" in (stranger.reason or "")
+    unknown = ingest(
+        rt, plain("eve@example.org", "開示請求", "q3@example.org", "DSR-2026-999999 開示請求")
+    )
+    assert unknown.status == "triage" and "unknown reference" in (unknown.reason or "")
+    assert count(rt, Request) == 1
+
+
+def test_requests_made_by_mail_are_capped_per_sender(rt: Runtime) -> None:
+    first = ingest(rt, plain("hana@example.jp", "開示請求", "c1@example.jp", "開示請求します"))
+    second = ingest(rt, plain("HANA@example.jp", "利用停止", "c2@example.jp", "利用停止します"))
+    other = ingest(rt, plain("ken@example.jp", "利用停止", "c3@example.jp", "利用停止します"))
+    assert [first.status, second.status, other.status] == ["created", "triage", "created"]
+    assert "possible mail loop" in (second.reason or "")
+
+
+def test_two_requests_named_go_to_triage(rt: Runtime, seeded: Seeded) -> None:
+    both = f"Re: [{seeded.b.reference}] and [{seeded.a.reference}]"
+    outcome = ingest(rt, plain("taro@example.jp", both, "two@example.jp", "which one?"))
+    assert outcome.status == "triage" and outcome.request_id is None
+    assert seeded.a.reference in (outcome.reason or "")
+    assert seeded.b.reference in (outcome.reason or "")
+    # The subject names A, and In-Reply-To B's acknowledgment.
+    crossed = plain(
+        "taro@example.jp",
+        f"Re: [{seeded.a.reference}]",
+        "crossed@example.jp",
+        "answer",
+        **{"In-Reply-To": ACK_MESSAGE_ID},
+    )
+    outcome = ingest(rt, crossed)
+    assert outcome.status == "triage" and "several requests" in (outcome.reason or "")
+    with Session(rt.db) as session:
+        assert all(e.kind != "message" for e in requests.history(session, seeded.a.id)[1:])
+
+
+@pytest.mark.parametrize("state", ["fulfilled", "refused", "withdrawn"])
+def test_mail_about_a_closed_request_waits_for_a_handler(rt: Runtime, state: str) -> None:
+    request = make_request(rt, "disclosure", state)
+    subject = f"Re: [{request.reference}] 追加で開示請求します"
+    outcome = ingest(rt, plain("taro@example.jp", subject, "closed@example.jp", "もう一度"))
+    assert outcome.status == "triage", outcome
+    assert outcome.request_id == request.id, "the handler sees which request"
+    assert f"{request.reference}, which is closed ({state})" in (outcome.reason or "")
+    assert count(rt, Request) == 1

@@ -102,13 +102,27 @@ def references_of(session: Session, request_ids: Sequence[str]) -> dict[str, str
     return {row[0]: row[1] for row in session.exec(query)}
 
 
-def request_by_reference(session: Session, references: Sequence[str]) -> Request | None:
-    """The first of ``references`` that names an existing request."""
-    for reference in references:
-        request = session.exec(select(Request).where(Request.reference == reference)).first()
-        if request is not None:
-            return request
-    return None
+def requests_by_reference(session: Session, references: Sequence[str]) -> list[Request]:
+    """The existing requests among ``references``, in their order."""
+    if not references:
+        return []
+    found = {
+        r.reference: r
+        for r in session.exec(select(Request).where(col(Request.reference).in_(set(references))))
+    }
+    return [found[ref] for ref in dict.fromkeys(references) if ref in found]
+
+
+def requests_created_from(session: Session, address: str, since: datetime) -> int:
+    """How many requests mail from ``address`` created by itself (not by a handler's
+    conversion) since ``since``."""
+    query = select(func.count()).where(
+        col(InboundMessage.status) == "created",
+        col(InboundMessage.decided_by).is_(None),
+        col(InboundMessage.created_at) >= since,
+        func.lower(col(InboundMessage.from_address)) == address.lower(),
+    )
+    return int(session.exec(query).one())
 
 
 def request_for_thread(session: Session, message_ids: Sequence[str]) -> Request | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
@@ -47,6 +47,8 @@ class InboundMail:
     thread_ids: tuple[str, ...] = ()
     # Request references (DSR-YYYY-NNNNNN) named in the subject.
     named_references: tuple[str, ...] = ()
+    # References named in the text (quoted lines too: an auto-responder quotes our letter).
+    body_references: tuple[str, ...] = ()
     detected_type: str | None = None
     # Why no single type was recognised ("no request type recognised", "names several types").
     type_problem: str | None = None
@@ -61,6 +63,16 @@ class InboundMail:
     @property
     def attachment_count(self) -> int:
         return len(self.attachments) + self.attachments_omitted
+
+
+@dataclass(frozen=True)
+class IntakePolicy:
+    """Limits from the rules file that the service applies against the database."""
+
+    # Requests that mail from one address may create by itself within ``sender_window``;
+    # beyond, its mail waits in triage (a mail loop never makes requests without end).
+    requests_per_sender: int = 1
+    sender_window: timedelta = timedelta(hours=24)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from dsrflow.inbox.schemas import (
     InboxItem,
     InboxMessage,
     IngestOutcome,
+    IntakePolicy,
 )
 from dsrflow.requests.models import Request
 from dsrflow.requests.schemas import RequestCreate
@@ -71,20 +72,27 @@ class ClaimLost(Exception):
 
 
 def ingest(
-    rt: Runtime, session: Session, mail: InboundMail, *, origin: ImapOrigin | None = None
+    rt: Runtime,
+    session: Session,
+    mail: InboundMail,
+    *,
+    origin: ImapOrigin | None = None,
+    policy: IntakePolicy = IntakePolicy(),  # frozen, so one shared default is safe
 ) -> IngestOutcome:
     """Record one inbound message and act on it, in one transaction, and commit.
 
     A reply (reference in the subject, or In-Reply-To/References naming a letter we sent or a
-    message of the request) joins its request; a message that names one request type creates
-    a request as of its arrival; the rest goes to triage. Auto-replies, bounces and our own
-    mail are recorded as ignored, never answered. Whatever goes wrong while acting, the message
-    is still recorded (quarantined, with the reason); only a database that cannot be written
-    raises. Raises ClaimLost (nothing recorded) when ``origin``'s claim is gone.
+    message of the request) joins its open request; a message that names one request type
+    creates a request as of its arrival (at most ``policy.requests_per_sender`` per address
+    and window); the rest goes to triage: several requests named, a closed request, a text
+    naming a request. Auto-replies, bounces and our own mail are recorded as ignored, never
+    answered. Whatever goes wrong while acting, the message is still recorded (quarantined,
+    with the reason); only a database that cannot be written raises. Raises ClaimLost
+    (nothing recorded) when ``origin``'s claim is gone.
     """
     now = utcnow()
     try:
-        outcome = _record(rt, session, mail, origin, now)
+        outcome = _record(rt, session, mail, origin, now, policy)
         session.commit()
     except ClaimLost:
         session.rollback()
@@ -111,17 +119,19 @@ def ingest(
 
 
 def _record(
-    rt: Runtime, session: Session, mail: InboundMail, origin: ImapOrigin | None, now: datetime
+    rt: Runtime,
+    session: Session,
+    mail: InboundMail,
+    origin: ImapOrigin | None,
+    now: datetime,
+    policy: IntakePolicy,
 ) -> IngestOutcome:
     existing = repository.by_message_id(session, mail.message_id)
     if existing is not None:
         _advance(session, origin, now)
         return _duplicate(existing)
 
-    request = repository.request_by_reference(
-        session, mail.named_references
-    ) or repository.request_for_thread(session, mail.thread_ids)
-    status, reason, new_request = _decide(rt, session, mail, request)
+    status, reason, new_request, request = _decide(rt, session, mail, now, policy)
     row = _message_row(mail, origin, status=status, reason=reason)
     row.request_id = request.id if request is not None else None
     session.add(row)
@@ -162,24 +172,73 @@ def _record(
     )
 
 
+Decision = tuple[str, str | None, RequestCreate | None, Request | None]
+
+
 def _decide(
-    rt: Runtime, session: Session, mail: InboundMail, request: Request | None
-) -> tuple[str, str | None, RequestCreate | None]:
-    """(status, reason, the request to create) for a message not seen before."""
+    rt: Runtime, session: Session, mail: InboundMail, now: datetime, policy: IntakePolicy
+) -> Decision:
+    """(status, reason, the request to create, the request it is about) for a message not
+    seen before."""
+    # What the subject and the threading say it answers: more than one request is a guess.
+    answered: dict[str, Request] = {
+        r.id: r for r in repository.requests_by_reference(session, mail.named_references)
+    }
+    threaded = repository.request_for_thread(session, mail.thread_ids)
+    if threaded is not None:
+        answered.setdefault(threaded.id, threaded)
+    about = next(iter(answered.values())) if len(answered) == 1 else None
+    quoted: list[Request] = []
+    if not answered and mail.body_references:
+        quoted = repository.requests_by_reference(session, mail.body_references)
+        about = quoted[0] if len(quoted) == 1 else None
+
     if mail.quarantine_reason:
-        return "quarantined", mail.quarantine_reason, None
+        return "quarantined", mail.quarantine_reason, None, about
     if mail.ignore_reason:
-        return "ignored", mail.ignore_reason, None
+        return "ignored", mail.ignore_reason, None, about
     if repository.is_our_message_id(session, mail.message_id):
-        return "ignored", "our own message (its Message-ID is one of our letters)", None
-    if request is not None:
-        return "joined", None, None
+        reason = "our own message (its Message-ID is one of our letters)"
+        return "ignored", reason, None, about
+    if len(answered) > 1:
+        named = ", ".join(sorted(r.reference for r in answered.values()))
+        return "triage", f"names several requests ({named}): which one is unclear", None, None
+    if about is not None and about.state in rt.closed_states:
+        # Nobody reads a closed request's mail: a handler decides (a new request, or nothing).
+        reason = f"about {about.reference}, which is closed ({about.state})"
+        return "triage", reason, None, about
+    if answered:
+        return "joined", None, None, about
     if mail.named_references:
-        return "triage", f"names an unknown reference ({', '.join(mail.named_references)})", None
+        unknown = ", ".join(mail.named_references)
+        return "triage", f"names an unknown reference ({unknown})", None, None
+    if mail.body_references:
+        # Its text names a request: a reply, or an auto-responder quoting our letter, never a
+        # new request.
+        if len(quoted) > 1:
+            named = ", ".join(r.reference for r in quoted)
+            return "triage", f"the text names several requests ({named})", None, None
+        if about is None:
+            unknown = ", ".join(mail.body_references)
+            return "triage", f"the text names an unknown reference ({unknown})", None, None
+        if not _from_requester(about, mail.from_address):
+            reason = f"the text names {about.reference}, but the sender is not its requester"
+            return "triage", reason, None, about
+        return "joined", None, None, about
     if mail.detected_type is None or mail.type_problem:
-        return "triage", mail.type_problem or "no request type recognised", None
+        return "triage", mail.type_problem or "no request type recognised", None, None
     if not mail.from_address:
-        return "triage", "no usable sender address to answer", None
+        return "triage", "no usable sender address to answer", None, None
+    since = now - policy.sender_window
+    if repository.requests_created_from(session, mail.from_address, since) >= (
+        policy.requests_per_sender
+    ):
+        hours = policy.sender_window.total_seconds() / 3600
+        reason = (
+            f"this sender's mail already made {policy.requests_per_sender} request(s) "
+            f"in the last {hours:g} hours (a possible mail loop)"
+        )
+        return "triage", reason, None, None
     try:
         data = RequestCreate(
             type=mail.detected_type,
@@ -190,10 +249,10 @@ def _decide(
         )
     except ValidationError as exc:
         fields = ", ".join(str(e["loc"][0]) for e in exc.errors() if e.get("loc"))
-        return "triage", f"cannot make a request of it: invalid {fields or 'fields'}", None
+        return "triage", f"cannot make a request of it: invalid {fields or 'fields'}", None, None
     if data.type not in rt.definitions.workflows:
-        return "triage", f"the type '{data.type}' is not configured", None
-    return "created", None, data
+        return "triage", f"the type '{data.type}' is not configured", None, None
+    return "created", None, data, None
 
 
 def _join(

@@ -37,7 +37,13 @@ from sqlmodel import Session
 
 from dsrflow.db import utcnow
 from dsrflow.inbox import service
-from dsrflow.inbox.schemas import AttachmentIn, ImapOrigin, InboundMail, IngestOutcome
+from dsrflow.inbox.schemas import (
+    AttachmentIn,
+    ImapOrigin,
+    InboundMail,
+    IngestOutcome,
+    IntakePolicy,
+)
 from dsrflow.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -63,6 +69,9 @@ class Limits(_Strict):
     max_text_chars: int = Field(gt=0)
     # MIME leaves read per message; more is a message built to exhaust the reader.
     max_parts: int = Field(default=500, gt=0)
+    # Requests that mail from one address creates by itself per window; beyond: triage.
+    requests_per_sender: int = Field(default=1, gt=0)
+    requests_per_sender_hours: float = Field(default=24, gt=0)
 
 
 class Phrases(_Strict):
@@ -937,6 +946,8 @@ def _read(
         threads = tuple(dict.fromkeys(threads + body.returned_ids))[:50]
     text = body.text if body else ""
     language = language_of(f"{subject or ''}\n{text}")
+    quoted = REFERENCE.findall(unicodedata.normalize("NFKC", text))
+    body_references = tuple(r for r in dict.fromkeys(quoted) if r not in named)[:20]
 
     quarantine = None
     if too_large:
@@ -981,6 +992,7 @@ def _read(
         references=one_line(references, 10_000),
         thread_ids=threads,
         named_references=named,
+        body_references=body_references,
         detected_type=detected,
         type_problem=problem,
         ignore_reason=ignore,
@@ -1036,5 +1048,9 @@ def ingest(
         received_at=received_at,
         original_size=original_size,
     )
+    policy = IntakePolicy(
+        requests_per_sender=rules.limits.requests_per_sender,
+        sender_window=timedelta(hours=rules.limits.requests_per_sender_hours),
+    )
     with Session(rt.db, expire_on_commit=False) as session:
-        return service.ingest(rt, session, mail, origin=origin)
+        return service.ingest(rt, session, mail, origin=origin, policy=policy)
