@@ -110,8 +110,12 @@ def test_corpus_message(name: str, rt: Runtime, seeded: Seeded) -> None:
             assert not notified
         assert counts(rt)[1] == before[1], "no new request"
     else:
-        # Never a request, never answered: no new request and no mail at all.
-        assert counts(rt) == (before[0] + 1, before[1], before[2])
+        # Never a request, never answered: no new request, and no mail but the handlers'
+        # notice of a bounced letter.
+        assert [(m.letter, m.recipient) for m in letters] == (
+            [("delivery_failed", rt.settings.handler_email)] if expected.get("notifies") else []
+        )
+        assert counts(rt) == (before[0] + 1, before[1], before[2] + len(letters))
         assert all(e.kind != "message" for e in history)
         if "joins" not in expected:
             assert row.request_id is None

@@ -171,3 +171,35 @@ def test_mail_about_a_closed_request_waits_for_a_handler(rt: Runtime, state: str
     assert outcome.request_id == request.id, "the handler sees which request"
     assert f"{request.reference}, which is closed ({state})" in (outcome.reason or "")
     assert count(rt, Request) == 1
+
+
+def bounce_of(message_id: str, n: int) -> bytes:
+    return (
+        "Return-Path: <>\r\nFrom: MAILER-DAEMON@mx.example.jp\r\nAuto-Submitted: auto-replied\r\n"
+        f"Subject: Undelivered Mail Returned to Sender\r\nMessage-ID: <dsn-{n}@mx.example.jp>\r\n"
+        "MIME-Version: 1.0\r\n"
+        "Content-Type: multipart/report; report-type=delivery-status; boundary=r\r\n\r\n"
+        "--r\r\nContent-Type: text/plain\r\n\r\nCould not be delivered.\r\n"
+        "--r\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.jp\r\n"
+        "\r\nFinal-Recipient: rfc822; hanako@example.jp\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        "Diagnostic-Code: smtp; 550 5.1.1 <hanako@example.jp>: user unknown\r\n"
+        f"--r\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: {message_id}\r\n"
+        "--r--\r\n"
+    ).encode()
+
+
+def test_a_bounced_letter_is_reported_to_the_handlers_once(rt: Runtime, seeded: Seeded) -> None:
+    to_requester = len(letters_to(rt, seeded.b.requester_email))
+    first = ingest(rt, bounce_of(ACK_MESSAGE_ID, 1))
+    second = ingest(rt, bounce_of(ACK_MESSAGE_ID, 2))  # another report on the same letter
+    assert (first.status, second.status) == ("ignored", "ignored")
+    assert first.request_id == seeded.b.id
+    with Session(rt.db) as session:
+        notices = session.exec(
+            select(OutboxMessage).where(OutboxMessage.letter == "delivery_failed")
+        ).all()
+    assert [(n.recipient, n.reference) for n in notices] == [
+        (rt.settings.handler_email, seeded.b.reference)
+    ]
+    assert "5.1.1" in notices[0].body and "hanako@example.jp" not in notices[0].body
+    assert len(letters_to(rt, seeded.b.requester_email)) == to_requester, "nothing to them"

@@ -153,6 +153,18 @@ def request_for_thread(session: Session, message_ids: Sequence[str]) -> Request 
     return None
 
 
+def letters_by_message_id(session: Session, message_ids: Sequence[str]) -> list[OutboxMessage]:
+    """The letters we sent with these Message-IDs (a bounce returns them)."""
+    if not message_ids:
+        return []
+    query = (
+        select(OutboxMessage)
+        .where(col(OutboxMessage.message_id).in_(set(message_ids)))
+        .order_by(col(OutboxMessage.id))
+    )
+    return list(session.exec(query))
+
+
 def is_our_message_id(session: Session, message_id: str) -> bool:
     """True when ``message_id`` is one of the letters we sent."""
     query = select(OutboxMessage.id).where(OutboxMessage.message_id == message_id)

@@ -56,6 +56,9 @@ class InboundMail:
     ignore_reason: str | None = None
     # Set when the message could not be understood; it waits for a handler.
     quarantine_reason: str | None = None
+    # A bounce: the Message-IDs of the messages it returns, and what the report says.
+    returned_ids: tuple[str, ...] = ()
+    bounce_diagnostic: str | None = None
     attachments: tuple[AttachmentIn, ...] = field(default_factory=tuple)
     # Attachments beyond ``max_attachments``: counted, not described (they are in ``raw``).
     attachments_omitted: int = 0

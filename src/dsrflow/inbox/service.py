@@ -33,6 +33,8 @@ from dsrflow.inbox.schemas import (
     IngestOutcome,
     IntakePolicy,
 )
+from dsrflow.mail.dispatch import failure_notice
+from dsrflow.mail.outbox import enqueue
 from dsrflow.requests.models import Request
 from dsrflow.requests.schemas import RequestCreate
 from dsrflow.requests.service import (
@@ -149,6 +151,8 @@ def _record(
             )
         )
 
+    if status == "ignored" and mail.returned_ids:
+        _bounced(rt, session, row, mail)
     if status == "joined":
         assert request is not None
         _join(rt, session, request, row, mail)
@@ -286,6 +290,23 @@ def _join(
         recipient=rt.settings.handler_email,
         language=HANDLER_LANGUAGE,
     )
+
+
+def _bounced(rt: Runtime, session: Session, row: InboundMessage, mail: InboundMail) -> None:
+    """A letter of ours came back: the handlers get the ``delivery_failed`` notice, once per
+    letter (the same dedup key as a failure at sending), never the requester."""
+    answer = f"returned by a delivery report (inbox message #{row.id})"
+    if mail.bounce_diagnostic:
+        answer += f": {mail.bounce_diagnostic}"
+    for letter in repository.letters_by_message_id(session, mail.returned_ids):
+        notice = failure_notice(rt.letters, rt.settings, letter, answer, mail.received_at)
+        if notice is not None and enqueue(session, notice, rt.mail_domain) is not None:
+            log.warning(
+                "outbox %s (%s, %s): bounced; handlers notified",
+                letter.id,
+                letter.reference,
+                letter.letter,
+            )
 
 
 def _message_event(

@@ -601,6 +601,20 @@ class _Body:
     undecodable: bool
     attachments_omitted: int = 0
     too_many_parts: bool = False
+    # What a delivery report says went wrong (its Status and Diagnostic-Code).
+    diagnostic: str | None = None
+
+
+_DIAGNOSTIC = re.compile(rb"^(status|diagnostic-code)\s*:\s*(.+)$", re.I | re.M)
+
+
+def _diagnostic(report: bytes) -> str | None:
+    found: dict[str, str] = {}
+    for match in _DIAGNOSTIC.finditer(report[: 64 * 1024]):
+        name = match.group(1).decode("ascii").lower()
+        found.setdefault(name, match.group(2).decode("utf-8", "replace").strip())
+    text = " ".join(v for k, v in sorted(found.items(), key=lambda kv: kv[0] != "status") if v)
+    return one_line(text, 500)
 
 
 _DELIMITER = re.compile(rb"\n--([^\r\n]{1,200})")
@@ -708,6 +722,7 @@ def _read_body(message: Message, limits: Limits) -> _Body:
     attachments: list[AttachmentIn] = []
     forwarded = report = too_many = False
     returned_ids: tuple[str, ...] = ()
+    diagnostic: str | None = None
     omitted = 0
     for number, part in enumerate(_leaves(message), 1):
         if number > limits.max_parts:
@@ -720,6 +735,7 @@ def _read_body(message: Message, limits: Limits) -> _Body:
         data = _payload(part)
         if ctype == "message/delivery-status":
             report = True
+            diagnostic = diagnostic or _diagnostic(data)
         forwarded |= ctype == "message/rfc822"
         if ctype in ("message/rfc822", "text/rfc822-headers"):
             returned = email.message_from_bytes(data, policy=policy.compat32)
@@ -758,6 +774,7 @@ def _read_body(message: Message, limits: Limits) -> _Body:
         undecodable=undecodable,
         attachments_omitted=omitted,
         too_many_parts=too_many,
+        diagnostic=diagnostic,
     )
 
 
@@ -939,9 +956,10 @@ def _read(
     named = tuple(dict.fromkeys(REFERENCE.findall(unicodedata.normalize("NFKC", subject or ""))))
     body = None if too_large or too_many else _read_body(message, limits)
     too_many = too_many or bool(body and body.too_many_parts)
-    if body is not None and (
+    report = body is not None and (
         body.delivery_report or message.get_content_type() == "multipart/report"
-    ):
+    )
+    if report and body is not None:
         # A bounce of one of our letters belongs with its request (it stays ignored).
         threads = tuple(dict.fromkeys(threads + body.returned_ids))[:50]
     text = body.text if body else ""
@@ -969,6 +987,7 @@ def _read(
         rules,
         own_addresses,
     )
+    bounce = report or (ignore or "").startswith("bounce")
     detected, problem = detect_type(subject or "", text, rules)
     forwarded = bool(body and body.forwarded) or bool(
         rules.forwarded and rules.forwarded.match(normalise(subject or ""))
@@ -997,6 +1016,8 @@ def _read(
         type_problem=problem,
         ignore_reason=ignore,
         quarantine_reason=quarantine,
+        returned_ids=body.returned_ids[:20] if bounce and body is not None else (),
+        bounce_diagnostic=body.diagnostic if bounce and body is not None else None,
         attachments=tuple(body.attachments) if body and not too_many else (),
         attachments_omitted=body.attachments_omitted if body and not too_many else 0,
     )
