@@ -207,7 +207,13 @@ def test_arrival_time_comes_from_the_mailbox_then_received_then_date(rules: Inta
         "received",
     )
     mail = read(BASE + date + body, rules)
-    assert mail.received_at == datetime(2026, 11, 18, 23, tzinfo=UTC)
+    assert (mail.received_at, mail.received_at_source) == (NOW, "now"), "a Date 11 days old"
+    recent = b"Date: Sun, 29 Nov 2026 08:00:00 +0900\r\n"
+    mail = read(BASE + recent + body, rules)
+    assert (mail.received_at, mail.received_at_source) == (
+        datetime(2026, 11, 28, 23, tzinfo=UTC),
+        "date",
+    )
     internal = datetime(2026, 11, 21, tzinfo=UTC)
     mail = read(received + BASE + date + body, rules, received_at=internal)
     assert (mail.received_at, mail.received_at_source) == (internal, "internaldate")
@@ -216,6 +222,26 @@ def test_arrival_time_comes_from_the_mailbox_then_received_then_date(rules: Inta
     future = b"Date: Fri, 01 Jan 2027 00:00:00 +0900\r\n"
     mail = read(BASE + future + body, rules)
     assert (mail.received_at, mail.received_at_source) == (NOW, "now"), "never in the future"
+
+
+def test_a_backdated_date_header_is_not_the_arrival(rules: IntakeRules) -> None:
+    old = b"Date: Mon, 01 Jan 1990 00:00:00 +0900\r\n\r\nplease disclose\r\n"
+    mail = read(BASE + old, rules)
+    assert (mail.received_at, mail.received_at_source) == (NOW, "now")
+    assert mail.date_header == datetime(1989, 12, 31, 15, tzinfo=UTC), "kept, not trusted"
+
+
+def test_jst_is_nine_hours_ahead(rules: IntakeRules) -> None:
+    jst = b"Date: Mon, 30 Nov 2026 10:00:00 JST\r\n\r\nbody\r\n"
+    mail = read(BASE + jst, rules)
+    assert mail.date_header == datetime(2026, 11, 30, 1, tzinfo=UTC)
+    assert (mail.received_at, mail.received_at_source) == (mail.date_header, "date")
+    received = b"Received: by mx; Mon, 30 Nov 2026 11:00:00 JST\r\n"
+    mail = read(received + BASE + b"\r\nbody\r\n", rules)
+    assert (mail.received_at, mail.received_at_source) == (
+        datetime(2026, 11, 30, 2, tzinfo=UTC),
+        "received",
+    )
 
 
 def test_text_is_clean_for_any_database(rules: IntakeRules) -> None:

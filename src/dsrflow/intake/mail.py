@@ -72,6 +72,9 @@ class Limits(_Strict):
     # Requests that mail from one address creates by itself per window; beyond: triage.
     requests_per_sender: int = Field(default=1, gt=0)
     requests_per_sender_hours: float = Field(default=24, gt=0)
+    # A sender's Date is the arrival only without INTERNALDATE and Received, and only when
+    # it is at most this old (an old Date would make a request overdue at once).
+    date_header_max_age_hours: float = Field(default=48, gt=0)
 
 
 class Phrases(_Strict):
@@ -575,9 +578,14 @@ def _synthetic_id(raw: bytes) -> str:
     return f"<{hashlib.sha256(raw).hexdigest()[:40]}@no-message-id.invalid>"
 
 
+# Japanese mailers write "JST", which RFC 5322 does not know (it would be read as UTC).
+_JST = re.compile(r"(\d{1,2}:\d{2}(?::\d{2})?)\s+JST\b", re.I)
+
+
 def _date(value: str | None) -> datetime | None:
     if not value:
         return None
+    value = _JST.sub(r"\1 +0900", value)
     try:
         parsed = utils.parsedate_to_datetime(value)
     except Exception:
@@ -872,17 +880,25 @@ def _loop_reason(
 
 
 def _arrival(
-    received_at: datetime | None, headers: _Headers, date_header: datetime | None, now: datetime
+    received_at: datetime | None,
+    headers: _Headers,
+    date_header: datetime | None,
+    now: datetime,
+    limits: Limits,
 ) -> tuple[datetime, str]:
-    """When the message reached the mailbox, and where that was read from."""
+    """When the message reached the mailbox, and where that was read from: the mailbox's
+    INTERNALDATE, else the top Received header (added by our own server), else the sender's
+    Date if it is recent, else now."""
     if received_at is not None:
         found, source = received_at, "internaldate"
     else:
         found, source = None, "now"
-        for value in headers.all("received")[:1]:  # the top one: added by our own server
+        for value in headers.all("received")[:1]:
             found = _date(value.rpartition(";")[2])
             source = "received"
-        if found is None and date_header is not None:
+        oldest = now - timedelta(hours=limits.date_header_max_age_hours)
+        if found is None and date_header is not None and date_header >= oldest:
+            # The sender's clock, which anyone can set: trusted only close to now.
             found, source = date_header, "date"
     if found is None or found > now + FUTURE_SKEW:
         return now, "now"
@@ -949,7 +965,7 @@ def _read(
     from_name, from_address = _sender(headers.first("from"))
     subject = one_line(headers.text("subject"), 998)
     date_header = _date(headers.first("date"))
-    arrival, arrival_source = _arrival(received_at, headers, date_header, now)
+    arrival, arrival_source = _arrival(received_at, headers, date_header, now, limits)
     in_reply_to = headers.first("in-reply-to")
     references = headers.first("references")
     threads = thread_ids(in_reply_to, references)
