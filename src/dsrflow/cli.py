@@ -159,7 +159,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 def cmd_ingest_email(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from dsrflow.intake.mail import ingest
+    from dsrflow.intake.mail import ingest, rules_for
 
     name = args.file or "-"
     try:
@@ -169,13 +169,25 @@ def cmd_ingest_email(args: argparse.Namespace) -> int:
     if not raw:
         raise CliError(f"{'standard input' if name == '-' else name} is empty")
     try:
-        outcome = ingest(_runtime(), raw, source="file")
+        rt = _runtime()
+        limit = rules_for(rt).limits.max_message_bytes
+        outcome = ingest(rt, raw, source="file")
     except Exception as exc:  # the database, the configuration: never the message itself
         # EX_TEMPFAIL: the MTA keeps the message and tries again; nothing is lost.
         logging.getLogger("dsrflow").debug("ingest-email failed", exc_info=True)
         print(f"dsrflow: cannot record the message now: {exc}", file=sys.stderr)
         return 75
     print(outcome.describe())
+    if len(raw) > limit:
+        # Only the header was kept: EX_DATAERR makes the MTA return the message to its sender,
+        # instead of a success that would throw the body (and its attachments) away.
+        print(
+            f"dsrflow: the message is {len(raw)} bytes, over the limit of {limit}: only its "
+            f"header was kept (inbox #{outcome.inbound_id}); refused, so that the mail server "
+            "returns it to the sender",
+            file=sys.stderr,
+        )
+        return 65
     return 0
 
 

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import io
+import re
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
+from sqlmodel import Session
 
 from dsrflow.cli import main
+from dsrflow.inbox.models import InboundMessage
+from dsrflow.runtime import Runtime
 from tests.intake.conftest import CORPUS, Seeded, corpus
 
 
@@ -64,6 +69,37 @@ def test_unreadable_input_is_the_only_failure(
     stdin(monkeypatch, b"\x00\xff garbage")
     assert main(["ingest-email", "-"]) == 0  # not mail, but kept for a handler
     assert capsys.readouterr().out.startswith("quarantined")
+
+
+def test_a_message_over_the_size_limit_is_refused_with_its_header_kept(
+    rt: Runtime,
+    cli_env: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Exit 65 (EX_DATAERR): the MTA returns the message to its sender, body and all, instead
+    of a success that keeps only the header."""
+    workflows = tmp_path / "workflows"
+    shutil.copytree(rt.settings.workflows_dir, workflows)
+    rules = workflows / "intake" / "mail.yaml"
+    text = rules.read_text(encoding="utf-8")
+    rules.write_text(
+        re.sub(r"max_message_bytes: \d+", "max_message_bytes: 1000", text), encoding="utf-8"
+    )
+    monkeypatch.setenv("DSRFLOW_WORKFLOWS_DIR", str(workflows))
+    raw = corpus("08_ja_disclosure_with_attachments.eml")
+    assert len(raw) > 1000
+    path = tmp_path / "big.eml"
+    path.write_bytes(raw)
+    assert main(["ingest-email", str(path)]) == 65
+    captured = capsys.readouterr()
+    assert captured.out.startswith("quarantined #1 (message is")
+    assert "over the limit of 1000" in captured.err and "returns it to the sender" in captured.err
+    with Session(rt.db) as session:
+        row = session.get(InboundMessage, 1)
+        assert row is not None and row.status == "quarantined" and len(row.raw) < len(raw)
+    assert main(["ingest-email", str(CORPUS / "14_en_erasure.eml")]) == 0
 
 
 def test_a_database_it_cannot_reach_is_a_temporary_failure(
