@@ -244,6 +244,13 @@ def test_daily_digest_once_a_day(rt: Runtime) -> None:
     soon = make_request(rt, "disclosure", "identity_verified", received_at=jst(2026, 4, 4, 10))
     waiting = make_request(rt, "suspension", "awaiting_requester", received_at=jst(2026, 4, 17, 10))
     make_request(rt, "suspension", "withdrawn", received_at=jst(2026, 4, 1, 10))
+    from dsrflow.intake.mail import ingest
+
+    raw = (
+        b"From: someone@example.jp\r\nTo: info@innovativeai.co.jp\r\nSubject: question\r\n"
+        b"Message-ID: <q1@example.jp>\r\n\r\nWhat do you do with my data?\r\n"
+    )
+    assert ingest(rt, raw).status == "triage"
     report = digest(rt, jst(2026, 4, 17, 9, 0))
     assert report.queued == 1
     assert digest(rt, jst(2026, 4, 17, 15, 0)).queued == 0
@@ -256,6 +263,7 @@ def test_daily_digest_once_a_day(rt: Runtime) -> None:
     assert soon.reference in sections[2]  # 3日以内
     assert waiting.reference in sections[3] and waiting.reference in sections[4]  # new, waiting
     assert "新規" in row.subject and "期限超過1件" in row.subject
+    assert "受信箱で判断待ちのメール：1件" in body
 
 
 def test_a_moved_due_date_gets_its_own_reminders(rt: Runtime) -> None:

@@ -19,6 +19,7 @@ from dsrflow.audit.chain import append_event
 from dsrflow.db import utcnow
 from dsrflow.deadlines import repository
 from dsrflow.deadlines.schemas import PlannedMail, SweepReport
+from dsrflow.inbox import repository as inbox_repository
 from dsrflow.mail import repository as mail_repository
 from dsrflow.mail.outbox import OutgoingMail, enqueue
 from dsrflow.requests import repository as requests_repository
@@ -277,6 +278,8 @@ def digest(rt: Runtime, now: datetime | None = None, *, dry_run: bool = False) -
             ],
             "awaiting": [_digest_row(rt, r) for r in open_requests if r.state == AWAITING_STATE],
             "queue_url": f"{rt.settings.base_url}/api/v1/requests",
+            "inbox_waiting": inbox_repository.waiting_count(session),
+            "inbox_url": f"{rt.settings.base_url}/api/v1/inbox?status=triage",
         }
         mail = PlannedMail(
             "", "digest", today.isoformat(), rt.settings.handler_email, "digest", HANDLER_LANGUAGE

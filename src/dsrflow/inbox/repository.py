@@ -10,7 +10,7 @@ from sqlalchemy import case, func, update
 from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
-from dsrflow.inbox.models import ImapSyncState, InboundAttachment, InboundMessage
+from dsrflow.inbox.models import OPEN_STATUSES, ImapSyncState, InboundAttachment, InboundMessage
 from dsrflow.mail.models import OutboxMessage
 from dsrflow.requests.models import Request
 
@@ -45,6 +45,12 @@ def search(
         .offset(offset)
     )
     return list(rows), int(total)
+
+
+def waiting_count(session: Session) -> int:
+    """Messages waiting for a handler's decision (triage and quarantine)."""
+    query = select(func.count()).where(col(InboundMessage.status).in_(OPEN_STATUSES))
+    return int(session.exec(query).one())
 
 
 def for_request(session: Session, request_id: str) -> list[InboundMessage]:
