@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator
+from pydantic import EmailStr, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dsrflow.workflow.calendar import parse_closures
@@ -24,9 +24,9 @@ class Settings(BaseSettings):
     base_url: str = "http://127.0.0.1:8000"
     timezone: str = "Asia/Tokyo"
 
-    handler_email: str = "info@innovativeai.co.jp"
-    escalation_email: str | None = None
-    mail_from: str = "info@innovativeai.co.jp"
+    handler_email: EmailStr = "info@innovativeai.co.jp"
+    escalation_email: EmailStr | None = None
+    mail_from: EmailStr = "info@innovativeai.co.jp"
     smtp_host: str | None = None
     smtp_port: int | None = None
     smtp_username: str | None = None

@@ -48,6 +48,12 @@ class Runtime:
         )
 
     @cached_property
+    def internal_addresses(self) -> list[str]:
+        """The company's own mailboxes: the handlers' and the escalation address."""
+        s = self.settings
+        return [str(a) for a in (s.handler_email, s.escalation_email) if a]
+
+    @cached_property
     def paused_types(self) -> list[str]:
         """Types whose internal clock stands still while waiting for the requester."""
         return [

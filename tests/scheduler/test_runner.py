@@ -51,5 +51,7 @@ def test_running_scheduler_delivers_the_outbox_to_the_maildir(rt: Runtime) -> No
     asyncio.run(run_until_sent())
     delivered = list(mailbox.Maildir(rt.settings.maildir_path, create=False))
     subjects = sorted(str(message["Subject"]) for message in delivered)
-    assert len(subjects) == 3
-    assert all(f"[{request.reference}]" in subject for subject in subjects)
+    letters = [s for s in subjects if f"[{request.reference}]" in s]
+    assert len(letters) == 3  # acknowledgment, verification, handlers' notice
+    # The digest runs at start too when the day's hour has passed (once per day in any case).
+    assert len(subjects) - len(letters) <= 1

@@ -256,8 +256,11 @@ def _digest_row(rt: Runtime, request: Request) -> dict[str, str]:
 def digest(rt: Runtime, now: datetime | None = None, *, dry_run: bool = False) -> SweepReport:
     """The daily digest to the handlers' mailbox, once per local day."""
     now = now or utcnow()
-    today = now.astimezone(rt.settings.tz).date()
+    local = now.astimezone(rt.settings.tz)
+    today = local.date()
     report = SweepReport()
+    if local.time() < min(wf.reminders.send_at for wf in rt.definitions.workflows.values()):
+        return report  # not yet: the digest goes out at the reminders' hour
     with Session(rt.db) as session:
         key = f"digest:{today.isoformat()}"
         if mail_repository.dedup_key_taken(session, key):

@@ -33,7 +33,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from email.errors import MessageDefect, NonASCIILocalPartDefect
+from email.errors import NonASCIILocalPartDefect
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -234,7 +234,7 @@ def _recipient(value: str) -> str:
         Address(addr_spec=address)
     except NonASCIILocalPartDefect:
         pass  # valid with SMTPUTF8; the server says whether it takes it
-    except (ValueError, MessageDefect) as exc:
+    except Exception as exc:  # the parser raises several kinds; all mean "not an address"
         raise ValueError(f"invalid recipient address: {exc}") from exc
     return address
 

@@ -17,7 +17,8 @@ class OutboxMessage(SQLModel, table=True):
     __table_args__ = (Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    dedup_key: str = Field(unique=True, max_length=200)
+    # Room for a request id, a kind and step, and a full recipient address (RFC 5321: 254+).
+    dedup_key: str = Field(unique=True, max_length=512)
     request_id: str | None = Field(default=None, index=True, max_length=32)
     reference: str | None = Field(default=None, max_length=20)
     letter: str = Field(max_length=64)

@@ -189,10 +189,15 @@ def verify(token: str, request: Request, rt: RuntimeDep, session: SessionDep) ->
         return _notice(
             request, rt, lang, "verify_ok_heading", "verify_ok_body", "verify_identity_done"
         )
-    if outcome is check.VERIFIED:
-        return _notice(
-            request, rt, lang, "verify_ok_heading", "verify_ok_body", "verify_more_needed"
-        )
+    if outcome is check.VERIFIED and dsr is not None:
+        wf = rt.definitions.workflow(dsr.type)
+        if dsr.state in wf.terminal_states:
+            follow = "verify_closed"
+        elif dsr.identity_verified_at is not None:
+            follow = "verify_identity_already"
+        else:
+            follow = "verify_more_needed"
+        return _notice(request, rt, lang, "verify_ok_heading", "verify_ok_body", follow)
     if outcome is check.USED:
         return _notice(request, rt, lang, "verify_used_heading", "verify_used_body")
     if outcome is check.EXPIRED:
@@ -217,7 +222,7 @@ def status_page(token: str, request: Request, rt: RuntimeDep, session: SessionDe
             "body": m.body,
             "at": m.created_at.astimezone(tz).strftime("%Y-%m-%d %H:%M"),
         }
-        for m in repository.letters_to_requester(session, dsr)
+        for m in repository.letters_to_requester(session, dsr, rt.internal_addresses)
     ]
     notice = messages(lang)["withdrawn_notice"] if request.query_params.get("done") else None
     return _render(
@@ -243,5 +248,6 @@ def withdraw(token: str, request: Request, rt: RuntimeDep, session: SessionDep) 
     except service.NotFound:
         return _notice(request, rt, lang, "not_found_heading", "not_found_body", status_code=404)
     except service.Conflict:
-        pass  # already closed: the status page shows the current state
+        # Already closed: the status page shows the state it is in, with no "withdrawn" notice.
+        return RedirectResponse(f"/status/{token}?lang={lang}", status_code=303)
     return RedirectResponse(f"/status/{token}?lang={lang}&done=1", status_code=303)

@@ -107,12 +107,17 @@ def verification_token(session: Session, token_hash: str) -> VerificationToken |
     ).first()
 
 
-def letters_to_requester(session: Session, request: Request) -> list[OutboxMessage]:
+def letters_to_requester(
+    session: Session, request: Request, internal: Sequence[str]
+) -> list[OutboxMessage]:
     """What we wrote to the requester (or their agent) about this request, oldest first.
 
-    Chosen by address, never by exclusion: internal mail (escalations to any address) stays out.
+    Chosen by address, and never an internal address (``internal``: the handlers' and the
+    escalation mailboxes), even if a requester wrote from one of those.
     """
-    addresses = [a for a in (request.requester_email, request.agent_email) if a]
+    addresses = [
+        a for a in (request.requester_email, request.agent_email) if a and a not in internal
+    ]
     return list(
         session.exec(
             select(OutboxMessage)

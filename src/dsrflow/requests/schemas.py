@@ -15,6 +15,14 @@ AgentRelation = Literal["legal_representative", "appointed_agent"]
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        # No database stores NUL in text (PostgreSQL refuses it): a clear 422, never a 500.
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
+
 
 def _single_line(value: str | None) -> str | None:
     if value is not None and any(ch in value for ch in "\r\n"):

@@ -261,7 +261,9 @@ def _apply(
         values["resume_state"] = None
         if wf.deadline.pause_while_awaiting_requester and request.awaiting_requester_at:
             # The internal clock stood still while we waited; the Art. 39 date does not move.
-            values["due_at"] = request.due_at + (now - request.awaiting_requester_at)
+            # Kept at the end of a local day, so the day's reminders still fit around it.
+            moved = request.due_at + (now - request.awaiting_requester_at)
+            values["due_at"] = rt.calendar.end_of(rt.calendar.local_date(moved))
     if "method" in fields:
         values["identity_method"] = fields["method"]
     if not repository.update_if_version(session, request.id, request.version, values):

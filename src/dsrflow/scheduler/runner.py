@@ -66,8 +66,9 @@ def build_scheduler(rt: Runtime, start_at: datetime | None = None) -> AsyncIOSch
             coalesce=True,
             max_instances=1,
             misfire_grace_time=grace,
-            # Interval jobs also run right after start; the digest waits for its hour.
-            **({} if job_id == "daily_digest" else {"next_run_time": first}),
+            # Every job also runs right after start; the digest too, so a start after its hour
+            # does not skip a day (it is sent once per local day whatever runs it).
+            next_run_time=first,
         )
     return scheduler
 

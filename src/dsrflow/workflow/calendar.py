@@ -51,7 +51,10 @@ class BusinessCalendar:
 
     def is_closure(self, day: date) -> bool:
         md = (day.month, day.day)
-        return any(first <= md <= last for first, last in self._closures)
+        return any(
+            first <= md <= last if first <= last else (md >= first or md <= last)  # 12-29..01-03
+            for first, last in self._closures
+        )
 
     def is_business_day(self, day: date) -> bool:
         return (
