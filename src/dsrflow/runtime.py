@@ -13,7 +13,7 @@ from dsrflow.config import Settings
 from dsrflow.db import make_engine
 from dsrflow.mail.render import LetterRenderer
 from dsrflow.workflow.calendar import BusinessCalendar
-from dsrflow.workflow.definitions import Definitions, load_definitions
+from dsrflow.workflow.definitions import AWAITING_STATE, Definitions, load_definitions
 from dsrflow.workflow.engine import GUARDS, Engine
 
 
@@ -63,7 +63,7 @@ class Runtime:
         ]
 
     def is_overdue(self, request_type: str, state: str, due_at: datetime, now: datetime) -> bool:
-        paused = state == "awaiting_requester" and request_type in self.paused_types
+        paused = state == AWAITING_STATE and request_type in self.paused_types
         return due_at < now and state not in self.closed_states and not paused
 
     @cached_property

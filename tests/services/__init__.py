@@ -20,10 +20,11 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 __all__ = [
     "REQUIRE_ENV",
+    "Server",
     "ServiceStartError",
     "ServiceUnavailable",
     "free_port",
@@ -45,6 +46,23 @@ class ServiceUnavailable(RuntimeError):
 
 class ServiceStartError(RuntimeError):
     """The server is installed but did not come up (config or environment problem)."""
+
+
+class Server:
+    """A server run for the tests: ``with Server() as s`` starts it and always stops it."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
 
 # --------------------------------------------------------------------------- skip / fail

@@ -25,10 +25,10 @@ import ssl
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Literal
 
 from . import (
+    Server,
     ServiceStartError,
     ServiceUnavailable,
     find_binary,
@@ -62,7 +62,7 @@ def _user(name: str) -> pwd.struct_passwd | None:
         return None
 
 
-class ImapServer:
+class ImapServer(Server):
     """Context manager: dovecot serving one Maildir user over IMAP.
 
     Constructor args (keyword-only, all optional):
@@ -108,18 +108,6 @@ class ImapServer:
         self._proc: subprocess.Popen[bytes] | None = None
 
     # ------------------------------------------------------------------ lifecycle
-
-    def __enter__(self) -> ImapServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self) -> None:
         if os.sep in self.binary:

@@ -16,10 +16,10 @@ import os
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from . import (
+    Server,
     ServiceStartError,
     ServiceUnavailable,
     free_port,
@@ -44,7 +44,7 @@ def _quote_conf(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
-class PostgresCluster:
+class PostgresCluster(Server):
     """Context manager: a fresh PostgreSQL cluster, superuser ``postgres``, trust auth.
 
     Constructor args (all optional):
@@ -115,18 +115,6 @@ class PostgresCluster:
             conn.execute(stmt)
 
     # ------------------------------------------------------------------ lifecycle
-
-    def __enter__(self) -> PostgresCluster:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self) -> None:
         initdb = self.bin_dir / "initdb"

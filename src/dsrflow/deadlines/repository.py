@@ -41,10 +41,7 @@ def claim(session: Session, request_id: str) -> Request | None:
     PostgreSQL: ``FOR UPDATE SKIP LOCKED``. SQLite: the session already holds the database's
     write lock (BEGIN IMMEDIATE), so a plain read is the claim.
     """
-    query = select(Request).where(Request.id == request_id)
-    bind = session.get_bind()
-    if bind.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
+    query = select(Request).where(Request.id == request_id).with_for_update(skip_locked=True)
     return session.exec(query).first()
 
 

@@ -33,11 +33,10 @@ from dsrflow.requests.service import (
     queue_letter,
 )
 from dsrflow.runtime import Runtime
-from dsrflow.workflow.definitions import WorkflowDef
+from dsrflow.workflow.definitions import AWAITING_STATE, WorkflowDef
 
 log = logging.getLogger(__name__)
 IDENTITY_WAIT_STATE = "received"
-AWAITING_STATE = "awaiting_requester"
 DIGEST_DUE_SOON = timedelta(days=3)
 
 
@@ -94,7 +93,7 @@ def plan(
             )
 
     paused = (
-        wf.deadline.pause_while_awaiting_requester and request.state == AWAITING_STATE
+        request.state == AWAITING_STATE and request.type in rt.paused_types
     ) or DEADLINES not in series
     due_day = request.due_at.astimezone(tz).date()
     if not paused and now <= request.due_at:

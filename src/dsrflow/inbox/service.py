@@ -45,6 +45,7 @@ from dsrflow.requests.service import (
     queue_letter,
 )
 from dsrflow.runtime import Runtime
+from dsrflow.workflow.definitions import AWAITING_STATE
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +265,7 @@ def _join(
 ) -> None:
     matches = _from_requester(request, mail.from_address)
     _message_event(session, request, row, mail, actor="requester" if matches else "mail")
-    if request.state != "awaiting_requester":
+    if request.state != AWAITING_STATE:
         return
     # The handlers wait for this answer: tell them, with no more than they need to find it.
     tz = rt.settings.tz

@@ -14,8 +14,7 @@ from sqlmodel import Session, col, select
 from dsrflow.audit.models import Event
 from dsrflow.mail.models import OutboxMessage
 from dsrflow.requests.models import ReferenceCounter, Request, VerificationToken
-
-PAUSED_STATE = "awaiting_requester"
+from dsrflow.workflow.definitions import AWAITING_STATE
 
 
 def get(session: Session, request_id: str) -> Request | None:
@@ -24,10 +23,6 @@ def get(session: Session, request_id: str) -> Request | None:
 
 def by_status_token(session: Session, token_hash: str) -> Request | None:
     return session.exec(select(Request).where(Request.status_token_hash == token_hash)).first()
-
-
-def by_reference(session: Session, reference: str) -> Request | None:
-    return session.exec(select(Request).where(Request.reference == reference)).first()
 
 
 def next_reference_number(session: Session, year: int) -> int:
@@ -82,7 +77,7 @@ def search(
             col(Request.due_at) < overdue_as_of,
             col(Request.state).not_in(closed_states),
             # A request whose clock is paused while it waits for the requester is not overdue.
-            ~and_(col(Request.state) == PAUSED_STATE, col(Request.type).in_(paused_types)),
+            ~and_(col(Request.state) == AWAITING_STATE, col(Request.type).in_(paused_types)),
         )
     if due_before is not None:
         query = query.where(col(Request.due_at) < due_before)

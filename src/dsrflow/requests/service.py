@@ -30,6 +30,7 @@ from dsrflow.requests.schemas import (
     TransitionIn,
 )
 from dsrflow.runtime import Runtime
+from dsrflow.workflow.definitions import AWAITING_STATE
 from dsrflow.workflow.engine import InvalidFields, Subject, TriggerNotAllowed
 
 log = logging.getLogger(__name__)
@@ -255,9 +256,9 @@ def _apply(
     now = utcnow()
     values: dict[str, Any] = {"state": outcome.dest, "updated_at": now, **(extra or {})}
     values[wf.states[outcome.dest].stamp] = now
-    if outcome.dest == "awaiting_requester":
+    if outcome.dest == AWAITING_STATE:
         values["resume_state"] = outcome.source
-    elif outcome.source == "awaiting_requester":
+    elif outcome.source == AWAITING_STATE:
         values["resume_state"] = None
         if wf.deadline.pause_while_awaiting_requester and request.awaiting_requester_at:
             # The internal clock stood still while we waited; the Art. 39 date does not move.

@@ -25,6 +25,8 @@ REQUIRED_STATES = (
     "refused",
     "withdrawn",
 )
+# The state in which a request waits for its requester (info_received resumes from it).
+AWAITING_STATE = "awaiting_requester"
 TERMINAL_STATES = ("fulfilled", "refused", "withdrawn")
 REQUIRED_TRIGGERS = (
     "verify_identity",
@@ -34,8 +36,6 @@ REQUIRED_TRIGGERS = (
     "refuse",
     "withdraw",
 )
-# Timestamps a state may stamp when entered (columns of the request row).
-STAMPS = ("received_at", "identity_verified_at", "awaiting_requester_at", "closed_at")
 # Body fields a transition may require or accept; their rules live in the engine.
 TRANSITION_FIELDS = (
     "method",
