@@ -27,8 +27,8 @@ from sqlmodel import Session, col, select
 
 from dsrflow.config import Settings
 from dsrflow.db import migrate
-from dsrflow.mail.dispatch import PermanentFailure, failure_notice, flush_outbox
-from dsrflow.mail.models import OutboxMessage
+from dsrflow.outbound_mail.dispatch import PermanentFailure, failure_notice, flush_outbox
+from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.requests import service
 from dsrflow.requests.schemas import RequestCreate, TransitionIn
 from dsrflow.runtime import Runtime
@@ -309,7 +309,7 @@ def markdown(rt: Runtime, items: list[Sample]) -> str:
 def render() -> str:
     """docs/letters.md as it should read for the current templates."""
     # The sample bounce is intended; its log line would only be noise here.
-    logging.getLogger("dsrflow.mail.dispatch").setLevel(logging.CRITICAL)
+    logging.getLogger("dsrflow.outbound_mail.dispatch").setLevel(logging.CRITICAL)
     with tempfile.TemporaryDirectory(prefix="dsrflow-letters-") as tmp:
         settings = Settings(
             _env_file=None,  # type: ignore[call-arg]

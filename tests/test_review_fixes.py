@@ -12,9 +12,9 @@ from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from dsrflow.deadlines.service import digest, sweep
-from dsrflow.mail.dispatch import flush_outbox
-from dsrflow.mail.models import OutboxMessage
-from dsrflow.mail.outbox import OutgoingMail, enqueue
+from dsrflow.outbound_mail.dispatch import flush_outbox
+from dsrflow.outbound_mail.models import OutboxMessage
+from dsrflow.outbound_mail.outbox import OutgoingMail, enqueue
 from dsrflow.requests import service
 from dsrflow.requests.models import Request
 from dsrflow.requests.schemas import TransitionIn

@@ -2,8 +2,8 @@
 
 from dsrflow.audit.models import AuditHead, Event
 from dsrflow.auth.models import Handler
-from dsrflow.inbox.models import ImapSyncState, InboundAttachment, InboundMessage
-from dsrflow.mail.models import OutboxMessage
+from dsrflow.inbound_mail.models import ImapSyncState, InboundAttachment, InboundMessage
+from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.requests.models import ReferenceCounter, Request, VerificationToken
 
 __all__ = [

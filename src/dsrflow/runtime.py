@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine as DbEngine
 
 from dsrflow.config import Settings
 from dsrflow.db import make_engine
-from dsrflow.mail.render import LetterRenderer
+from dsrflow.outbound_mail.render import LetterRenderer
 from dsrflow.workflow.calendar import BusinessCalendar
 from dsrflow.workflow.definitions import AWAITING_STATE, Definitions, load_definitions
 from dsrflow.workflow.engine import GUARDS, Engine

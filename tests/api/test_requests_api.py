@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
 from dsrflow.app import create_app
-from dsrflow.mail.models import OutboxMessage
+from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.runtime import Runtime
 from tests.conftest import make_request, request_body
 

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
-from dsrflow.mail.models import OutboxMessage
+from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.runtime import Runtime
 from tests.conftest import auth_header, make_request
 

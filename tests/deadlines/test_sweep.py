@@ -14,7 +14,7 @@ from sqlmodel import Session, col, select
 
 from dsrflow.cli import main
 from dsrflow.deadlines.service import digest, sweep
-from dsrflow.mail.models import OutboxMessage
+from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.requests.models import Request
 from dsrflow.runtime import Runtime
 from tests.conftest import WORKFLOWS, make_request
@@ -244,7 +244,7 @@ def test_daily_digest_once_a_day(rt: Runtime) -> None:
     soon = make_request(rt, "disclosure", "identity_verified", received_at=jst(2026, 4, 4, 10))
     waiting = make_request(rt, "suspension", "awaiting_requester", received_at=jst(2026, 4, 17, 10))
     make_request(rt, "suspension", "withdrawn", received_at=jst(2026, 4, 1, 10))
-    from dsrflow.intake.mail import ingest
+    from dsrflow.inbound_mail.reading import ingest
 
     raw = (
         b"From: someone@example.jp\r\nTo: info@innovativeai.co.jp\r\nSubject: question\r\n"

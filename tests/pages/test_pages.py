@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 from sqlmodel import Session, select
 
-from dsrflow.mail.models import OutboxMessage
+from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.requests.models import Request, VerificationToken
 from dsrflow.runtime import Runtime
 from tests.conftest import ROOT, request_body

@@ -8,7 +8,7 @@ import time
 
 from sqlmodel import Session, select
 
-from dsrflow.mail.models import OutboxMessage
+from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.runtime import Runtime
 from dsrflow.scheduler.runner import build_scheduler, running_scheduler
 from tests.conftest import make_request

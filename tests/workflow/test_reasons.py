@@ -7,7 +7,7 @@ from typing import Any, cast
 
 import pytest
 
-from dsrflow.mail.render import LetterRenderer
+from dsrflow.outbound_mail.render import LetterRenderer
 from dsrflow.requests.service import _reason_context
 from dsrflow.runtime import Runtime
 from dsrflow.workflow.definitions import load_definitions

@@ -10,9 +10,9 @@ from fastapi import APIRouter, Query, Response
 from dsrflow.api.deps import Decider, Reader, RuntimeDep, SessionDep
 from dsrflow.api.problems import HANDLER_PROBLEMS as PROBLEMS
 from dsrflow.api.problems import Problem
-from dsrflow.inbox import repository, service
-from dsrflow.inbox.models import InboundMessage
-from dsrflow.inbox.schemas import (
+from dsrflow.inbound_mail import repository, service
+from dsrflow.inbound_mail.models import InboundMessage
+from dsrflow.inbound_mail.schemas import (
     ConvertedPublic,
     ConvertIn,
     DismissIn,

@@ -19,9 +19,9 @@ from dsrflow.audit.chain import append_event
 from dsrflow.db import utcnow
 from dsrflow.deadlines import repository
 from dsrflow.deadlines.schemas import PlannedMail, SweepReport
-from dsrflow.inbox import repository as inbox_repository
-from dsrflow.mail import repository as mail_repository
-from dsrflow.mail.outbox import OutgoingMail, enqueue
+from dsrflow.inbound_mail import repository as inbox_repository
+from dsrflow.outbound_mail import repository as mail_repository
+from dsrflow.outbound_mail.outbox import OutgoingMail, enqueue
 from dsrflow.requests import repository as requests_repository
 from dsrflow.requests.models import Request
 from dsrflow.requests.service import (

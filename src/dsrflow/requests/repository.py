@@ -12,7 +12,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
 from dsrflow.audit.models import Event
-from dsrflow.mail.models import OutboxMessage
+from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.requests.models import ReferenceCounter, Request, VerificationToken
 from dsrflow.workflow.definitions import AWAITING_STATE
 

@@ -18,8 +18,8 @@ from sqlmodel import Session
 from dsrflow.audit.chain import append_event
 from dsrflow.auth.tokens import new_token, token_digest
 from dsrflow.db import utcnow
-from dsrflow.mail.outbox import OutgoingMail, enqueue
-from dsrflow.mail.repository import message_id_for
+from dsrflow.outbound_mail.outbox import OutgoingMail, enqueue
+from dsrflow.outbound_mail.repository import message_id_for
 from dsrflow.requests import repository
 from dsrflow.requests.models import Request, VerificationToken
 from dsrflow.requests.schemas import (

@@ -10,7 +10,7 @@ import asyncio
 import logging
 
 from dsrflow.deadlines import service as deadlines
-from dsrflow.mail.dispatch import flush_outbox
+from dsrflow.outbound_mail.dispatch import flush_outbox
 from dsrflow.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ async def outbox_dispatch(rt: Runtime) -> None:
 
 
 async def imap_poll(rt: Runtime) -> None:
-    from dsrflow.intake.imap import poll_once
+    from dsrflow.inbound_mail.imap import poll_once
 
     report = await poll_once(rt)
     log.debug("imap poll: %s", report)

@@ -86,7 +86,7 @@ async def running_scheduler(rt: Runtime) -> AsyncIterator[AsyncIOScheduler]:
     stop = asyncio.Event()
     watcher = None
     if rt.settings.imap_host:
-        from dsrflow.intake.imap import watch
+        from dsrflow.inbound_mail.imap import watch
 
         watcher = asyncio.create_task(watch(rt, stop=stop), name="imap_idle")
     try:

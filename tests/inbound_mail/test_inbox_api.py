@@ -8,12 +8,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
-from dsrflow.intake.mail import ingest
-from dsrflow.mail.models import OutboxMessage
+from dsrflow.inbound_mail.reading import ingest
+from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.requests import repository as requests
 from dsrflow.runtime import Runtime
 from tests.conftest import auth_header
-from tests.intake.conftest import Seeded, corpus
+from tests.inbound_mail.conftest import Seeded, corpus
 
 PROBLEM = "application/problem+json"
 

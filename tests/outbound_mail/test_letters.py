@@ -16,7 +16,13 @@ from dsrflow.requests import service
 from dsrflow.requests.schemas import TransitionIn
 from dsrflow.runtime import Runtime
 from tests.conftest import make_request, request_body
-from tests.mail.conftest import assert_delivered_as_queued, by_message_id, company, flush, outbox
+from tests.outbound_mail.conftest import (
+    assert_delivered_as_queued,
+    by_message_id,
+    company,
+    flush,
+    outbox,
+)
 from tests.services.smtp import SmtpServer
 
 STATES = ["received", "awaiting_requester", "fulfilled", "refused", "withdrawn"]

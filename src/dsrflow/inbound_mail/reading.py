@@ -9,7 +9,7 @@ headers, and missing or broken header fields.
 
 What a message says is read with the rules in ``workflows/intake/mail.yaml`` (phrases naming
 each request type, loop-protection rules, limits): data a privacy officer may change. The
-service (``dsrflow.inbox.service``) then decides against the database (is it a reply to one of
+service (``dsrflow.inbound_mail.service``) then decides against the database (is it a reply to one of
 our requests? seen before?) and acts, in one transaction.
 """
 
@@ -36,8 +36,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlmodel import Session
 
 from dsrflow.db import utcnow
-from dsrflow.inbox import service
-from dsrflow.inbox.schemas import (
+from dsrflow.inbound_mail import service
+from dsrflow.inbound_mail.schemas import (
     AttachmentIn,
     ImapOrigin,
     InboundMail,
@@ -1071,7 +1071,7 @@ def ingest(
     original_size: int | None = None,
     origin: ImapOrigin | None = None,
 ) -> IngestOutcome:
-    """Read one raw message and record what becomes of it (see ``inbox.service.ingest``).
+    """Read one raw message and record what becomes of it (see ``inbound_mail.service.record_inbound``).
 
     Raises only when it cannot be recorded at all: IntakeRulesError (the rules file is wrong),
     a database error, or ClaimLost for an IMAP ``origin`` whose claim is gone.
@@ -1090,4 +1090,4 @@ def ingest(
         sender_window=timedelta(hours=rules.limits.requests_per_sender_hours),
     )
     with Session(rt.db, expire_on_commit=False) as session:
-        return service.ingest(rt, session, mail, origin=origin, policy=policy)
+        return service.record_inbound(rt, session, mail, origin=origin, policy=policy)

@@ -20,9 +20,14 @@ from sqlmodel import Session
 
 from dsrflow.audit.chain import append_event
 from dsrflow.db import utcnow
-from dsrflow.inbox import repository
-from dsrflow.inbox.models import OPEN_STATUSES, ImapSyncState, InboundAttachment, InboundMessage
-from dsrflow.inbox.schemas import (
+from dsrflow.inbound_mail import repository
+from dsrflow.inbound_mail.models import (
+    OPEN_STATUSES,
+    ImapSyncState,
+    InboundAttachment,
+    InboundMessage,
+)
+from dsrflow.inbound_mail.schemas import (
     AttachmentPublic,
     Claim,
     ConvertIn,
@@ -33,8 +38,8 @@ from dsrflow.inbox.schemas import (
     IngestOutcome,
     IntakePolicy,
 )
-from dsrflow.mail.dispatch import failure_notice
-from dsrflow.mail.outbox import enqueue
+from dsrflow.outbound_mail.dispatch import failure_notice
+from dsrflow.outbound_mail.outbox import enqueue
 from dsrflow.requests.models import Request
 from dsrflow.requests.schemas import RequestCreate
 from dsrflow.requests.service import (
@@ -74,7 +79,7 @@ class ClaimLost(Exception):
 # --------------------------------------------------------------------------- ingest
 
 
-def ingest(
+def record_inbound(
     rt: Runtime,
     session: Session,
     mail: InboundMail,

@@ -6,14 +6,14 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session, col, func, select
 
-from dsrflow.inbox.models import InboundAttachment, InboundMessage
-from dsrflow.intake.mail import ingest, rules_for
-from dsrflow.mail.models import OutboxMessage
+from dsrflow.inbound_mail.models import InboundAttachment, InboundMessage
+from dsrflow.inbound_mail.reading import ingest, rules_for
+from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.requests import repository as requests
 from dsrflow.requests.models import Request
 from dsrflow.runtime import Runtime
 from tests.conftest import make_request
-from tests.intake.conftest import ACK_MESSAGE_ID, Seeded, count
+from tests.inbound_mail.conftest import ACK_MESSAGE_ID, Seeded, count
 
 
 def many_parts(n: int, subject: str = "disclosure request") -> bytes:

@@ -14,8 +14,8 @@ import yaml
 from sqlalchemy import update
 from sqlmodel import Session, col, func, select
 
-from dsrflow.inbox.models import InboundMessage
-from dsrflow.mail.models import OutboxMessage
+from dsrflow.inbound_mail.models import InboundMessage
+from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.requests.models import Request
 from dsrflow.runtime import Runtime
 from tests.conftest import make_request

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import and_, or_, update
 from sqlmodel import Session, col, select
 
-from dsrflow.mail.models import OutboxMessage
+from dsrflow.outbound_mail.models import OutboxMessage
 
 
 def dedup_key_taken(session: Session, dedup_key: str) -> bool:

@@ -19,7 +19,7 @@ from sqlmodel import Session
 from dsrflow.cli import main
 from dsrflow.config import Settings
 from dsrflow.db import make_engine, utcnow
-from dsrflow.mail.dispatch import (
+from dsrflow.outbound_mail.dispatch import (
     FlushReport,
     MaildirSender,
     RetryPolicy,
@@ -29,11 +29,11 @@ from dsrflow.mail.dispatch import (
     flush_outbox,
     sender_for,
 )
-from dsrflow.mail.models import OutboxMessage
-from dsrflow.mail.outbox import make_message_id
+from dsrflow.outbound_mail.models import OutboxMessage
+from dsrflow.outbound_mail.outbox import make_message_id
 from dsrflow.runtime import Runtime
 from tests.conftest import make_request
-from tests.mail.conftest import (
+from tests.outbound_mail.conftest import (
     assert_delivered_as_queued,
     by_message_id,
     company,
@@ -479,7 +479,7 @@ def test_logs_name_rows_not_people(
     make_request(mail_rt, "suspension")
     flush(mail_rt)
 
-    ours = [r for r in caplog.records if r.name.startswith("dsrflow.mail")]
+    ours = [r for r in caplog.records if r.name.startswith("dsrflow.outbound_mail")]
     text = "\n".join(r.getMessage() for r in ours)
     assert request.reference in text and "sent" in text and "failed" in text
     for personal in (BAD, "slow@example.jp", "taro@example.jp", "山田", "対応しました"):

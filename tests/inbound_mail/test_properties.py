@@ -6,9 +6,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlmodel import Session
 
-from dsrflow.inbox import repository
-from dsrflow.inbox.models import STATUSES, InboundMessage
-from dsrflow.intake.mail import (
+from dsrflow.inbound_mail import repository
+from dsrflow.inbound_mail.models import STATUSES, InboundMessage
+from dsrflow.inbound_mail.reading import (
     IntakeRules,
     ingest,
     load_rules,
@@ -18,7 +18,7 @@ from dsrflow.intake.mail import (
 )
 from dsrflow.runtime import Runtime
 from tests.conftest import WORKFLOWS
-from tests.intake.conftest import CORPUS, count
+from tests.inbound_mail.conftest import CORPUS, count
 
 SAMPLES = [path.read_bytes() for path in sorted(CORPUS.glob("*.eml"))]
 RULES: IntakeRules = load_rules(WORKFLOWS / "intake" / "mail.yaml")

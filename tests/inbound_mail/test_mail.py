@@ -11,9 +11,8 @@ from typing import Any
 
 import pytest
 
-from dsrflow.inbox.schemas import InboundMail
-from dsrflow.intake.imap import parse_internaldate, quote_mailbox
-from dsrflow.intake.mail import (
+from dsrflow.inbound_mail.imap import parse_internaldate, quote_mailbox
+from dsrflow.inbound_mail.reading import (
     IntakeRules,
     IntakeRulesError,
     decode_bytes,
@@ -25,6 +24,7 @@ from dsrflow.intake.mail import (
     read_message,
     thread_ids,
 )
+from dsrflow.inbound_mail.schemas import InboundMail
 from tests.conftest import WORKFLOWS
 
 TYPES = (
@@ -283,7 +283,9 @@ def test_part_limit(rules: IntakeRules, monkeypatch: pytest.MonkeyPatch) -> None
     assert read(raw, rules).quarantine_reason is None
     for counted_on_the_bytes in (True, False):  # the count before parsing, and the walk
         if not counted_on_the_bytes:
-            monkeypatch.setattr("dsrflow.intake.mail.too_many_parts", lambda raw, limit: False)
+            monkeypatch.setattr(
+                "dsrflow.inbound_mail.reading.too_many_parts", lambda raw, limit: False
+            )
         mail = read(raw, few)
         assert mail.quarantine_reason == "message has more than 3 MIME parts (the limit)"
         assert mail.attachments == () and mail.raw == raw

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from sqlmodel import Session
 
-from dsrflow.mail import repository
-from dsrflow.mail.models import OutboxMessage
-from dsrflow.mail.render import single_line
+from dsrflow.outbound_mail import repository
+from dsrflow.outbound_mail.models import OutboxMessage
+from dsrflow.outbound_mail.render import single_line
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,13 @@ from sqlalchemy import case, func, update
 from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
-from dsrflow.inbox.models import OPEN_STATUSES, ImapSyncState, InboundAttachment, InboundMessage
-from dsrflow.mail.models import OutboxMessage
+from dsrflow.inbound_mail.models import (
+    OPEN_STATUSES,
+    ImapSyncState,
+    InboundAttachment,
+    InboundMessage,
+)
+from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.requests.models import Request
 
 # Lists never load the raw message or attachment bytes.

@@ -12,9 +12,9 @@ import pytest
 from sqlmodel import Session
 
 from dsrflow.cli import main
-from dsrflow.inbox.models import InboundMessage
+from dsrflow.inbound_mail.models import InboundMessage
 from dsrflow.runtime import Runtime
-from tests.intake.conftest import CORPUS, Seeded, corpus
+from tests.inbound_mail.conftest import CORPUS, Seeded, corpus
 
 
 def stdin(monkeypatch: pytest.MonkeyPatch, data: bytes) -> None:

@@ -1,4 +1,4 @@
-"""The corpus: every message in tests/intake/corpus ends as its manifest says, on both databases."""
+"""The corpus: every message in tests/inbound_mail/corpus ends as its manifest says, on both databases."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import pytest
 from sqlmodel import Session, col, select
 
 from dsrflow.audit.chain import verify_chains
-from dsrflow.inbox import repository
-from dsrflow.intake.mail import ingest
-from dsrflow.mail.models import OutboxMessage
+from dsrflow.inbound_mail import repository
+from dsrflow.inbound_mail.reading import ingest
+from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.requests import repository as requests
 from dsrflow.runtime import Runtime
-from tests.intake.conftest import CORPUS, MANIFEST, Seeded, corpus, counts
+from tests.inbound_mail.conftest import CORPUS, MANIFEST, Seeded, corpus, counts
 
 LANGUAGES = ("ja", "en")
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from sqlmodel import Session, col, select
 
-from dsrflow.mail.dispatch import FlushReport, flush_outbox
-from dsrflow.mail.models import OutboxMessage
+from dsrflow.outbound_mail.dispatch import FlushReport, flush_outbox
+from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.runtime import Runtime
 from tests.services import require
 from tests.services.smtp import SmtpMessage, SmtpServer

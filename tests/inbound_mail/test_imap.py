@@ -17,14 +17,14 @@ import pytest
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from dsrflow.inbox.models import ImapSyncState, InboundMessage
-from dsrflow.intake import imap as poller
-from dsrflow.intake import mail
-from dsrflow.intake.imap import KEYWORD, PollReport, poll_once, watch
-from dsrflow.mail.models import OutboxMessage
+from dsrflow.inbound_mail import imap as poller
+from dsrflow.inbound_mail import reading as mail
+from dsrflow.inbound_mail.imap import KEYWORD, PollReport, poll_once, watch
+from dsrflow.inbound_mail.models import ImapSyncState, InboundMessage
+from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.requests.models import Request
 from dsrflow.runtime import Runtime
-from tests.intake.conftest import corpus, count, imap_runtime, imap_server
+from tests.inbound_mail.conftest import corpus, count, imap_runtime, imap_server
 from tests.services.imap import ImapServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -224,8 +224,8 @@ CRASHING_POLLER = """
 import asyncio, json, os, sys
 from dsrflow.config import Settings
 from dsrflow.db import make_engine
-from dsrflow.inbox import service
-from dsrflow.intake import imap
+from dsrflow.inbound_mail import service
+from dsrflow.inbound_mail import imap
 from dsrflow.runtime import Runtime
 
 settings = Settings(_env_file=None, **json.loads(sys.argv[1]))

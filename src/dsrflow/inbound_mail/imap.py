@@ -33,9 +33,9 @@ import aioimaplib
 from sqlmodel import Session
 
 from dsrflow.config import Settings
-from dsrflow.inbox import service
-from dsrflow.inbox.schemas import Claim, ImapOrigin, IngestOutcome
-from dsrflow.intake import mail
+from dsrflow.inbound_mail import reading as mail
+from dsrflow.inbound_mail import service
+from dsrflow.inbound_mail.schemas import Claim, ImapOrigin, IngestOutcome
 from dsrflow.runtime import Runtime
 
 log = logging.getLogger(__name__)

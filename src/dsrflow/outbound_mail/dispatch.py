@@ -47,10 +47,10 @@ from sqlmodel import Session
 
 from dsrflow.config import Settings
 from dsrflow.db import utcnow
-from dsrflow.mail import repository
-from dsrflow.mail.models import OutboxMessage
-from dsrflow.mail.outbox import OutgoingMail, enqueue
-from dsrflow.mail.render import LetterRenderer, single_line
+from dsrflow.outbound_mail import repository
+from dsrflow.outbound_mail.models import OutboxMessage
+from dsrflow.outbound_mail.outbox import OutgoingMail, enqueue
+from dsrflow.outbound_mail.render import LetterRenderer, single_line
 
 log = logging.getLogger(__name__)
 
