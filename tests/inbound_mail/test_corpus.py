@@ -1,4 +1,4 @@
-"""The corpus: every message in tests/inbound_mail/corpus ends as its manifest says, on both databases."""
+"""The corpus: each message in tests/inbound_mail/corpus ends as its manifest says, on both DBs."""
 
 from __future__ import annotations
 

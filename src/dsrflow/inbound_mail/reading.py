@@ -9,8 +9,8 @@ headers, and missing or broken header fields.
 
 What a message says is read with the rules in ``workflows/intake/mail.yaml`` (phrases naming
 each request type, loop-protection rules, limits): data a privacy officer may change. The
-service (``dsrflow.inbound_mail.service``) then decides against the database (is it a reply to one of
-our requests? seen before?) and acts, in one transaction.
+service (``dsrflow.inbound_mail.service``) then decides against the database (is it a reply
+to one of our requests? seen before?) and acts, in one transaction.
 """
 
 from __future__ import annotations
@@ -1071,7 +1071,7 @@ def ingest(
     original_size: int | None = None,
     origin: ImapOrigin | None = None,
 ) -> IngestOutcome:
-    """Read one raw message and record what becomes of it (see ``inbound_mail.service.record_inbound``).
+    """Read one raw message and record what becomes of it (``service.record_inbound``).
 
     Raises only when it cannot be recorded at all: IntakeRulesError (the rules file is wrong),
     a database error, or ClaimLost for an IMAP ``origin`` whose claim is gone.
