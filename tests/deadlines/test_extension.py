@@ -42,7 +42,8 @@ def test_extension_moves_the_target_not_art39_and_tells_the_requester(
         ).one()
     assert letter.recipient == "taro@example.jp"
     assert "記録の取り寄せに時間を要するため" in letter.body
-    assert shown["due_at"][:10] in letter.body
+    due = datetime.fromisoformat(shown["due_at"]).astimezone(rt.settings.tz).date()
+    assert f"{due.year}年{due.month}月{due.day}日" in letter.body  # 2026年4月20日（月）
 
 
 def test_extension_limits(rt: Runtime, client: TestClient, auth: dict[str, str]) -> None:

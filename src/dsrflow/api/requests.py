@@ -22,6 +22,7 @@ from dsrflow.deadlines.schemas import DeadlineExtensionIn
 from dsrflow.errors import Invalid
 from dsrflow.requests import repository, service
 from dsrflow.requests.schemas import (
+    PaymentIn,
     RequestCreate,
     RequestCreated,
     RequestPage,
@@ -75,6 +76,7 @@ def list_requests(
         due_before=due_before,
         closed_states=rt.closed_states,
         paused_types=rt.paused_types,
+        today=now.astimezone(rt.settings.tz).date(),
         limit=limit,
         offset=offset,
     )
@@ -87,7 +89,7 @@ def list_requests(
             version=r.version,
             received_at=r.received_at,
             due_at=r.due_at,
-            overdue=rt.is_overdue(r.type, r.state, r.due_at, now),
+            overdue=rt.is_overdue(r.type, r.state, r.due_at, now, r.art39_date),
         )
         for r in rows
     ]
@@ -149,4 +151,21 @@ def extend_deadline(
         actor=f"handler:{handler.id}",
         expected_version=body.expected_version,
     )
+    return service.describe(rt, session, request, history=True)
+
+
+@router.post(
+    "/{request_id}/payments",
+    response_model=RequestPublic,
+    responses={
+        **PROBLEMS,
+        409: {"description": "The request is closed"},
+        422: {"description": "The workflow has no fee, or a bad amount or date"},
+    },
+    summary="Record a fee payment (audited)",
+)
+def record_payment(
+    request_id: str, body: PaymentIn, rt: RuntimeDep, session: SessionDep, handler: Decider
+) -> RequestPublic:
+    request = service.record_payment(rt, session, request_id, body, actor=f"handler:{handler.id}")
     return service.describe(rt, session, request, history=True)
