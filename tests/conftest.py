@@ -165,7 +165,9 @@ def make_request(
             if trigger == "fulfill" and rt.definitions.workflow(request_type).fee:
                 payment = PaymentIn(amount_jpy=10_000, method="bank_transfer")
                 service.record_payment(rt, s, request.id, payment, actor="test")
-            body = TransitionIn(trigger=trigger, **path_fields(rt, request_type, trigger, fields))
+            agent = request.agent_name is not None
+            fields = path_fields(rt, request_type, trigger, fields, agent=agent)
+            body = TransitionIn(trigger=trigger, **fields)
             request = service.transition(rt, s, request.id, body, actor="test")
         return request
 
@@ -189,10 +191,13 @@ PATHS: dict[str, list[tuple[str, dict[str, Any]]]] = {
 
 
 def path_fields(
-    rt: Runtime, request_type: str, trigger: str, fields: dict[str, Any]
+    rt: Runtime, request_type: str, trigger: str, fields: dict[str, Any], *, agent: bool = False
 ) -> dict[str, Any]:
-    """``fields`` plus what the workflow needs besides (a disclosure type's method_used)."""
+    """``fields`` plus what the workflow needs besides (a disclosure type's method_used, an
+    agent's authority)."""
     wf = rt.definitions.workflow(request_type)
     if trigger == "fulfill" and wf.disclosure_methods and "method_used" not in fields:
         return {**fields, "method_used": wf.disclosure_methods[0]}
+    if trigger == "verify_identity" and agent:
+        return {**fields, "authority_document": "family_register", "agent_method": "in_person"}
     return fields
