@@ -143,3 +143,20 @@ def paid_total(session: Session, request_id: str) -> int:
         )
     ).one()
     return int(total)
+
+
+def open_with_art39_by(
+    session: Session, open_states: Sequence[str], on_or_before: date
+) -> list[str]:
+    """Open requests whose Art. 39 date is on or before ``on_or_before``."""
+    return list(
+        session.exec(
+            select(Request.id)
+            .where(
+                col(Request.state).in_(open_states),
+                col(Request.art39_date).is_not(None),
+                col(Request.art39_date) <= on_or_before,
+            )
+            .order_by(col(Request.art39_date))
+        )
+    )

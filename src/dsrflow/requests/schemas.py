@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
 Language = Literal["ja", "en"]
 AgentRelation = Literal["legal_representative", "appointed_agent"]
+# Channels a handler may record at intake (the web form, the API and mail set their own).
+HandlerChannel = Literal["post", "phone", "counter", "email"]
 
 
 class _In(BaseModel):
@@ -67,8 +69,20 @@ class RequestCreate(_In):
     # One of the workflow's disclosure_methods (disclosure types); never defaulted.
     disclosure_method: str | None = Field(default=None, max_length=64)
     agent: AgentIn | None = None
+    # Handler intake only (a public call setting either gets 403): how and when the request
+    # reached the company; every clock runs from received_at.
+    channel: HandlerChannel | None = None
+    received_at: datetime | None = None
 
     _one_line = field_validator("name", "phone")(_single_line)
+
+
+class RetypeIn(_In):
+    """Move a request not yet closed to another workflow, keeping its reference and arrival."""
+
+    type: str = Field(min_length=1, max_length=64)
+    note: str = Field(min_length=1, max_length=10_000)
+    expected_version: int | None = Field(default=None, ge=1)
 
 
 class RequestCreated(BaseModel):

@@ -29,10 +29,11 @@ from dsrflow.requests.schemas import (
     PaymentPublic,
     RequestCreate,
     RequestPublic,
+    RetypeIn,
     TransitionIn,
 )
 from dsrflow.runtime import Runtime
-from dsrflow.workflow.definitions import AWAITING_STATE, EMAIL_LINK
+from dsrflow.workflow.definitions import AWAITING_STATE, EMAIL_LINK, WorkflowDef
 from dsrflow.workflow.engine import Subject
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ def open_request(
         agent_email=str(data.agent.email) if data.agent else None,
         agent_relation=data.agent.relation if data.agent else None,
         received_at=received_at,
-        due_at=rt.calendar.due_at(received_at, wf.deadline),
+        due_at=initial_due_at(rt, wf, received_at),
         art39_date=rt.calendar.art39_date(received_at) if wf.deadline.art39 else None,
         status_token_hash=token_digest(status_token),
     )
@@ -159,6 +160,76 @@ def open_request(
         language=HANDLER_LANGUAGE,
     )
     return Submitted(request=request, status_token=status_token)
+
+
+def initial_due_at(rt: Runtime, wf: WorkflowDef, received_at: datetime) -> datetime:
+    """The internal target from arrival. One that crosses the Art. 39 date (business days over
+    holidays) is cut back to the day before it, unless the workflow confirms the crossing."""
+    due_at = rt.calendar.due_at(received_at, wf.deadline)
+    if wf.deadline.art39 and not wf.deadline.confirm_past_art39:
+        art39 = rt.calendar.art39_date(received_at)
+        if rt.calendar.local_date(due_at) >= art39:
+            due_at = rt.calendar.end_of(art39 - timedelta(days=1))
+    return due_at
+
+
+def retype(
+    rt: Runtime,
+    session: Session,
+    request_id: str,
+    data: RetypeIn,
+    *,
+    actor: str,
+) -> Request:
+    """Move an open request to another workflow: same reference, arrival and history; its
+    clocks recomputed from arrival; audited; commit."""
+    request = repository.get(session, request_id)
+    if request is None:
+        raise NotFound("No such request.")
+    allowed = rt.engine.allowed_triggers(request.type, request.state)
+    if data.expected_version is not None and data.expected_version != request.version:
+        raise conflict(
+            f"expected version {data.expected_version}, but the request is at version "
+            f"{request.version}",
+            request,
+            allowed,
+        )
+    old = rt.definitions.workflow(request.type)
+    if request.state in old.terminal_states:
+        raise conflict(f"the request is closed ('{request.state}')", request, allowed)
+    new = rt.definitions.workflows.get(data.type)
+    if new is None:
+        raise Invalid({"type": f"unknown type; one of {sorted(rt.definitions.workflows)}"})
+    if new.id == old.id:
+        raise Invalid({"type": f"the request is already a {old.id} request"})
+    if request.state not in new.states:
+        raise Invalid({"type": f"a {new.id} workflow has no state '{request.state}'"})
+    if not data.note.strip():
+        raise Invalid({"note": "must not be empty"})
+    now = utcnow()
+    values: dict[str, Any] = {
+        "type": new.id,
+        "due_at": initial_due_at(rt, new, request.received_at),
+        "art39_date": rt.calendar.art39_date(request.received_at) if new.deadline.art39 else None,
+        "extension_days": 0,
+        "updated_at": now,
+    }
+    if request.disclosure_method not in new.disclosure_methods:
+        values["disclosure_method"] = None  # never a method the new type does not offer
+    if not repository.update_if_version(session, request.id, request.version, values):
+        session.rollback()
+        raise conflict("the request changed meanwhile", request, allowed)
+    append_event(
+        session,
+        request.id,
+        kind="retyped",
+        actor=actor,
+        at=now,
+        detail={"from_type": old.id, "to_type": new.id, "note": data.note},
+    )
+    session.commit()
+    session.refresh(request)
+    return request
 
 
 def transition(
