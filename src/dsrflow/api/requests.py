@@ -17,10 +17,10 @@ from dsrflow.api.deps import (
     rate_limited,
 )
 from dsrflow.api.problems import HANDLER_PROBLEMS as PROBLEMS
+from dsrflow.auth.tokens import may
 from dsrflow.db import utcnow
 from dsrflow.deadlines import service as deadlines
 from dsrflow.deadlines.schemas import DeadlineExtensionIn
-from dsrflow.auth.tokens import may
 from dsrflow.errors import Forbidden, Invalid
 from dsrflow.requests import repository, service
 from dsrflow.requests.schemas import (
