@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -201,3 +202,12 @@ def path_fields(
     if trigger == "verify_identity" and agent:
         return {**fields, "authority_document": "family_register", "agent_method": "in_person"}
     return fields
+
+
+def with_secrets(update: dict[str, Any]) -> dict[str, Any]:
+    """A settings update with passwords wrapped as Settings would read them (model_copy does
+    not validate)."""
+    return {
+        key: SecretStr(value) if key.endswith("_password") and isinstance(value, str) else value
+        for key, value in update.items()
+    }
