@@ -293,6 +293,7 @@ def test_editing_a_workflow_file_changes_behaviour(
         if transition["trigger"] == "refuse":
             transition["source"] = ["identity_verified"]  # no refusal before identity
     data["deadline"]["days"] = 30
+    data["deadline"]["confirm_past_art39"] = True  # past the Art. 39 date, knowingly
     path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
     edited = Runtime.load(rt.settings.model_copy(update={"workflows_dir": workflows}), db=rt.db)
     with TestClient(create_app(edited)) as client:

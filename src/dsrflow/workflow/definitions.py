@@ -126,8 +126,8 @@ class DeadlineDef(_Strict):
     art39: bool = True
     pause_while_awaiting_requester: bool = False
     extension_max_days: int = Field(default=0, ge=0, le=365)
-    # A target counted in business days may land on or after the Art. 39 date; unless this is
-    # true, it is cut back to the day before that date.
+    # A target (more than 14 days, or business days over holidays) may land on or after the
+    # Art. 39 date; unless this is true, it is cut back to the day before that date.
     confirm_past_art39: bool = False
 
 
