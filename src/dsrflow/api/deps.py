@@ -13,6 +13,7 @@ from dsrflow.api.problems import Problem
 from dsrflow.auth.models import Handler
 from dsrflow.auth.repository import handler_by_token
 from dsrflow.auth.tokens import may
+from dsrflow.db import read_session, write_session
 from dsrflow.runtime import Runtime
 
 
@@ -24,17 +25,26 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
 def get_session(rt: RuntimeDep) -> Iterator[Session]:
-    with Session(rt.db, expire_on_commit=False) as session:
+    """For routes that write: the service commits once; what the route reads afterwards (its
+    response) runs in a read transaction that holds no lock."""
+    with write_session(rt.db, reads_after_commit=True) as session:
+        yield session
+
+
+def get_read_session(rt: RuntimeDep) -> Iterator[Session]:
+    """For routes that only read: never takes SQLite's write lock."""
+    with read_session(rt.db) as session:
         yield session
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
+ReadSessionDep = Annotated[Session, Depends(get_read_session)]
 
 _bearer = HTTPBearer(auto_error=False, description="A handler token from `dsrflow handlers add`.")
 
 
 def current_handler(
-    session: SessionDep,
+    rt: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Handler:
     challenge = {"WWW-Authenticate": 'Bearer realm="dsrflow"'}
@@ -42,8 +52,9 @@ def current_handler(
         raise Problem(
             401, "A handler token is required (Authorization: Bearer ...).", headers=challenge
         )
-    handler = handler_by_token(session, credentials.credentials)
-    session.rollback()  # end the read transaction (SQLite holds its lock until then)
+    # Its own short read transaction, ended before the route runs.
+    with read_session(rt.db) as session:
+        handler = handler_by_token(session, credentials.credentials)
     if handler is None:
         raise Problem(401, "The token is unknown or revoked.", headers=challenge)
     return handler

@@ -6,8 +6,9 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Response
+from sqlmodel import Session
 
-from dsrflow.api.deps import Decider, Reader, RuntimeDep, SessionDep
+from dsrflow.api.deps import Decider, Reader, ReadSessionDep, RuntimeDep, SessionDep
 from dsrflow.api.problems import HANDLER_PROBLEMS as PROBLEMS
 from dsrflow.api.problems import Problem
 from dsrflow.inbound_mail import repository, service
@@ -31,7 +32,7 @@ DECIDED: dict[int | str, dict[str, Any]] = {
 
 @router.get("/inbox", response_model=InboxPage, responses=PROBLEMS, summary="Inbound mail")
 def list_inbox(
-    session: SessionDep,
+    session: ReadSessionDep,
     _: Reader,
     status: Status | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -48,7 +49,7 @@ def list_inbox(
 @router.get(
     "/inbox/{inbound_id}", response_model=InboxMessage, responses=PROBLEMS, summary="One message"
 )
-def get_message(inbound_id: int, session: SessionDep, _: Reader) -> InboxMessage:
+def get_message(inbound_id: int, session: ReadSessionDep, _: Reader) -> InboxMessage:
     return service.describe(session, _message(session, inbound_id))
 
 
@@ -58,7 +59,7 @@ def get_message(inbound_id: int, session: SessionDep, _: Reader) -> InboxMessage
     response_class=Response,
     summary="The message exactly as received",
 )
-def get_raw(inbound_id: int, session: SessionDep, _: Reader) -> Response:
+def get_raw(inbound_id: int, session: ReadSessionDep, _: Reader) -> Response:
     row = repository.get(session, inbound_id, with_raw=True)
     if row is None:
         raise Problem(404, "No such message.")
@@ -72,7 +73,7 @@ def get_raw(inbound_id: int, session: SessionDep, _: Reader) -> Response:
     summary="An attachment of a message",
 )
 def get_inbox_attachment(
-    inbound_id: int, attachment_id: int, session: SessionDep, _: Reader
+    inbound_id: int, attachment_id: int, session: ReadSessionDep, _: Reader
 ) -> Response:
     return _attachment(session, inbound_id, attachment_id)
 
@@ -125,7 +126,7 @@ def dismiss_message(
     responses=PROBLEMS,
     summary="The mail of a request, oldest first",
 )
-def request_messages(request_id: str, session: SessionDep, _: Reader) -> list[InboxMessage]:
+def request_messages(request_id: str, session: ReadSessionDep, _: Reader) -> list[InboxMessage]:
     if requests.get(session, request_id) is None:
         raise Problem(404, "No such request.")
     return [service.describe(session, row) for row in repository.for_request(session, request_id)]
@@ -138,7 +139,7 @@ def request_messages(request_id: str, session: SessionDep, _: Reader) -> list[In
     summary="An attachment of a request's message",
 )
 def get_request_attachment(
-    request_id: str, inbound_id: int, attachment_id: int, session: SessionDep, _: Reader
+    request_id: str, inbound_id: int, attachment_id: int, session: ReadSessionDep, _: Reader
 ) -> Response:
     row = repository.get(session, inbound_id)
     if row is None or row.request_id != request_id:
@@ -146,14 +147,14 @@ def get_request_attachment(
     return _attachment(session, inbound_id, attachment_id)
 
 
-def _message(session: SessionDep, inbound_id: int) -> InboundMessage:
+def _message(session: Session, inbound_id: int) -> InboundMessage:
     row = repository.get(session, inbound_id)
     if row is None:
         raise Problem(404, "No such message.")
     return row
 
 
-def _attachment(session: SessionDep, inbound_id: int, attachment_id: int) -> Response:
+def _attachment(session: Session, inbound_id: int, attachment_id: int) -> Response:
     attachment = repository.attachment(session, inbound_id, attachment_id)
     if attachment is None:
         raise Problem(404, "No such attachment.")

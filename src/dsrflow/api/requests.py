@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from dsrflow.api.deps import Decider, Reader, RuntimeDep, SessionDep, rate_limited
+from dsrflow.api.deps import Decider, Reader, ReadSessionDep, RuntimeDep, SessionDep, rate_limited
 from dsrflow.api.problems import HANDLER_PROBLEMS as PROBLEMS
 from dsrflow.api.problems import Problem
 from dsrflow.db import utcnow
@@ -45,7 +45,7 @@ def submit_request(
 @router.get("", response_model=RequestPage, responses=PROBLEMS, summary="The queue, newest first")
 def list_requests(
     rt: RuntimeDep,
-    session: SessionDep,
+    session: ReadSessionDep,
     _: Reader,
     state: str | None = None,
     type: str | None = None,
@@ -90,7 +90,9 @@ def list_requests(
     responses=PROBLEMS,
     summary="One request with its history",
 )
-def get_request(request_id: str, rt: RuntimeDep, session: SessionDep, _: Reader) -> RequestPublic:
+def get_request(
+    request_id: str, rt: RuntimeDep, session: ReadSessionDep, _: Reader
+) -> RequestPublic:
     request = repository.get(session, request_id)
     if request is None:
         raise service.NotFound(request_id)
