@@ -40,6 +40,7 @@ from dsrflow.inbound_mail.schemas import (
 )
 from dsrflow.outbound_mail.dispatch import failure_notice
 from dsrflow.outbound_mail.outbox import enqueue
+from dsrflow.requests import repository as requests_repository
 from dsrflow.requests.models import Request
 from dsrflow.requests.schemas import RequestCreate
 from dsrflow.requests.service import (
@@ -268,6 +269,8 @@ def _decide(
 def _join(
     rt: Runtime, session: Session, request: Request, row: InboundMessage, mail: InboundMail
 ) -> None:
+    # The request's row lock before its event, as every writer of events takes it.
+    request = requests_repository.lock(session, request.id) or request
     matches = _from_requester(request, mail.from_address)
     _message_event(session, request, row, mail, actor="requester" if matches else "mail")
     if request.state != AWAITING_STATE:
