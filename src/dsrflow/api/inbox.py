@@ -8,6 +8,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Query, Response
 from sqlmodel import Session
 
+from dsrflow import retention
 from dsrflow.api.deps import Decider, Reader, ReadSessionDep, RuntimeDep, SessionDep
 from dsrflow.api.problems import HANDLER_PROBLEMS as PROBLEMS
 from dsrflow.api.problems import Problem
@@ -147,6 +148,28 @@ def get_request_attachment(
     return _attachment(session, inbound_id, attachment_id)
 
 
+@router.post(
+    "/inbox/{inbound_id}/attachments/{attachment_id}/my-number",
+    status_code=204,
+    response_class=Response,
+    responses=PROBLEMS,
+    summary="Mark an attachment as an Individual Number card: it is erased at once",
+)
+def erase_my_number(
+    inbound_id: int, attachment_id: int, rt: RuntimeDep, session: SessionDep, handler: Decider
+) -> Response:
+    """Erases the attachment's content and the raw message that carries it (My Number Act
+    Art. 20); the message's words and the attachment's description and hash stay. Audited on
+    the message's request."""
+    try:
+        retention.erase_my_number(
+            rt, session, inbound_id, attachment_id, actor=f"handler:{handler.id}"
+        )
+    except retention.NotFound as exc:
+        raise Problem(404, "No such attachment.") from exc
+    return Response(status_code=204)
+
+
 def _message(session: Session, inbound_id: int) -> InboundMessage:
     row = repository.get(session, inbound_id)
     if row is None:
@@ -158,6 +181,8 @@ def _attachment(session: Session, inbound_id: int, attachment_id: int) -> Respon
     attachment = repository.attachment(session, inbound_id, attachment_id)
     if attachment is None:
         raise Problem(404, "No such attachment.")
+    if attachment.erased_at is not None:
+        raise Problem(404, f"This attachment was erased ({attachment.erased_reason}).")
     if attachment.content is None:
         raise Problem(
             404,
