@@ -29,6 +29,7 @@ from sqlmodel import Session, col, select
 from dsrflow.audit.chain import append_event, erase_detail
 from dsrflow.audit.models import Event
 from dsrflow.db import utcnow
+from dsrflow.errors import NotFound
 from dsrflow.inbound_mail.models import OPEN_STATUSES, InboundAttachment, InboundMessage
 from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.requests import repository as requests_repository
@@ -57,10 +58,6 @@ KEEP_DETAIL = frozenset(
     }
 )
 PURGED = "purged"
-
-
-class NotFound(Exception):
-    pass
 
 
 @dataclass
@@ -256,7 +253,7 @@ def erase_my_number(
     ).first()
     message = session.get(InboundMessage, inbound_id)
     if attachment is None or message is None:
-        raise NotFound(f"attachment {attachment_id} of message {inbound_id}")
+        raise NotFound("No such attachment.")
     if message.request_id is not None:
         requests_repository.lock(session, message.request_id)
     now = utcnow()

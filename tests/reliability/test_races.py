@@ -15,6 +15,7 @@ from sqlmodel import Session, col, select
 
 from dsrflow.audit.chain import verify_chains
 from dsrflow.audit.models import Event
+from dsrflow.errors import Conflict
 from dsrflow.inbound_mail.reading import ingest
 from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.requests import repository, service
@@ -34,7 +35,7 @@ def together(*actions: Callable[[], Outcome]) -> list[Outcome]:
         barrier.wait()
         try:
             return action()
-        except service.Conflict:
+        except Conflict:
             return "conflict"
 
     with ThreadPoolExecutor(max_workers=len(actions)) as pool:

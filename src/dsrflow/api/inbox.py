@@ -5,15 +5,23 @@ from __future__ import annotations
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Query, Response
 from sqlmodel import Session
 
 from dsrflow import retention
-from dsrflow.api.deps import Decider, Reader, ReadSessionDep, RuntimeDep, SessionDep
+from dsrflow.api.deps import (
+    CurrentMessage,
+    CurrentRequest,
+    Decider,
+    Reader,
+    ReadSessionDep,
+    RowId,
+    RuntimeDep,
+    SessionDep,
+)
 from dsrflow.api.problems import HANDLER_PROBLEMS as PROBLEMS
-from dsrflow.api.problems import Problem
+from dsrflow.errors import NotFound
 from dsrflow.inbound_mail import repository, service
-from dsrflow.inbound_mail.models import InboundMessage
 from dsrflow.inbound_mail.schemas import (
     ConvertedPublic,
     ConvertIn,
@@ -22,11 +30,6 @@ from dsrflow.inbound_mail.schemas import (
     InboxPage,
     Status,
 )
-from dsrflow.requests import repository as requests
-
-# A row id: positive and within a 64-bit integer, so that no id reaches the database as an
-# integer it cannot hold (a 500 before, found by schemathesis).
-RowId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 router = APIRouter(prefix="/api/v1", tags=["inbox"])
 
@@ -54,8 +57,8 @@ def list_inbox(
 @router.get(
     "/inbox/{inbound_id}", response_model=InboxMessage, responses=PROBLEMS, summary="One message"
 )
-def get_message(inbound_id: RowId, session: ReadSessionDep, _: Reader) -> InboxMessage:
-    return service.describe(session, _message(session, inbound_id))
+def get_message(message: CurrentMessage, session: ReadSessionDep, _: Reader) -> InboxMessage:
+    return service.describe(session, message)
 
 
 @router.get(
@@ -67,7 +70,7 @@ def get_message(inbound_id: RowId, session: ReadSessionDep, _: Reader) -> InboxM
 def get_raw(inbound_id: RowId, session: ReadSessionDep, _: Reader) -> Response:
     row = repository.get(session, inbound_id, with_raw=True)
     if row is None:
-        raise Problem(404, "No such message.")
+        raise NotFound("No such message.")
     return _download(row.raw, "message/rfc822", f"message-{inbound_id}.eml")
 
 
@@ -92,12 +95,7 @@ def get_inbox_attachment(
 def convert_message(
     inbound_id: RowId, body: ConvertIn, rt: RuntimeDep, session: SessionDep, handler: Decider
 ) -> ConvertedPublic:
-    try:
-        row, request = service.convert(rt, session, inbound_id, body, actor=f"handler:{handler.id}")
-    except service.NotFound as exc:
-        raise Problem(404, "No such message.") from exc
-    except service.Conflict as exc:
-        raise Problem(409, exc.detail, status_now=exc.status) from exc
+    row, request = service.convert(rt, session, inbound_id, body, actor=f"handler:{handler.id}")
     return ConvertedPublic(
         message=service.describe(session, row),
         request_id=request.id,
@@ -116,13 +114,8 @@ def convert_message(
 def dismiss_message(
     inbound_id: RowId, body: DismissIn, rt: RuntimeDep, session: SessionDep, handler: Decider
 ) -> InboxMessage:
-    try:
-        service.dismiss(rt, session, inbound_id, body.note, actor=f"handler:{handler.id}")
-    except service.NotFound as exc:
-        raise Problem(404, "No such message.") from exc
-    except service.Conflict as exc:
-        raise Problem(409, exc.detail, status_now=exc.status) from exc
-    return service.describe(session, _message(session, inbound_id))
+    row = service.dismiss(rt, session, inbound_id, body.note, actor=f"handler:{handler.id}")
+    return service.describe(session, row)
 
 
 @router.get(
@@ -131,10 +124,10 @@ def dismiss_message(
     responses=PROBLEMS,
     summary="The mail of a request, oldest first",
 )
-def request_messages(request_id: str, session: ReadSessionDep, _: Reader) -> list[InboxMessage]:
-    if requests.get(session, request_id) is None:
-        raise Problem(404, "No such request.")
-    return [service.describe(session, row) for row in repository.for_request(session, request_id)]
+def request_messages(
+    request: CurrentRequest, session: ReadSessionDep, _: Reader
+) -> list[InboxMessage]:
+    return [service.describe(session, row) for row in repository.for_request(session, request.id)]
 
 
 @router.get(
@@ -144,12 +137,16 @@ def request_messages(request_id: str, session: ReadSessionDep, _: Reader) -> lis
     summary="An attachment of a request's message",
 )
 def get_request_attachment(
-    request_id: str, inbound_id: RowId, attachment_id: RowId, session: ReadSessionDep, _: Reader
+    request: CurrentRequest,
+    message: CurrentMessage,
+    attachment_id: RowId,
+    session: ReadSessionDep,
+    _: Reader,
 ) -> Response:
-    row = repository.get(session, inbound_id)
-    if row is None or row.request_id != request_id:
-        raise Problem(404, "No such message for this request.")
-    return _attachment(session, inbound_id, attachment_id)
+    if message.request_id != request.id:
+        raise NotFound("No such message for this request.")
+    assert message.id is not None
+    return _attachment(session, message.id, attachment_id)
 
 
 @router.post(
@@ -165,31 +162,18 @@ def erase_my_number(
     """Erases the attachment's content and the raw message that carries it (My Number Act
     Art. 20); the message's words and the attachment's description and hash stay. Audited on
     the message's request."""
-    try:
-        retention.erase_my_number(
-            rt, session, inbound_id, attachment_id, actor=f"handler:{handler.id}"
-        )
-    except retention.NotFound as exc:
-        raise Problem(404, "No such attachment.") from exc
+    retention.erase_my_number(rt, session, inbound_id, attachment_id, actor=f"handler:{handler.id}")
     return Response(status_code=204)
-
-
-def _message(session: Session, inbound_id: int) -> InboundMessage:
-    row = repository.get(session, inbound_id)
-    if row is None:
-        raise Problem(404, "No such message.")
-    return row
 
 
 def _attachment(session: Session, inbound_id: int, attachment_id: int) -> Response:
     attachment = repository.attachment(session, inbound_id, attachment_id)
     if attachment is None:
-        raise Problem(404, "No such attachment.")
+        raise NotFound("No such attachment.")
     if attachment.erased_at is not None:
-        raise Problem(404, f"This attachment was erased ({attachment.erased_reason}).")
+        raise NotFound(f"This attachment was erased ({attachment.erased_reason}).")
     if attachment.content is None:
-        raise Problem(
-            404,
+        raise NotFound(
             "This attachment was over the size or count limit and is not kept on its own; "
             f"it is in the raw message (/api/v1/inbox/{inbound_id}/raw).",
         )
