@@ -45,6 +45,8 @@ from tests.outbound_mail.conftest import by_message_id
 from tests.services import free_port
 from tests.services.smtp import SmtpServer
 
+pytestmark = [pytest.mark.slow, pytest.mark.smtp]
+
 KILLS = int(os.environ.get("DSRFLOW_RELIABILITY_KILLS", "5"))
 CLIENTS = 3
 REFUSE = {

@@ -15,6 +15,8 @@ from dsrflow.app import create_app
 from dsrflow.runtime import Runtime
 from tests.conftest import auth_header
 
+pytestmark = pytest.mark.slow
+
 EXAMPLES = int(os.environ.get("DSRFLOW_FUZZ_EXAMPLES", "4"))
 
 

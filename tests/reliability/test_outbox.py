@@ -21,6 +21,8 @@ from tests.conftest import make_request
 from tests.outbound_mail.conftest import by_message_id, company, outbox
 from tests.services.smtp import SmtpServer
 
+pytestmark = pytest.mark.smtp
+
 
 def defer_all(rt: Runtime) -> int:
     """Every pending row waits out a backoff, as after an SMTP outage."""
