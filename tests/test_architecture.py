@@ -54,6 +54,7 @@ SIDEWAYS = {
     ("console", "pages"),
     ("migrations", "models"),
     ("deadlines", "inbound_mail"),  # the digest counts the triage inbox
+    ("retention", "inbound_mail"),  # purge empties a request's mail with the request
     ("runtime", "outbound_mail"),  # the runtime holds the letter renderer
     ("runtime", "workflow"),
     ("outbound_mail", "workflow"),
