@@ -12,7 +12,7 @@ from dsrflow.api import inbox as inbox_routes
 from dsrflow.api import problems
 from dsrflow.api import requests as request_routes
 from dsrflow.api import workflows as workflow_routes
-from dsrflow.api.limits import BodySizeLimit, RateLimiter
+from dsrflow.web.limits import BodySizeLimit, RateLimiter
 from dsrflow.pages import routes as page_routes
 from dsrflow.runtime import Runtime
 
