@@ -2,6 +2,7 @@
 
 from dsrflow.audit.models import AuditHead, Event
 from dsrflow.auth.models import Handler
+from dsrflow.documents.models import RequesterDocument
 from dsrflow.inbound_mail.models import ImapSyncState, InboundAttachment, InboundMessage
 from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.requests.models import ReferenceCounter, Request, VerificationToken
@@ -16,5 +17,6 @@ __all__ = [
     "OutboxMessage",
     "ReferenceCounter",
     "Request",
+    "RequesterDocument",
     "VerificationToken",
 ]

@@ -96,4 +96,8 @@ def install(app: FastAPI) -> None:
         route = request.scope.get("route")
         where = getattr(route, "path", "?")  # the route's template: no secret from the URL
         logging.getLogger("dsrflow.api").exception("unexpected error on %s", where)
-        return problem_response(500, "Internal error; it has been logged.")
+        # Connection: close, because the server drops the connection after an unhandled error;
+        # told so, the client opens a fresh one for its next call instead of failing on it.
+        return problem_response(
+            500, "Internal error; it has been logged.", headers={"Connection": "close"}
+        )

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from http import HTTPStatus
-from typing import Any
 import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -90,7 +90,11 @@ def problem_refusal(scope: Scope, status: int, values: dict[str, Any]) -> tuple[
 
 
 async def send_refusal(
-    send: Send, status: int, content_type: str, body: bytes, headers: tuple[tuple[bytes, bytes], ...] = ()
+    send: Send,
+    status: int,
+    content_type: str,
+    body: bytes,
+    headers: tuple[tuple[bytes, bytes], ...] = (),
 ) -> None:
     await send(
         {

@@ -183,8 +183,21 @@ class ReasonCatalog(_Strict):
     reasons: list[LegalReason]
 
 
+class Branding(_Strict):
+    """How the requester pages look and whom they name (every field optional)."""
+
+    # An SVG, PNG or JPEG file, relative to the workflows directory.
+    logo: str | None = None
+    # The accent colour of the pages' header and buttons, as #rrggbb.
+    colour: str = Field(default="#1f4e79", pattern=r"^#[0-9a-fA-F]{6}$")
+    address: Text | None = None
+    phone: str | None = None
+    hours: Text | None = None
+
+
 class Company(_Strict):
     name: Text
+    branding: Branding = Branding()
 
 
 @dataclass(frozen=True)
@@ -201,6 +214,15 @@ class Definitions:
 
     def reasons_for(self, request_type: str, state: str) -> list[LegalReason]:
         return [r for r in self.reasons.values() if r.fits(request_type, state)]
+
+
+def _is_image_file(directory: Path, name: str) -> bool:
+    path = (directory / name).resolve()
+    return (
+        path.is_file()
+        and path.is_relative_to(directory.resolve())
+        and path.suffix.lower() in (".svg", ".png", ".jpg", ".jpeg")
+    )
 
 
 def _read_yaml(path: Path, errors: list[str]) -> Any:
@@ -297,6 +319,12 @@ def load_definitions(directory: Path, guards: Iterable[str] = ()) -> Definitions
     elif raw_company is not None:
         try:
             company = Company.model_validate(raw_company)
+            logo = company.branding.logo
+            if logo is not None and not _is_image_file(directory, logo):
+                errors.append(
+                    f"{company_path}: branding.logo: '{logo}' is no .svg, .png or .jpg file "
+                    f"inside {directory}"
+                )
         except ValidationError as exc:
             errors.extend(_schema_errors(company_path, exc))
 
