@@ -53,7 +53,8 @@ FORM_FIELDS = (
     "agent",
 )
 ASSETS = {"pages.js": "text/javascript; charset=utf-8"}
-URL = re.compile(r"https?://[^\s<>\"'）」]+")
+# A URL ends at a space, a quote or a closing full-width bracket (U+FF09, U+300D).
+URL = re.compile("https?://[^\\s<>\"'\uff09\u300d]+")
 REFUSAL_STATUS = {400: "bad_request", 403: "cross_site", 413: "too_large", 415: "bad_request"}
 
 

@@ -41,9 +41,11 @@ def headers_for(path: str, *, https: bool) -> dict[str, str]:
             "x-frame-options": "DENY",
         }
     else:
+        # same-origin: no Referer (with a status or verify secret) ever leaves for another
+        # site, and the pages' own form posts still carry an Origin to check.
         headers |= {
             "content-security-policy": PAGE_CSP,
-            "referrer-policy": "no-referrer",
+            "referrer-policy": "same-origin",
             "cache-control": "no-store",
             "x-frame-options": "DENY",
         }
