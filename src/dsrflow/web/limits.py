@@ -139,6 +139,11 @@ class RateLimiter:
     def __len__(self) -> int:
         return len(self._hits)
 
+    def clear(self) -> None:
+        """Forget every client (tests; a restart does the same)."""
+        with self._lock:
+            self._hits.clear()
+
     def limit(self, bucket: str) -> int:
         return self.buckets.get(bucket, self.per_minute)
 
