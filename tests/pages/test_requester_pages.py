@@ -169,8 +169,8 @@ def test_the_pages_carry_the_companys_branding(
     company.write_text(
         company.read_text(encoding="utf-8").replace(
             '  colour: "#1f4e79"',
-            '  colour: "#7a1f5c"\n  address:\n    ja: 東京都千代田区1-1\n    en: 1-1 Chiyoda, Tokyo\n'
-            "  phone: 03-1111-2222",
+            '  colour: "#7a1f5c"\n  address:\n    ja: 東京都千代田区1-1\n'
+            "    en: 1-1 Chiyoda, Tokyo\n  phone: 03-1111-2222",
         ),
         encoding="utf-8",
     )
