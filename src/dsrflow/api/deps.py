@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
@@ -95,7 +95,13 @@ def current_request(request_id: str, session: SessionDep, _: CurrentHandler) -> 
 CurrentRequest = Annotated[DsrRequest, Depends(current_request)]
 
 
-def current_message(inbound_id: int, session: SessionDep, _: CurrentHandler) -> InboundMessage:
+# Ids and offsets the databases can hold (PostgreSQL integer ids; SQLite refuses 2**63): a
+# larger number is a 422, never a database error.
+RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+Offset = Annotated[int, Query(ge=0, le=2**31 - 1)]
+
+
+def current_message(inbound_id: RowId, session: SessionDep, _: CurrentHandler) -> InboundMessage:
     """The inbound message the path names, or a 404 (only to a handler)."""
     row = inbound_repository.get(session, inbound_id)
     if row is None:

@@ -11,7 +11,9 @@ from dsrflow.api.deps import (
     CurrentMessage,
     CurrentRequest,
     Decider,
+    Offset,
     Reader,
+    RowId,
     RuntimeDep,
     SessionDep,
 )
@@ -40,7 +42,7 @@ def list_inbox(
     _: Reader,
     status: Status | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> InboxPage:
     """Every inbound message, newest arrival first; ``status=triage`` (or ``quarantined``) is
     what waits for a handler."""
@@ -63,7 +65,7 @@ def get_message(message: CurrentMessage, session: SessionDep, _: Reader) -> Inbo
     response_class=Response,
     summary="The message exactly as received",
 )
-def get_raw(inbound_id: int, session: SessionDep, _: Reader) -> Response:
+def get_raw(inbound_id: RowId, session: SessionDep, _: Reader) -> Response:
     row = repository.get(session, inbound_id, with_raw=True)
     if row is None:
         raise NotFound("No such message.")
@@ -77,7 +79,7 @@ def get_raw(inbound_id: int, session: SessionDep, _: Reader) -> Response:
     summary="An attachment of a message",
 )
 def get_inbox_attachment(
-    inbound_id: int, attachment_id: int, session: SessionDep, _: Reader
+    inbound_id: RowId, attachment_id: RowId, session: SessionDep, _: Reader
 ) -> Response:
     return _attachment(session, inbound_id, attachment_id)
 
@@ -89,7 +91,7 @@ def get_inbox_attachment(
     summary="Make a request of a triage message (its arrival time is kept)",
 )
 def convert_message(
-    inbound_id: int, body: ConvertIn, rt: RuntimeDep, session: SessionDep, handler: Decider
+    inbound_id: RowId, body: ConvertIn, rt: RuntimeDep, session: SessionDep, handler: Decider
 ) -> ConvertedPublic:
     row, request = service.convert(rt, session, inbound_id, body, actor=f"handler:{handler.id}")
     return ConvertedPublic(
@@ -108,7 +110,7 @@ def convert_message(
     summary="Close a triage message with a note",
 )
 def dismiss_message(
-    inbound_id: int, body: DismissIn, rt: RuntimeDep, session: SessionDep, handler: Decider
+    inbound_id: RowId, body: DismissIn, rt: RuntimeDep, session: SessionDep, handler: Decider
 ) -> InboxMessage:
     row = service.dismiss(rt, session, inbound_id, body.note, actor=f"handler:{handler.id}")
     return service.describe(session, row)
@@ -133,7 +135,7 @@ def request_messages(request: CurrentRequest, session: SessionDep, _: Reader) ->
 def get_request_attachment(
     request: CurrentRequest,
     message: CurrentMessage,
-    attachment_id: int,
+    attachment_id: RowId,
     session: SessionDep,
     _: Reader,
 ) -> Response:
@@ -143,7 +145,7 @@ def get_request_attachment(
     return _attachment(session, message.id, attachment_id)
 
 
-def _attachment(session: SessionDep, inbound_id: int, attachment_id: int) -> Response:
+def _attachment(session: SessionDep, inbound_id: RowId, attachment_id: RowId) -> Response:
     attachment = repository.attachment(session, inbound_id, attachment_id)
     if attachment is None:
         raise NotFound("No such attachment.")

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dsrflow.errors import DsrflowError
@@ -86,6 +87,15 @@ def install(app: FastAPI) -> None:
             "The request body is invalid: " + "; ".join(f"{k}: {v}" for k, v in errors.items()),
             instance=request.url.path,
             errors=errors,
+        )
+
+    @app.exception_handler(OverflowError)
+    @app.exception_handler(DataError)
+    async def _out_of_range(request: Request, exc: Exception) -> JSONResponse:
+        # A number or date the database cannot hold (2**63, the year 1 moved to UTC): the
+        # client's input, so a 422 rather than a 500. Nothing was committed.
+        return problem_response(
+            422, "A value is out of the range this service can store.", instance=request.url.path
         )
 
     @app.exception_handler(Exception)

@@ -55,7 +55,13 @@ FORM_FIELDS = (
 ASSETS = {"pages.js": "text/javascript; charset=utf-8"}
 # A URL ends at a space, a quote or a closing full-width bracket (U+FF09, U+300D).
 URL = re.compile("https?://[^\\s<>\"'\uff09\u300d]+")
-REFUSAL_STATUS = {400: "bad_request", 403: "cross_site", 413: "too_large", 415: "bad_request"}
+REFUSAL_STATUS = {
+    400: "bad_request",
+    403: "cross_site",
+    413: "too_large",
+    415: "bad_request",
+    431: "bad_request",
+}
 
 
 @lru_cache

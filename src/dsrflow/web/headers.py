@@ -67,12 +67,21 @@ def _is_json(content_type: bytes) -> bool:
 
 class SecurityHeaders:
     """Adds ``headers_for(path)``; answers 400 to NUL in the path or query (no database stores
-    it, and it must never reach a letter), and 415 to a JSON API write whose body is not JSON
-    (a cross-site form cannot send JSON, so the API needs no CSRF token). A 5xx response closes
-    the connection, so that a client's next call opens a fresh one."""
+    it, and it must never reach a letter), 431 to headers over ``max_header_bytes``, and 415 to
+    a JSON API write whose body is not JSON (a cross-site form cannot send JSON, so the API
+    needs no CSRF token). A 5xx response closes the connection, so that a client's next call
+    opens a fresh one."""
 
-    def __init__(self, app: ASGIApp, *, https: bool, refusal: Refusal | None = None):
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        https: bool,
+        max_header_bytes: int = 16 * 1024,
+        refusal: Refusal | None = None,
+    ):
         self.app, self.https, self.refusal = app, https, refusal or problem_refusal
+        self.max_header_bytes = max_header_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -83,6 +92,10 @@ class SecurityHeaders:
         encoded = [(k.encode(), v.encode()) for k, v in extra.items()]
         if _has_nul(scope):
             await self._refuse(scope, send, 400, encoded)
+            return
+        # The server bounds headers while it reads them; this bounds what arrived in one piece.
+        if sum(len(k) + len(v) for k, v in scope.get("headers", [])) > self.max_header_bytes:
+            await self._refuse(scope, send, 431, encoded)
             return
         if path.startswith("/api/") and scope["method"] in WRITES:
             headers = dict(scope.get("headers", []))

@@ -76,6 +76,7 @@ DETAILS = {
     400: "The request line or a query value is malformed (NUL characters are refused).",
     413: "The request body is larger than {max_bytes} bytes.",
     415: "This endpoint takes application/json bodies only.",
+    431: "The request headers are too large.",
 }
 
 
