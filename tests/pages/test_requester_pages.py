@@ -3,6 +3,7 @@ the status hub with its upload, links scanners cannot spend, and cross-site post
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 import threading
@@ -23,6 +24,7 @@ from dsrflow.documents.models import RequesterDocument
 from dsrflow.requests import service
 from dsrflow.requests.models import Request
 from dsrflow.runtime import Runtime
+from dsrflow.scheduler.jobs import document_purge
 from tests.conftest import WORKFLOWS, request_body
 from tests.pages.test_pages import confirm, csrf_token, post_form, status_link, verify_link
 
@@ -309,7 +311,8 @@ def test_documents_are_removed_when_retention_says_so(rt: Runtime, client: TestC
             update(Request).values(closed_at=datetime.now(UTC) - timedelta(days=days, hours=1))
         )
         session.commit()
-        assert documents.purge_expired(rt, session) == 1
+    asyncio.run(document_purge(rt))  # the scheduler's hourly job
+    with Session(rt.db, expire_on_commit=False) as session:
         assert documents.purge_expired(rt, session) == 0
         row = session.exec(select(RequesterDocument)).one()
         assert row.content is None and row.removed_reason == "retention"

@@ -40,6 +40,7 @@ def _jobs(rt: Runtime) -> list[tuple[str, Job, object, int]]:
             1800,
         ),
         ("outbox_dispatch", jobs.outbox_dispatch, IntervalTrigger(seconds=15, timezone=tz), 300),
+        ("document_purge", jobs.document_purge, IntervalTrigger(hours=1, timezone=tz), 6 * 3600),
         (
             "daily_digest",
             jobs.daily_digest,
