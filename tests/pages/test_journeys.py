@@ -111,6 +111,14 @@ def _verify_link(rt: Runtime, reference: str) -> str:
     return match.group(1)
 
 
+def _wait_text(browser: WebDriver, element_id: str, text: str) -> None:
+    """Wait for the next page: the old one may still be there just after a click."""
+    WebDriverWait(browser, 10).until(
+        lambda b: text in b.find_element(By.ID, element_id).text,
+        f"#{element_id} never said {text!r}",
+    )
+
+
 def _fill(browser: WebDriver, **fields: str) -> None:
     for field, value in fields.items():
         element = browser.find_element(By.ID, field)
@@ -153,7 +161,7 @@ def test_the_requesters_journey(
     browser.find_element(By.ID, "submit").click()
     reference = browser.find_element(By.ID, "reference").text
     assert re.fullmatch(r"DSR-\d{4}-\d{6}", reference)
-    assert browser.find_element(By.ID, "heading").text == "ご請求を受け付けました"
+    _wait_text(browser, "heading", "ご請求を受け付けました")
     status_url = browser.current_url.split("?")[0]
     camera.shoot("03-receipt")
     browser.refresh()
@@ -182,7 +190,7 @@ def test_the_requesters_journey(
     with Session(rt.db) as session:
         assert session.exec(select(Request)).one().email_verified_at is None
     browser.find_element(By.ID, "confirm").click()
-    assert browser.find_element(By.ID, "heading").text == "メールアドレスを確認しました"
+    _wait_text(browser, "heading", "メールアドレスを確認しました")
     camera.shoot("06-verified")
 
     # The status page: what comes next, a safe upload, newest letter first, no sideways scroll.
@@ -203,7 +211,7 @@ def test_the_requesters_journey(
     browser.find_element(By.ID, "withdraw").click()
     alert = WebDriverWait(browser, 5).until(lambda b: b.switch_to.alert)
     alert.accept()
-    assert browser.find_element(By.ID, "state").text == "取下げ"
+    _wait_text(browser, "state", "取下げ")
     letters = browser.find_elements(By.CSS_SELECTOR, "article.letter h4")
     assert "取下げ" in letters[0].text  # newest first
     camera.shoot("08-withdrawn")
@@ -222,7 +230,7 @@ def test_english_pages_and_the_too_large_page(
     _fill(browser, name="Taro Yamada", email="taro@example.jp")
     browser.execute_script("document.getElementById('details').value = 'あ'.repeat(20000)")
     browser.find_element(By.ID, "submit").click()
-    assert browser.find_element(By.ID, "heading").text == "We have received your request"
+    _wait_text(browser, "heading", "We have received your request")
     phone = Camera(browser, "phone", directory)
     phone.shoot("11-receipt-en")
     browser.get(live_url + "/?lang=en")
@@ -232,5 +240,5 @@ def test_english_pages_and_the_too_large_page(
         "d.removeAttribute('maxlength'); d.value = 'あ'.repeat(60000)"
     )
     browser.find_element(By.ID, "submit").click()
-    assert browser.find_element(By.ID, "heading").text == "Too much to send"
+    _wait_text(browser, "heading", "Too much to send")
     phone.shoot("12-too-large-en")
