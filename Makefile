@@ -24,7 +24,7 @@ test: install lint
 	$(BIN)/pytest -q -p no:cacheprovider
 
 test-fast: install
-	$(BIN)/pytest -q -x -k "not postgres" -p no:cacheprovider
+	$(BIN)/pytest -q -x -m "not postgres and not browser and not slow" -p no:cacheprovider
 
 # The requester pages in headless Chromium at 390 and 1280 px, screenshots into docs/pages/.
 screenshots: install

@@ -19,6 +19,8 @@ from dsrflow.web.server import uvicorn_config
 from tests.services import free_port, require
 from tests.services.browser import chromium_driver
 
+pytestmark = pytest.mark.browser
+
 
 @pytest.fixture
 def live_url(rt: Runtime) -> Iterator[str]:

@@ -67,7 +67,8 @@ def test_the_form_answers_303_to_a_receipt_that_reloads_safely(
     assert re.fullmatch(r"/status/st_[\w-]+\?lang=ja&received=1", receipt)
     for _ in range(3):  # reloads
         page = client.get(receipt)
-        assert page.status_code == 200 and "ご請求を受け付けました" in page.text
+        assert page.status_code == 200
+        assert "ご請求を受け付けました" in page.text
     assert len(requests_in(rt)) == 1
     # The language toggle keeps the receipt.
     assert 'href="?lang=en&amp;received=1"' in page.text
@@ -107,10 +108,13 @@ def test_errors_sit_next_to_their_fields(client: TestClient) -> None:
     assert "<title>入力内容にエラーがあります | " in page
     email = re.search(r'<input[^>]*id="email"[^>]*>', page).group(0)  # type: ignore[union-attr]
     details = re.search(r"<textarea[^>]*>", page).group(0)  # type: ignore[union-attr]
-    assert 'aria-invalid="true"' in email and "autofocus" in email  # focus on the first
+    assert 'aria-invalid="true"' in email
+    assert "autofocus" in email
     assert 'aria-describedby="error-email email-hint"' in email
-    assert 'aria-invalid="true"' in details and "autofocus" not in details
-    assert 'id="error-email"' in page and 'id="error-details"' in page
+    assert 'aria-invalid="true"' in details
+    assert "autofocus" not in details
+    assert 'id="error-email"' in page
+    assert 'id="error-details"' in page
     name = re.search(r'<input[^>]*id="name"[^>]*>', page).group(0)  # type: ignore[union-attr]
     assert "aria-invalid" not in name
     assert 'href="#email"' in page  # the summary links to the field
@@ -133,21 +137,25 @@ def test_413_and_429_are_pages_in_the_pages_language(rt: Runtime, client: TestCl
     response = client.post("/?lang=en", data=too_long)
     assert response.status_code == 413
     assert response.headers["content-type"].startswith("text/html")
-    assert '<html lang="en">' in response.text and "Too much to send" in response.text
+    assert '<html lang="en">' in response.text
+    assert "Too much to send" in response.text
     ja = client.post("/?lang=ja", data=too_long)
-    assert ja.status_code == 413 and "送信内容が大きすぎます" in ja.text
+    assert ja.status_code == 413
+    assert "送信内容が大きすぎます" in ja.text
     # The JSON API still answers problem details.
     api = client.post(
         "/api/v1/requests",
         content=b'{"details": "' + b"a" * 70_000 + b'"}',
         headers={"content-type": "application/json"},
     )
-    assert api.status_code == 413 and api.headers["content-type"] == "application/problem+json"
+    assert api.status_code == 413
+    assert api.headers["content-type"] == "application/problem+json"
 
     client.app.state.rate_limiter.buckets["intake"] = 1  # type: ignore[attr-defined]
     assert submit(client, lang="en").status_code == 200
     limited = submit(client, lang="en", details="another")
-    assert limited.status_code == 429 and limited.headers["retry-after"].isdigit()
+    assert limited.status_code == 429
+    assert limited.headers["retry-after"].isdigit()
     assert "Please try again later" in limited.text
 
 
@@ -182,11 +190,13 @@ def test_the_pages_carry_the_companys_branding(
         page = client.get("/").text
         assert '<img src="/branding/logo" alt="株式会社InnovativeAI">' in page
         assert "--brand: #7a1f5c;" in page
-        assert "東京都千代田区1-1" in page and "03-1111-2222" in page
+        assert "東京都千代田区1-1" in page
+        assert "03-1111-2222" in page
         assert "info@innovativeai.co.jp" in page
         assert "1-1 Chiyoda, Tokyo" in client.get("/?lang=en").text
         logo = client.get("/branding/logo")
-        assert logo.status_code == 200 and logo.headers["content-type"] == "image/svg+xml"
+        assert logo.status_code == 200
+        assert logo.headers["content-type"] == "image/svg+xml"
         assert logo.headers["content-security-policy"] == "sandbox"
 
 
@@ -227,7 +237,8 @@ def test_the_status_link_ends_some_time_after_the_request_closes(
     page = client.get(link)
     assert page.status_code == 200
     assert "このご請求のお手続きは終了しております" in page.text
-    assert "DSR-" not in page.text and "取下げ" not in page.text
+    assert "DSR-" not in page.text
+    assert "取下げ" not in page.text
 
 
 def upload(
@@ -248,7 +259,8 @@ def test_documents_are_uploaded_listed_audited_and_discarded(
     page = client.get(link).text
     assert "マイナンバーカードの裏面（個人番号が記載された面）は送らないでください" in page
     response = upload(client, link, PNG, name="../../免許証.png")
-    assert response.status_code == 200 and "書類を受け付けました" in response.text
+    assert response.status_code == 200
+    assert "書類を受け付けました" in response.text
     assert "免許証.png" in response.text
     request_id = requests_in(rt)[0].id
     listing = client.get(f"/api/v1/requests/{request_id}/documents", headers=auth)
@@ -260,7 +272,8 @@ def test_documents_are_uploaded_listed_audited_and_discarded(
         "免許証.png",
     )
     download = client.get(f"/api/v1/requests/{request_id}/documents/{doc['id']}", headers=auth)
-    assert download.content == PNG and download.headers["content-type"] == "image/png"
+    assert download.content == PNG
+    assert download.headers["content-type"] == "image/png"
     assert download.headers["content-disposition"].startswith("attachment;")
     assert download.headers["cache-control"] == "no-store"
     assert [e.detail["document_id"] for e in events_of(rt, "document_uploaded")] == [doc["id"]]
@@ -272,7 +285,8 @@ def test_documents_are_uploaded_listed_audited_and_discarded(
         json={"reason": "my_number_back"},
         headers=auth,
     )
-    assert gone.status_code == 200 and gone.json()["removed_reason"] == "my_number_back"
+    assert gone.status_code == 200
+    assert gone.json()["removed_reason"] == "my_number_back"
     again = client.get(f"/api/v1/requests/{request_id}/documents/{doc['id']}", headers=auth)
     assert again.status_code == 404
     with Session(rt.db) as session:
@@ -283,16 +297,19 @@ def test_documents_are_uploaded_listed_audited_and_discarded(
 def test_uploads_have_size_type_and_count_limits(rt: Runtime, client: TestClient) -> None:
     link = status_link(submit(client).text)
     wrong = upload(client, link, b"<html><script>alert(1)</script>", name="id.png")
-    assert wrong.status_code == 422 and "JPEG・PNG・PDF形式のファイルをお送りください" in wrong.text
+    assert wrong.status_code == 422
+    assert "JPEG・PNG・PDF形式のファイルをお送りください" in wrong.text
     assert 'aria-invalid="true"' in wrong.text
     rt.settings.max_upload_bytes = 1024
     big = upload(client, link, PNG + b"\x00" * 2048)
-    assert big.status_code == 422 and "ファイルが大きすぎます" in big.text
+    assert big.status_code == 422
+    assert "ファイルが大きすぎます" in big.text
     rt.settings.max_documents_per_request = 2
     assert upload(client, link, PNG).status_code == 200
     assert upload(client, link, PDF, kind="authority", name="委任状.pdf").status_code == 200
     third = upload(client, link, PNG)
-    assert third.status_code == 422 and "上限に達しました" in third.text
+    assert third.status_code == 422
+    assert "上限に達しました" in third.text
     with Session(rt.db) as session:
         assert session.exec(select(func.count()).select_from(RequesterDocument)).one() == 2
     # A closed request takes no more documents and offers no form.
@@ -315,7 +332,8 @@ def test_documents_are_removed_when_retention_says_so(rt: Runtime, client: TestC
     with Session(rt.db, expire_on_commit=False) as session:
         assert documents.purge_expired(rt, session) == 0
         row = session.exec(select(RequesterDocument)).one()
-        assert row.content is None and row.removed_reason == "retention"
+        assert row.content is None
+        assert row.removed_reason == "retention"
         assert verify_chains(session)[1] == []
     assert [e.detail["reason"] for e in events_of(rt, "document_removed")] == ["retention"]
 
@@ -328,9 +346,11 @@ def test_a_scanner_opening_the_link_spends_nothing(rt: Runtime, client: TestClie
     link = verify_link(rt, reference)
     for _ in range(3):  # a mail gateway, a preview, the person
         page = client.get(link)
-        assert page.status_code == 200 and 'id="confirm"' in page.text
+        assert page.status_code == 200
+        assert 'id="confirm"' in page.text
     [request] = requests_in(rt)
-    assert request.email_verified_at is None and request.state == "received"
+    assert request.email_verified_at is None
+    assert request.state == "received"
     assert events_of(rt, "email_verified") == []
     done = client.post(link, data={"csrf_token": csrf_token(page.text)})
     assert "ご本人確認が完了しました" in done.text
@@ -400,14 +420,16 @@ def test_cross_site_posts_get_403_and_change_nothing(rt: Runtime, client: TestCl
         stranger = TestClient(client.app)
         assert stranger.post(url, data=data, files=files or None).status_code == 403
     [request] = requests_in(rt)
-    assert request.state == "received" and request.email_verified_at is None
+    assert request.state == "received"
+    assert request.email_verified_at is None
     with Session(rt.db) as session:
         assert session.exec(select(func.count()).select_from(RequesterDocument)).one() == 0
     # The same posts from the page itself pass.
     ok = client.post(
         f"{link}/withdraw", data={"csrf_token": token}, headers={"origin": "http://testserver"}
     )
-    assert ok.status_code == 200 and 'id="state">取下げ<' in ok.text
+    assert ok.status_code == 200
+    assert 'id="state">取下げ<' in ok.text
 
 
 def test_hsts_when_the_base_url_is_https(settings: Settings, db: object) -> None:
@@ -415,7 +437,8 @@ def test_hsts_when_the_base_url_is_https(settings: Settings, db: object) -> None
     rt = Runtime.load(settings, db=db)  # type: ignore[arg-type]
     with TestClient(create_app(rt), base_url="https://privacy.example.jp") as client:
         cookie = client.get("/").headers["set-cookie"]
-        assert "Secure" in cookie and "HttpOnly" in cookie
+        assert "Secure" in cookie
+        assert "HttpOnly" in cookie
         for path in ("/", "/healthz", "/api/v1/workflows", "/docs"):
             assert client.get(path).headers["strict-transport-security"].startswith("max-age=")
 
@@ -435,4 +458,5 @@ def test_verify_and_status_are_rate_limited(rt: Runtime, client: TestClient, lan
         assert client.get(url).status_code != 429
         assert client.get(url).status_code != 429
         limited = client.get(url)
-        assert limited.status_code == 429 and f'<html lang="{lang}">' in limited.text
+        assert limited.status_code == 429
+        assert f'<html lang="{lang}">' in limited.text

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-import yaml
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
@@ -36,6 +35,7 @@ from dsrflow.requests.schemas import RequestCreate
 from dsrflow.runtime import Runtime
 from dsrflow.web.csrf import FIELD as CSRF_FIELD
 from dsrflow.web.csrf import Csrf, browser_binding, remember_browser
+from dsrflow.yamlio import read_yaml
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -66,7 +66,7 @@ REFUSAL_STATUS = {
 
 @lru_cache
 def messages(language: str) -> dict[str, Any]:
-    return yaml.safe_load((HERE / "messages" / f"{language}.yaml").read_text(encoding="utf-8"))
+    return read_yaml(HERE / "messages" / f"{language}.yaml")
 
 
 def _linkify(text: str) -> Markup:

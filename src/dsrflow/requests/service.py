@@ -227,7 +227,8 @@ def verify_email(rt: Runtime, session: Session, token: str) -> tuple[EmailCheck,
         return EmailCheck.USED, request
     if row.expires_at <= now:
         return EmailCheck.EXPIRED, request
-    assert request is not None and row.id is not None
+    assert request is not None
+    assert row.id is not None
     if not repository.claim_verification_token(session, row.id, now):
         session.rollback()
         return EmailCheck.USED, repository.get(session, row.request_id)
