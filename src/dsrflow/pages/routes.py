@@ -33,6 +33,7 @@ from dsrflow.requests import repository, service
 from dsrflow.requests.models import Request as DsrRequest
 from dsrflow.requests.schemas import RequestCreate
 from dsrflow.runtime import Runtime
+from dsrflow.web.csrf import COOKIE as CSRF_COOKIE
 from dsrflow.web.csrf import FIELD as CSRF_FIELD
 from dsrflow.web.csrf import Csrf, browser_binding, remember_browser
 from dsrflow.yamlio import read_yaml
@@ -155,12 +156,13 @@ def _limited(request: Request, bucket: str) -> int | None:
 
 async def _guarded_form(request: Request) -> FormData | None:
     """The POSTed form, or None when it is cross-site or lacks this browser's CSRF token."""
-    form = await request.form()
-    binding = request.cookies.get("dsrflow_browser")
-    token = form.get(CSRF_FIELD)
-    if not _csrf(request).accepts(request, binding, token if isinstance(token, str) else None):
+    csrf = _csrf(request)
+    if not csrf.same_origin(request.headers):  # before reading a body from elsewhere
         return None
-    return form
+    form = await request.form()
+    token = form.get(CSRF_FIELD)
+    binding = request.cookies.get(CSRF_COOKIE)
+    return form if csrf.valid_token(binding, token if isinstance(token, str) else None) else None
 
 
 def _cross_site(request: Request, rt: Runtime, lang: str) -> HTMLResponse:
@@ -441,7 +443,6 @@ def _status(
         for m in reversed(repository.letters_to_requester(session, dsr, rt.internal_addresses))
     ]
     uploaded = documents.repository.for_request(session, dsr.id)
-    session.rollback()  # end the read transaction
     t = messages(lang)
     query = request.query_params
     notice = None

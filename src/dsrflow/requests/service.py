@@ -94,7 +94,6 @@ def submit_once(
         details=data.details,
         since=utcnow() - within,
     )
-    session.rollback()  # end the read transaction
     if earlier is not None:
         log.info("repeated submission of %s", earlier.reference)
         return Submitted(request=earlier, status_token=None, duplicate=True)
@@ -206,7 +205,6 @@ def check_email_link(session: Session, token: str) -> tuple[EmailCheck, Request 
     if row is None:
         return EmailCheck.UNKNOWN, None
     request = repository.get(session, row.request_id)
-    session.rollback()  # end the read transaction
     if row.used_at is not None:
         return EmailCheck.USED, request
     if row.expires_at <= utcnow():
