@@ -36,6 +36,7 @@ from dsrflow.runtime import Runtime
 from dsrflow.web.csrf import COOKIE as CSRF_COOKIE
 from dsrflow.web.csrf import FIELD as CSRF_FIELD
 from dsrflow.web.csrf import Csrf, browser_binding, remember_browser
+from dsrflow.web.limits import Refusal, problem_refusal
 from dsrflow.yamlio import read_yaml
 
 HERE = Path(__file__).parent
@@ -169,12 +170,11 @@ def _cross_site(request: Request, rt: Runtime, lang: str) -> HTMLResponse:
     return _notice(request, rt, lang, "cross_site_heading", "cross_site_body", status_code=403)
 
 
-def page_refusal(rt: Runtime) -> Any:
+def page_refusal(rt: Runtime) -> Refusal:
     """What the middlewares answer (413, 400, ...) on a page: a page in its language."""
+    branding = rt.definitions.company.branding
 
     def refuse(scope: Scope, status: int, values: dict[str, Any]) -> tuple[str, bytes]:
-        from dsrflow.web.limits import problem_refusal
-
         if scope["path"].startswith(("/api/", "/metrics", "/openapi.json")):
             return problem_refusal(scope, status, values)
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
@@ -186,7 +186,9 @@ def page_refusal(rt: Runtime) -> Any:
             lang=lang,
             t=t,
             company=rt.definitions.company.name.for_language(lang),
-            branding=rt.definitions.company.branding,
+            branding=branding,
+            address=branding.address.for_language(lang) if branding.address else None,
+            hours=branding.hours.for_language(lang) if branding.hours else None,
             handler_email=rt.settings.handler_email,
             heading=t[f"{key}_heading"],
             paragraphs=[t[f"{key}_body"]],
