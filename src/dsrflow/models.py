@@ -1,13 +1,14 @@
 """Every table, imported in one place so the metadata (and Alembic) sees them all."""
 
 from dsrflow.audit.models import AuditHead, Event
-from dsrflow.auth.models import Handler
+from dsrflow.auth.models import ConsoleSession, Handler
 from dsrflow.inbound_mail.models import ImapSyncState, InboundAttachment, InboundMessage
 from dsrflow.outbound_mail.models import OutboxMessage
-from dsrflow.requests.models import ReferenceCounter, Request, VerificationToken
+from dsrflow.requests.models import ReferenceCounter, Request, RequestNote, VerificationToken
 
 __all__ = [
     "AuditHead",
+    "ConsoleSession",
     "Event",
     "Handler",
     "ImapSyncState",
@@ -16,5 +17,6 @@ __all__ = [
     "OutboxMessage",
     "ReferenceCounter",
     "Request",
+    "RequestNote",
     "VerificationToken",
 ]

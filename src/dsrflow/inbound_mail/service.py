@@ -12,8 +12,11 @@ import hashlib
 import logging
 import secrets
 from datetime import datetime, timedelta
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
@@ -38,15 +41,16 @@ from dsrflow.inbound_mail.schemas import (
     InboxMessage,
     IngestOutcome,
     IntakePolicy,
+    TriageReply,
 )
 from dsrflow.outbound_mail.dispatch import failure_notice
-from dsrflow.outbound_mail.outbox import enqueue
+from dsrflow.outbound_mail.outbox import OutgoingMail, enqueue
 from dsrflow.requests.letters import HANDLER_LANGUAGE, letter_context, queue_letter
 from dsrflow.requests.models import Request
 from dsrflow.requests.schemas import RequestCreate
 from dsrflow.requests.service import open_request
 from dsrflow.runtime import Runtime
-from dsrflow.workflow.definitions import AWAITING_STATE
+from dsrflow.workflow.definitions import AWAITING_STATE, WorkflowError
 
 log = logging.getLogger(__name__)
 
@@ -448,6 +452,7 @@ def convert(
             email=email,
             details=_details(row.subject, row.text),
             language=data.language or ("en" if row.language == "en" else "ja"),
+            agent=data.agent,
         )
     except ValidationError as exc:
         raise Invalid(
@@ -486,22 +491,96 @@ def convert(
 
 
 def dismiss(
-    rt: Runtime, session: Session, inbound_id: int, note: str, *, actor: str
+    rt: Runtime,
+    session: Session,
+    inbound_id: int,
+    note: str,
+    *,
+    actor: str,
+    reply: str | None = None,
 ) -> InboundMessage:
-    """Close a triage (or quarantined) message with a note, and commit. No mail is sent."""
+    """Close a triage (or quarantined) message with a note, and commit. With ``reply`` (a key
+    of ``triage_replies``) the sender gets that letter, queued in the same transaction;
+    without, no mail is sent."""
     row = repository.get(session, inbound_id)
     if row is None:
         raise NotFound("No such message.")
+    answer = None
+    if reply is not None:
+        answer = triage_replies(rt).get(reply)
+        if answer is None:
+            raise Invalid({"reply": f"unknown reply; one of {sorted(triage_replies(rt))}"})
+        if not row.from_address:
+            raise Invalid({"reply": "the message has no sender address to reply to"})
     values = {"status": "dismissed", "note": note, "decided_by": actor, "decided_at": utcnow()}
     if not repository.update_if_status(session, inbound_id, OPEN_STATUSES, values):
         session.rollback()
         current = repository.get(session, inbound_id)
         status = current.status if current else row.status
         raise Conflict(f"the message is '{status}', not waiting for a decision", status_now=status)
+    if answer is not None and row.from_address:
+        language = "en" if row.language == "en" else "ja"
+        rendered = rt.letters.render(
+            answer.letter,
+            language,
+            {
+                "company_name": rt.definitions.company.name.for_language(language),
+                "handler_email": rt.settings.handler_email,
+                "sender_name": row.from_name,
+                "original_subject": row.subject,
+                "procedure_url": f"{rt.settings.base_url}/procedure",
+                "form_url": f"{rt.settings.base_url}/",
+            },
+        )
+        enqueue(
+            session,
+            OutgoingMail(
+                dedup_key=f"inbox:{inbound_id}:reply",
+                letter=answer.letter,
+                recipient=row.from_address,
+                subject=rendered.subject,
+                body=rendered.body,
+                in_reply_to=row.message_id,
+            ),
+            rt.mail_domain,
+        )
     session.commit()
     log.info("inbound message #%s dismissed by %s", inbound_id, actor)
     session.refresh(row)
     return row
+
+
+def assign(session: Session, inbound_ids: list[int], assignee_id: int | None) -> int:
+    """Give waiting messages to a handler (or to nobody), and commit; returns how many."""
+    count = repository.assign_waiting(session, inbound_ids, assignee_id)
+    session.commit()
+    return count
+
+
+REPLIES_FILE = Path("intake") / "replies.yaml"
+
+
+def triage_replies(rt: Runtime) -> dict[str, TriageReply]:
+    """The replies a handler may send on dismissing a message, from
+    ``workflows/intake/replies.yaml`` (each names a letter template)."""
+    return _load_replies(rt.settings.workflows_dir / REPLIES_FILE)
+
+
+@lru_cache(maxsize=8)
+def _load_replies(path: Path) -> dict[str, TriageReply]:
+    if not path.exists():
+        return {}
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    replies = {}
+    templates = path.parent.parent / "templates"
+    for key, entry in (raw.get("replies") or {}).items():
+        if not isinstance(entry, dict) or "letter" not in entry or "label" not in entry:
+            raise WorkflowError([f"{path}: replies.{key}: needs a letter and a label (ja, en)"])
+        for language in ("ja", "en"):
+            if not (templates / language / f"{entry['letter']}.txt.j2").is_file():
+                raise WorkflowError([f"{path}: replies.{key}.letter: no {language} template"])
+        replies[key] = TriageReply(key=key, letter=entry["letter"], label=dict(entry["label"]))
+    return replies
 
 
 # --------------------------------------------------------------------------- IMAP sync state
@@ -605,6 +684,7 @@ def describe(session: Session, row: InboundMessage) -> InboxMessage:
         decided_by=row.decided_by,
         decided_at=row.decided_at,
         note=row.note,
+        assignee_id=row.assignee_id,
         attachments=[
             AttachmentPublic(
                 id=a.id or 0,
