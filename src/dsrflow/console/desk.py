@@ -183,6 +183,11 @@ def render(
 
     path = request.url.path
     other_query = {k: v for k, v in request.query_params.items() if k != "lang"}
+    other_path = path
+    if request.method != "GET" and path != "/console/login":
+        # A page answering a post (a preview, a form with errors): switch on the page it
+        # came from, which a GET can show.
+        other_path, other_query = path.rsplit("/", 1)[0] or "/console/", {}
     base = {
         "lang": lang,
         "t": t,
@@ -190,7 +195,7 @@ def render(
         "csrf_field": CSRF_FIELD,
         "company": rt.definitions.company.name.for_language(lang),
         "u": lambda p, **params: url(lang, p, **params),
-        "other_lang_url": url(t["other_lang"], path, **other_query),
+        "other_lang_url": url(t["other_lang"], other_path, **other_query),
         "local_date": local_date,
         "local_time": local_time,
         "path": path,

@@ -281,6 +281,9 @@ def preview_context(
             value = t["identity_methods"].get(value, value)
         elif name == "method_used":
             value = t["disclosure_methods"].get(value, value)
+        elif name == "reason_code" and value in rt.definitions.reasons:
+            reason = rt.definitions.reasons[value]
+            value = f"{reason.label.for_language(lang)} ({reason.article}, {value})"
         shown.append((label, value))
     return {
         "dsr": dsr,
@@ -352,15 +355,17 @@ def reports_context(
     rt: Runtime, session: Session, lang: str, start: date, end: date
 ) -> dict[str, Any]:
     reports = _optional("dsrflow.reports.service")
-    rows = None
-    if reports is not None and hasattr(reports, "figures"):
-        rows = reports.figures(rt, session, start, end)
+    rows = totals = None
+    if reports is not None and hasattr(reports, "monthly_figures"):
+        figures = reports.monthly_figures(rt, session, start, end)
+        rows, totals = list(figures.rows), list(figures.totals)
     session.rollback()
     titles = {wf.id: wf.title.for_language(lang) for wf in rt.definitions.workflows.values()}
     return {
         "start": start,
         "end": end,
         "rows": rows,
+        "totals": totals,
         "titles": titles,
         "csv_available": reports is not None and hasattr(reports, "requests_csv"),
     }
@@ -370,7 +375,7 @@ def requests_csv(rt: Runtime, session: Session, start: date, end: date) -> str |
     reports = _optional("dsrflow.reports.service")
     if reports is None or not hasattr(reports, "requests_csv"):
         return None
-    text: str = reports.requests_csv(rt, session, start, end)
+    text: str = reports.requests_csv(reports.request_rows(rt, session, start, end))
     session.rollback()
     return text
 
