@@ -158,20 +158,17 @@ def _request_again(
     session.expire_all()
     dsr = _load(session, dsr.id)
     context = views.request_context(rt, session, dsr, desk.lang)
-    seen = int(form.get("seen_seq") or 0) if str(form.get("seen_seq") or "").isdigit() else 0
-    return render(
-        request,
-        rt,
-        "request.html",
-        desk.lang,
-        desk=desk,
-        status_code=status_code,
+    seen_seq = str(form.get("seen_seq") or "")
+    seen = int(seen_seq) if seen_seq.isdigit() else 0
+    context.update(
         errors=errors or {},
         failed_trigger=form.get("trigger"),
         values=form,
         stale=stale,
         changes=[e for e in context["history"] if e["seq"] > seen] if stale else [],
-        **context,
+    )
+    return render(
+        request, rt, "request.html", desk.lang, desk=desk, status_code=status_code, **context
     )
 
 

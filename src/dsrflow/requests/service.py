@@ -367,9 +367,7 @@ def preview(rt: Runtime, request: Request, trigger: str, fields: dict[str, Any])
         return LetterPreview(outcome.dest, None, None, request.language, None, None)
     # The letter is rendered after the state has changed: show it as of the new state.
     after = Request(**{**request.model_dump(), "state": outcome.dest})
-    rendered = rt.letters.render(
-        letter, request.language, letter_context(rt, after, fields=fields)
-    )
+    rendered = rt.letters.render(letter, request.language, letter_context(rt, after, fields=fields))
     return LetterPreview(
         dest=outcome.dest,
         letter=letter,

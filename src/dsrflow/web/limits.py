@@ -90,7 +90,11 @@ def problem_refusal(scope: Scope, status: int, values: dict[str, Any]) -> tuple[
 
 
 async def send_refusal(
-    send: Send, status: int, content_type: str, body: bytes, headers: tuple[tuple[bytes, bytes], ...] = ()
+    send: Send,
+    status: int,
+    content_type: str,
+    body: bytes,
+    headers: tuple[tuple[bytes, bytes], ...] = (),
 ) -> None:
     await send(
         {
