@@ -13,9 +13,9 @@ from dsrflow.api import problems
 from dsrflow.api import requests as request_routes
 from dsrflow.api import workflows as workflow_routes
 from dsrflow.console import routes as console_routes
-from dsrflow.web.limits import BodySizeLimit, RateLimiter
 from dsrflow.pages import routes as page_routes
 from dsrflow.runtime import Runtime
+from dsrflow.web.limits import BodySizeLimit, RateLimiter
 
 Background = Callable[[Runtime], AbstractAsyncContextManager[object]]
 

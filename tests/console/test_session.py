@@ -7,8 +7,8 @@ from sqlmodel import Session, select
 
 from dsrflow.app import create_app
 from dsrflow.auth.models import ConsoleSession
-from dsrflow.auth.service import revoke_handler
 from dsrflow.auth.repository import handler_by_token
+from dsrflow.auth.service import revoke_handler
 from dsrflow.runtime import Runtime
 from tests.conftest import make_request
 from tests.console.conftest import csrf_of, new_token, sign_in

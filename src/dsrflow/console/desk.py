@@ -7,7 +7,7 @@ page. All text comes from ``messages/{ja,en}.yaml``.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import lru_cache
@@ -38,7 +38,9 @@ COOKIE = "dsrflow_console"
 LANGUAGES = ("ja", "en")
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
+    # Not no-referrer: under it the browser sends "Origin: null" with every form post, and the
+    # origin check could not tell the console's own forms from another site's.
+    "Referrer-Policy": "same-origin",
     "X-Content-Type-Options": "nosniff",
     # No script at all: plain forms. Styles are inline in the base template.
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; "
@@ -233,7 +235,7 @@ def error_page(request: Request, exc: DsrflowError) -> Response:
 class ConsoleRoute(APIRoute):
     """Turns the domain's errors into console pages, and a missing session into a 303."""
 
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         original = super().get_route_handler()
 
         async def handler(request: Request) -> Response:

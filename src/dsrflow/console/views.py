@@ -201,7 +201,8 @@ def request_context(rt: Runtime, session: Session, dsr: Request, lang: str) -> d
                 detail.append((t["fields"].get(key, key), shown))
         if e.kind == "assigned":
             assignee = e.detail.get("assignee_id")
-            detail.append((t["section_assignment"], names.get(assignee, t["unassigned"])))
+            shown_name = names.get(assignee, t["unassigned"]) if assignee else t["unassigned"]
+            detail.append((t["section_assignment"], shown_name))
         to_state = (
             wf.states[e.to_state].label.for_language(lang)
             if e.to_state and e.to_state in wf.states
@@ -231,7 +232,7 @@ def request_context(rt: Runtime, session: Session, dsr: Request, lang: str) -> d
         dsr.type, dsr.state, dsr.due_at, now
     )
     left = days_left(rt, dsr, today)
-    context = {
+    context: dict[str, Any] = {
         "dsr": dsr,
         "wf": wf,
         "type_title": wf.title.for_language(lang),
