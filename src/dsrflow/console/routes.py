@@ -10,8 +10,9 @@ from datetime import date
 from typing import Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from dsrflow.api.deps import RuntimeDep, SessionDep, client_address
@@ -19,7 +20,9 @@ from dsrflow.auth import service as auth_service
 from dsrflow.console import views
 from dsrflow.console.desk import (
     COOKIE,
+    CSRF_FIELD,
     ConsoleRoute,
+    CsrfRejected,
     DeskDep,
     FormDep,
     csrf,
@@ -136,8 +139,8 @@ def request_page(
     notice = None
     if done in t["triggers"]:
         notice = str(t["done_notice"]).format(action=t["triggers"][done])
-    elif done in ("assigned", "note_added"):
-        notice = t["assigned_notice" if done == "assigned" else "note_added"]
+    elif done in ("assigned", "note_added", "package"):
+        notice = t[{"assigned": "assigned_notice", "package": "package_added"}.get(done, done)]
     return render(request, rt, "request.html", desk.lang, desk=desk, notice=notice, **context)
 
 
@@ -253,6 +256,38 @@ def assign(request_id: str, session: SessionDep, desk: DeskDep, form: FormDep) -
     value = str(form.get("assignee_id") or "")
     service.assign(session, dsr, int(value) if value.isdigit() else None, actor=desk.actor)
     return _redirect(desk.lang, f"/console/requests/{dsr.id}", done="assigned")
+
+
+@router.post("/requests/{request_id}/packages")
+async def attach_package(
+    request_id: str, request: Request, rt: RuntimeDep, session: SessionDep, desk: DeskDep
+) -> Response:
+    """The disclosure package that goes with a fulfilment (``dsrflow.packages``): stored,
+    hashed, offered to the requester on the status page through an expiring link."""
+    desk.require("transition")
+    packages = views.optional("dsrflow.packages.service")
+    schemas = views.optional("dsrflow.packages.schemas")
+    if packages is None or schemas is None:
+        raise NotFound("Disclosure packages are not available.")
+    form = await request.form()
+    if not csrf(rt).accepts(request, desk.session_id, str(form.get(CSRF_FIELD) or "")):
+        raise CsrfRejected("The form's csrf_token is missing or not valid.")
+    files = [
+        schemas.IncomingFile(
+            f.filename or "file", f.content_type or "application/octet-stream", f.file
+        )
+        for f in form.getlist("files")
+        if isinstance(f, UploadFile) and f.filename
+    ]
+    dsr = _load(session, request_id)
+    try:
+        await run_in_threadpool(packages.attach, rt, session, dsr.id, files, actor=desk.actor)
+    except (Invalid, Conflict) as exc:
+        errors = exc.errors if isinstance(exc, Invalid) else {"files": exc.detail}
+        return _request_again(
+            request, rt, session, desk, dsr, {}, status_code=exc.status, errors=errors
+        )
+    return _redirect(desk.lang, f"/console/requests/{dsr.id}", done="package")
 
 
 @router.get("/requests/{request_id}/messages/{inbound_id}/attachments/{attachment_id}")

@@ -258,7 +258,7 @@ def request_context(rt: Runtime, session: Session, dsr: Request, lang: str) -> d
         "failed_trigger": None,
         "stale": False,
         "changes": [],
-        "package": _package_files(session, dsr),
+        "package": _package_files(rt, session, dsr),
     }
     session.rollback()
     return context
@@ -345,7 +345,7 @@ def message_context(
 # (dsrflow.reports, dsrflow.delivery); the console shows them once they are there.
 
 
-def _optional(module: str) -> Any:
+def optional(module: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError:
@@ -355,7 +355,7 @@ def _optional(module: str) -> Any:
 def reports_context(
     rt: Runtime, session: Session, lang: str, start: date, end: date
 ) -> dict[str, Any]:
-    reports = _optional("dsrflow.reports.service")
+    reports = optional("dsrflow.reports.service")
     rows = totals = None
     if reports is not None and hasattr(reports, "monthly_figures"):
         figures = reports.monthly_figures(rt, session, start, end)
@@ -373,7 +373,7 @@ def reports_context(
 
 
 def requests_csv(rt: Runtime, session: Session, start: date, end: date) -> str | None:
-    reports = _optional("dsrflow.reports.service")
+    reports = optional("dsrflow.reports.service")
     if reports is None or not hasattr(reports, "requests_csv"):
         return None
     text: str = reports.requests_csv(reports.request_rows(rt, session, start, end))
@@ -381,8 +381,11 @@ def requests_csv(rt: Runtime, session: Session, start: date, end: date) -> str |
     return text
 
 
-def _package_files(session: Session, dsr: Request) -> list[Any] | None:
-    delivery = _optional("dsrflow.delivery.service")
-    if delivery is None or not hasattr(delivery, "package_files"):
+def _package_files(rt: Runtime, session: Session, dsr: Request) -> dict[str, Any] | None:
+    packages = optional("dsrflow.packages.service")
+    if packages is None or not hasattr(packages, "describe"):
         return None
-    return list(delivery.package_files(session, dsr.id))
+    return {
+        "packages": list(packages.describe(rt, session, dsr)),
+        "may_attach": bool(packages.may_attach(rt, dsr)),
+    }
