@@ -88,12 +88,10 @@ def test_queue_flags_what_the_requester_did_since_a_handler_looked(
     desk.get(f"/console/requests/{request.id}")
     page = desk.get("/console/").text
     assert "未確認" not in page and "請求者の動きあり" not in page
-    with Session(rt.db) as s:
-        service.withdraw_by_requester  # noqa: B018  (the requester acts through the service)
-        from dsrflow.audit.chain import append_event
-
-        append_event(s, request.id, kind="email_verified", actor="requester", at=datetime.now(UTC))
-        s.commit()
+    # The requester writes again: the mail joins the request.
+    with Session(rt.db, expire_on_commit=False) as s:
+        joined = _mail(rt, s, subject=f"[{request.reference}] 追加の資料", sender="taro@example.jp")
+    assert joined == "joined"
     assert "請求者の動きあり" in desk.get("/console/").text
     desk.get(f"/console/requests/{request.id}")
     assert "請求者の動きあり" not in desk.get("/console/").text
@@ -274,16 +272,17 @@ def test_assignment_sends_reminders_to_the_assignee_too(rt: Runtime, desk: TestC
     assert "assigned" in kinds
 
 
-def _triage(rt: Runtime, session: Session, *, subject: str, sender: str) -> int:
+def _mail(rt: Runtime, session: Session, *, subject: str, sender: str) -> str:
     from dsrflow.inbound_mail.schemas import InboundMail
     from dsrflow.inbound_mail.service import record_inbound
 
     raw = f"From: {sender}\r\nSubject: {subject}\r\n\r\nbody".encode()
+    named = tuple(re.findall(r"DSR-\d{4}-\d{6}", subject))
     outcome = record_inbound(
         rt,
         session,
         InboundMail(
-            message_id=f"<{subject}@example.jp>",
+            message_id=f"<{abs(hash(subject))}@example.jp>",
             raw=raw,
             raw_size=len(raw),
             source="file",
@@ -293,11 +292,19 @@ def _triage(rt: Runtime, session: Session, *, subject: str, sender: str) -> int:
             from_name="田中 一郎",
             subject=subject,
             text="個人情報について質問があります。",
-            type_problem="no request type recognised",
+            named_references=named,
+            type_problem=None if named else "no request type recognised",
         ),
     )
-    assert outcome.status == "triage", outcome
-    return outcome.inbound_id
+    return (
+        f"{outcome.status}:{outcome.inbound_id}" if outcome.status == "triage" else outcome.status
+    )
+
+
+def _triage(rt: Runtime, session: Session, *, subject: str, sender: str) -> int:
+    outcome = _mail(rt, session, subject=subject, sender=sender)
+    assert outcome.startswith("triage:"), outcome
+    return int(outcome.partition(":")[2])
 
 
 def test_triage_convert_with_an_agent_and_dismiss_with_a_reply(
