@@ -90,7 +90,13 @@ def test_queue_flags_what_the_requester_did_since_a_handler_looked(
     assert "未確認" not in page and "請求者の動きあり" not in page
     # The requester writes again: the mail joins the request.
     with Session(rt.db, expire_on_commit=False) as s:
-        joined = _mail(rt, s, subject=f"[{request.reference}] 追加の資料", sender="taro@example.jp")
+        joined = _mail(
+            rt,
+            s,
+            subject=f"[{request.reference}] 追加の資料",
+            sender="taro@example.jp",
+            received_at=datetime.now(UTC),
+        )
     assert joined == "joined"
     assert "請求者の動きあり" in desk.get("/console/").text
     desk.get(f"/console/requests/{request.id}")
@@ -272,7 +278,14 @@ def test_assignment_sends_reminders_to_the_assignee_too(rt: Runtime, desk: TestC
     assert "assigned" in kinds
 
 
-def _mail(rt: Runtime, session: Session, *, subject: str, sender: str) -> str:
+def _mail(
+    rt: Runtime,
+    session: Session,
+    *,
+    subject: str,
+    sender: str,
+    received_at: datetime | None = None,
+) -> str:
     from dsrflow.inbound_mail.schemas import InboundMail
     from dsrflow.inbound_mail.service import record_inbound
 
@@ -286,7 +299,7 @@ def _mail(rt: Runtime, session: Session, *, subject: str, sender: str) -> str:
             raw=raw,
             raw_size=len(raw),
             source="file",
-            received_at=datetime.now(UTC) - timedelta(days=2),
+            received_at=received_at or datetime.now(UTC) - timedelta(days=2),
             received_at_source="received",
             from_address=sender,
             from_name="田中 一郎",
