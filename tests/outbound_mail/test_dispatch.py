@@ -379,7 +379,7 @@ def test_permanent_failure_is_reported_to_the_handlers(mail_rt: Runtime, smtp: S
         assert f"（{cause.letter}）" in body  # names the letter that did not arrive
         assert BAD not in body and "[address]" in body  # no personal data
         assert "山田" not in body
-        assert f"/api/v1/requests/{request.id}" in body
+        assert f"/console/requests/{request.id}" in body
 
     # A failed row is never tried again.
     assert flush(mail_rt, now=utcnow() + timedelta(days=2)).sent == 0

@@ -280,7 +280,7 @@ def digest(rt: Runtime, now: datetime | None = None, *, dry_run: bool = False) -
                 if now <= r.due_at <= now + DIGEST_DUE_SOON
             ],
             "awaiting": [_digest_row(rt, r) for r in open_requests if r.state == AWAITING_STATE],
-            "queue_url": f"{rt.settings.base_url}/api/v1/requests",
+            "queue_url": f"{rt.settings.base_url}/console/",
             "inbox_waiting": inbox_repository.waiting_count(session),
             "inbox_url": f"{rt.settings.base_url}/api/v1/inbox?status=triage",
         }

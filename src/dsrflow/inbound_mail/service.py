@@ -272,7 +272,7 @@ def _join(
         else None,
         "from_requester": matches,
         "attachment_count": mail.attachment_count,
-        "messages_url": f"{rt.settings.base_url}/api/v1/requests/{request.id}/messages",
+        "messages_url": f"{rt.settings.base_url}/console/requests/{request.id}#messages",
     }
     queue_letter(
         rt,
