@@ -8,7 +8,6 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
-from urllib.parse import urlsplit
 
 from sqlalchemy.engine import Engine as DbEngine
 
@@ -30,9 +29,19 @@ class Runtime:
     db: DbEngine
 
     @classmethod
-    def load(cls, settings: Settings, db: DbEngine | None = None) -> Runtime:
-        """Load and validate workflows/ (raises WorkflowError naming file and key)."""
-        definitions = load_definitions(settings.workflows_dir, guards=GUARDS)
+    def load(
+        cls,
+        settings: Settings,
+        db: DbEngine | None = None,
+        *,
+        definitions: Definitions | None = None,
+    ) -> Runtime:
+        """Load and validate workflows/ (raises WorkflowError naming file and key).
+
+        ``definitions`` already loaded from ``settings.workflows_dir`` may be passed in (the
+        tests load them once per session)."""
+        if definitions is None:
+            definitions = load_definitions(settings.workflows_dir, guards=GUARDS)
         return cls(
             settings=settings,
             definitions=definitions,
@@ -61,13 +70,9 @@ class Runtime:
             draft.unlink()
         return path.read_text().strip().encode()
 
-    @cached_property
+    @property
     def mail_domain(self) -> str:
-        return (
-            self.settings.mail_from.rpartition("@")[2]
-            or urlsplit(self.settings.base_url).hostname
-            or "localhost"
-        )
+        return self.settings.mail_domain
 
     @cached_property
     def internal_addresses(self) -> list[str]:

@@ -33,6 +33,7 @@ from tests.services import free_port, require
 from tests.services.browser import chromium_driver
 
 SHOTS = ROOT / "docs" / "console"
+pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
