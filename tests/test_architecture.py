@@ -39,6 +39,7 @@ LAYERS: dict[str, int] = {
     "audit": 1,
     "auth": 1,
     "logs": 1,
+    "web": 1,  # CSRF and limits for the HTML faces (from the pages work)
     "config": 0,
     "db": 0,
     "errors": 0,
