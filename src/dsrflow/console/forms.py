@@ -44,6 +44,8 @@ class FieldSpec:
     to_requester: bool = False
     choices: list[tuple[str, str]] = field(default_factory=list)
     reasons: list[Reason] = field(default_factory=list)
+    default: str = ""
+    hint: str = ""
 
 
 @dataclass
@@ -119,17 +121,41 @@ def _field(
             )
             for r in rt.definitions.reasons_for(request.type, request.state)
         ]
-    elif name == "method_used":
+    elif name == "agent_method":
         spec.kind = "select"
-        spec.choices = [(m, t["disclosure_methods"].get(m, m)) for m in wf.disclosure_methods]
+        spec.choices = [
+            (m, t["identity_methods"].get(m, m)) for m in wf.identity_methods if m != "email_link"
+        ]
+    elif name == "evidence":
+        spec.hint = t["hints"]["evidence"]
+    elif name == "method_used":
+        options = getattr(wf, "disclosure_method_options", {}) or {}
+        spec.kind = "select"
+        spec.choices = [
+            (
+                m,
+                options[m].label.for_language(lang)
+                if m in options
+                else t["disclosure_methods"].get(m, m),
+            )
+            for m in wf.disclosure_methods
+        ]
+        spec.default = request.disclosure_method or ""
     elif name == "authority_document":
-        documents = list(getattr(wf, "authority_documents", []) or [])
+        documents = getattr(wf, "authority_documents", None) or {}
         if documents:
             spec.kind = "select"
-            labels = t.get("authority_documents", {})
-            spec.choices = [(d, labels.get(d, d)) for d in documents]
+            spec.choices = [
+                (key, label.for_language(lang) if hasattr(label, "for_language") else key)
+                for key, label in (
+                    documents.items()
+                    if isinstance(documents, dict)
+                    else ((d, d) for d in documents)
+                )
+            ]
     elif name == "method_difficulty":
         spec.required = False  # required only when the method used is not the one asked for
+        spec.hint = t["hints"]["method_difficulty"]
     return spec
 
 
