@@ -401,3 +401,36 @@ def test_triage_bulk_spam_and_assign(rt: Runtime, desk: TestClient, session: Ses
             s.exec(select(OutboxMessage).where(OutboxMessage.recipient.like("%spam.example"))).all()
             == []
         )  # type: ignore[attr-defined]
+
+
+def test_extend_the_due_date_with_a_reason(rt: Runtime, desk: TestClient) -> None:
+    request = make_request(rt)
+    page = _page(desk, request.id)
+    assert 'id="action-extend"' in page
+    data = {
+        "csrf_token": csrf_of(page),
+        "expected_version": str(request.version),
+        "days": "7",
+        "reason": "",
+    }
+    empty = desk.post(f"/console/requests/{request.id}/extensions", data=data)
+    assert empty.status_code == 422 and 'id="action-extend" open' in empty.text
+    data["reason"] = "対象のサービスが複数あり、調査に時間を要するためです。"
+    answer = desk.post(
+        f"/console/requests/{request.id}/extensions", data=data, follow_redirects=False
+    )
+    assert answer.status_code == 303
+    page = desk.get(answer.headers["location"]).text
+    assert "回答予定日を延長しました" in page and "回答予定日の延長" in page
+    with Session(rt.db) as s:
+        moved = s.get(Request, request.id)
+        letter = s.exec(
+            select(OutboxMessage).where(OutboxMessage.letter == "deadline_extended")
+        ).one()
+    assert moved is not None and moved.due_at > request.due_at
+    assert moved.art39_date == request.art39_date
+    assert "調査に時間を要する" in letter.body
+    # A second extension past the workflow's limit is refused next to the field.
+    data.update(csrf_token=csrf_of(page), expected_version=str(moved.version), days="14")
+    over = desk.post(f"/console/requests/{request.id}/extensions", data=data)
+    assert over.status_code == 422 and "at most 7 more days" in over.text

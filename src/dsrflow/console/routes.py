@@ -33,6 +33,7 @@ from dsrflow.console.desk import (
 )
 from dsrflow.console.forms import transition_fields
 from dsrflow.db import utcnow
+from dsrflow.deadlines import service as deadlines
 from dsrflow.errors import Conflict, Invalid, NotFound
 from dsrflow.inbound_mail import repository as inbound_repository
 from dsrflow.inbound_mail import service as inbound_service
@@ -139,8 +140,9 @@ def request_page(
     notice = None
     if done in t["triggers"]:
         notice = str(t["done_notice"]).format(action=t["triggers"][done])
-    elif done in ("assigned", "note_added", "package"):
-        notice = t[{"assigned": "assigned_notice", "package": "package_added"}.get(done, done)]
+    elif done in ("assigned", "note_added", "package", "extended"):
+        keys = {"assigned": "assigned_notice", "package": "package_added", "extended": "extended"}
+        notice = t[keys.get(done, done)]
     return render(request, rt, "request.html", desk.lang, desk=desk, notice=notice, **context)
 
 
@@ -238,6 +240,40 @@ def fire_transition(
         errors = {str(e["loc"][0]) if e["loc"] else "form": e["msg"] for e in exc.errors()}  # type: ignore[attr-defined]
         return _request_again(request, rt, session, desk, dsr, form, status_code=422, errors=errors)
     return _redirect(desk.lang, f"/console/requests/{dsr.id}", done=body.trigger)
+
+
+@router.post("/requests/{request_id}/extensions")
+def extend(
+    request_id: str,
+    request: Request,
+    rt: RuntimeDep,
+    session: SessionDep,
+    desk: DeskDep,
+    form: FormDep,
+) -> Response:
+    """Extend the internal target date, with a reason (the requester is told; the Art. 39
+    date never moves)."""
+    desk.require("transition")
+    dsr = _load(session, request_id)
+    days, version = str(form.get("days") or ""), str(form.get("expected_version") or "")
+    form = {**form, "trigger": "extend"}
+    try:
+        deadlines.extend(
+            rt,
+            session,
+            dsr.id,
+            days=int(days) if days.isdigit() else 0,
+            reason=str(form.get("reason") or "").strip(),
+            actor=desk.actor,
+            expected_version=int(version) if version.isdigit() else None,
+        )
+    except Invalid as exc:
+        return _request_again(
+            request, rt, session, desk, dsr, form, status_code=422, errors=exc.errors
+        )
+    except Conflict:
+        return _request_again(request, rt, session, desk, dsr, form, status_code=409, stale=True)
+    return _redirect(desk.lang, f"/console/requests/{dsr.id}", done="extended")
 
 
 @router.post("/requests/{request_id}/notes")

@@ -194,7 +194,7 @@ def request_context(rt: Runtime, session: Session, dsr: Request, lang: str) -> d
         if e.trigger:
             what = t["triggers"].get(e.trigger, e.trigger)
         detail = []
-        for key in ("method", "reason_code", "method_used"):
+        for key in ("method", "reason_code", "method_used", "days"):
             value = e.detail.get(key)
             if value:
                 shown = t["identity_methods"].get(value, value) if key == "method" else value
@@ -259,9 +259,15 @@ def request_context(rt: Runtime, session: Session, dsr: Request, lang: str) -> d
         "stale": False,
         "changes": [],
         "package": _package_files(rt, session, dsr),
+        "extension_days": _extension_room(dsr, wf) if not closed else 0,
     }
     session.rollback()
     return context
+
+
+def _extension_room(dsr: Request, wf: Any) -> int:
+    """How many more days the internal target may still be extended."""
+    return max(0, wf.deadline.extension_max_days - dsr.extension_days)
 
 
 def preview_context(
