@@ -125,12 +125,14 @@ def test_log_in_filter_verify_and_refuse(rt: Runtime, live_url: str, browser: We
     Select(browser.find_element(By.ID, "type")).select_by_value("suspension")
     go(browser, By.ID, "filter")
     rows = browser.find_elements(By.CSS_SELECTOR, "#queue tbody tr")
-    assert len(rows) == 1 and "鈴木 一郎" in rows[0].text
+    assert len(rows) == 1
+    assert "鈴木 一郎" in rows[0].text
     go(browser, By.LINK_TEXT, "条件をクリア")
     browser.find_element(By.ID, "q").send_keys("山田太郎")
     go(browser, By.ID, "filter")
     rows = browser.find_elements(By.CSS_SELECTOR, "#queue tbody tr")
-    assert len(rows) == 1 and "山田 太郎" in rows[0].text
+    assert len(rows) == 1
+    assert "山田 太郎" in rows[0].text
 
     # Verify identity, with the keyboard: open the action, pick the method, preview, confirm.
     go(browser, By.CSS_SELECTOR, "#queue tbody tr a")
@@ -154,7 +156,8 @@ def test_log_in_filter_verify_and_refuse(rt: Runtime, live_url: str, browser: We
     shoot(browser, "request")
     go(browser, By.ID, "preview-refuse")
     letter = browser.find_element(By.ID, "letter").text
-    assert "業務の適正な実施に著しい支障" in letter and "全サービスの全期間" in letter
+    assert "業務の適正な実施に著しい支障" in letter
+    assert "全サービスの全期間" in letter
     go(browser, By.ID, "confirm")
     assert browser.find_element(By.ID, "state").text == "不応諾"
     with Session(rt.db) as s:
@@ -164,7 +167,8 @@ def test_log_in_filter_verify_and_refuse(rt: Runtime, live_url: str, browser: We
                 OutboxMessage.request_id == request.id, OutboxMessage.letter == "refused"
             )
         ).one()
-    assert request.state == "refused" and "全サービスの全期間" in refused.body
+    assert request.state == "refused"
+    assert "全サービスの全期間" in refused.body
 
     # Focus is visible: the focused control gets an outline.
     browser.get(live_url + "/console/")
@@ -197,7 +201,8 @@ def test_convert_and_dismiss_inbox_items(
         reply = s.exec(
             select(OutboxMessage).where(OutboxMessage.recipient == "hanako@example.jp")
         ).one()
-    assert rows[first] == "created" and rows[second] == "dismissed"
+    assert rows[first] == "created"
+    assert rows[second] == "dismissed"
     assert reply.letter == "triage_not_a_request"
 
 
@@ -216,7 +221,8 @@ def test_reports_page_and_csv_export(
     assert browser.find_elements(By.CSS_SELECTOR, "#figures tbody tr")
     shoot(browser, "reports")
     href = browser.find_element(By.ID, "csv").get_attribute("href")
-    assert href and "/console/reports/requests.csv" in href
+    assert href
+    assert "/console/reports/requests.csv" in href
     # Fetch it with the browser's own session (the cookie is HttpOnly: no script can read it).
     text = browser.execute_async_script(
         "const done = arguments[arguments.length - 1];"

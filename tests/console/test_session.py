@@ -18,17 +18,22 @@ def test_login_sets_a_strict_http_only_cookie_and_redirects(rt: Runtime) -> None
     token = new_token(rt)
     with TestClient(create_app(rt)) as client:
         page = client.get("/console/login")
-        assert page.status_code == 200 and 'name="token"' in page.text
+        assert page.status_code == 200
+        assert 'name="token"' in page.text
         answer = client.post("/console/login", data={"token": token}, follow_redirects=False)
-        assert answer.status_code == 303 and answer.headers["location"] == "/console/"
+        assert answer.status_code == 303
+        assert answer.headers["location"] == "/console/"
         cookie = answer.headers["set-cookie"]
-        assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/console" in cookie
+        assert "HttpOnly" in cookie
+        assert "SameSite=strict" in cookie
+        assert "Path=/console" in cookie
         assert "Secure" not in cookie  # BASE_URL is http:// in tests
         session_id = client.cookies["dsrflow_console"]
         assert client.get("/console/").status_code == 200
     with Session(rt.db) as s:
         stored = s.exec(select(ConsoleSession.session_hash)).all()
-    assert session_id not in stored and len(stored) == 1  # kept hashed only
+    assert session_id not in stored
+    assert len(stored) == 1
 
 
 def test_secure_cookie_under_https(rt: Runtime) -> None:
@@ -36,7 +41,8 @@ def test_secure_cookie_under_https(rt: Runtime) -> None:
     token = new_token(rt)
     with TestClient(create_app(rt), base_url="https://dsr.example.jp") as client:
         answer = client.post("/console/login", data={"token": token}, follow_redirects=False)
-        assert answer.status_code == 303 and "Secure" in answer.headers["set-cookie"]
+        assert answer.status_code == 303
+        assert "Secure" in answer.headers["set-cookie"]
 
 
 def test_bad_token_is_401_and_sets_no_cookie(rt: Runtime) -> None:
@@ -57,7 +63,8 @@ def test_login_refuses_another_origin_and_is_rate_limited(rt: Runtime) -> None:
             headers={"Origin": "https://evil.example"},
             follow_redirects=False,
         )
-        assert cross.status_code == 403 and "set-cookie" not in cross.headers
+        assert cross.status_code == 403
+        assert "set-cookie" not in cross.headers
         app.state.rate_limiter.buckets["console_login"] = 3
         codes = [
             client.post("/console/login", data={"token": "x"}, follow_redirects=False).status_code
@@ -118,7 +125,8 @@ def test_logout_ends_the_session(rt: Runtime, desk: TestClient) -> None:
     token = csrf_of(desk.get("/console/").text)
     session_id = desk.cookies["dsrflow_console"]
     answer = desk.post("/console/logout", data={"csrf_token": token}, follow_redirects=False)
-    assert answer.status_code == 303 and answer.headers["location"] == "/console/login"
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/console/login"
     # Even a kept copy of the cookie opens nothing now.
     desk.cookies.set("dsrflow_console", session_id, path="/console")
     assert desk.get("/console/", follow_redirects=False).status_code == 303
@@ -131,7 +139,8 @@ def test_revoking_the_token_ends_its_sessions(rt: Runtime) -> None:
         assert client.get("/console/").status_code == 200
         with Session(rt.db) as s:
             handler = handler_by_token(s, token)
-            assert handler is not None and handler.id is not None
+            assert handler is not None
+            assert handler.id is not None
             revoke_handler(s, handler.id)
         assert client.get("/console/", follow_redirects=False).status_code == 303
 
@@ -142,7 +151,8 @@ def test_an_auditor_reads_but_may_not_decide(rt: Runtime) -> None:
         sign_in(client, new_token(rt, role="auditor", name="監査 担当"))
         page = client.get(f"/console/requests/{request.id}")
         assert page.status_code == 200
-        assert "閲覧のみの権限" in page.text and "/preview" not in page.text
+        assert "閲覧のみの権限" in page.text
+        assert "/preview" not in page.text
         answer = client.post(
             f"/console/requests/{request.id}/transitions",
             data={"trigger": "withdraw", "note": "x", "csrf_token": csrf_of(page.text)},
@@ -154,9 +164,11 @@ def test_an_auditor_reads_but_may_not_decide(rt: Runtime) -> None:
 
 def test_pages_are_japanese_by_default_english_with_lang_en(desk: TestClient) -> None:
     ja = desk.get("/console/")
-    assert '<html lang="ja">' in ja.text and "対応中の請求" in ja.text
+    assert '<html lang="ja">' in ja.text
+    assert "対応中の請求" in ja.text
     en = desk.get("/console/?lang=en")
-    assert '<html lang="en">' in en.text and "Open requests" in en.text
+    assert '<html lang="en">' in en.text
+    assert "Open requests" in en.text
     assert 'href="/console/inbox?lang=en"' in en.text  # the language follows the links
     assert "script" not in ja.headers["content-security-policy"]
     assert ja.headers["cache-control"] == "no-store"

@@ -21,8 +21,8 @@ from dsrflow.workflow.definitions import ANY_OPEN_STATE, TransitionDef, Workflow
 TO_REQUESTER = frozenset({"message", "summary", "explanation", "method_difficulty", "measure"})
 # Fields only asked when an agent acts.
 AGENT_ONLY = frozenset({"authority_document", "agent_method"})
-# Fields the console does not offer as a form field (a partial outcome is for the API).
-NOT_OFFERED = frozenset({"withheld"})
+# Fields the console does not offer as a form field.
+NOT_OFFERED: frozenset[str] = frozenset()
 # Fields the console may post (the API's transition fields).
 POSTED = frozenset(TransitionIn.model_fields) - {"trigger", "expected_version", "withheld"}
 
@@ -121,6 +121,20 @@ def _field(
             )
             for r in rt.definitions.reasons_for(request.type, request.state)
         ]
+    elif name == "withheld":
+        # A partial outcome: one part withheld, for a substantive reason (never a PROC_* one).
+        spec.kind = "withheld"
+        spec.required = False
+        spec.reasons = [
+            Reason(
+                code=r.code,
+                label=r.label.for_language(lang),
+                citation=r.citation.for_language(lang),
+                statutory_text=r.statutory_text.for_language(lang),
+            )
+            for r in rt.definitions.reasons_for(request.type, request.state)
+            if not r.code.startswith("PROC_")
+        ]
     elif name == "agent_method":
         spec.kind = "select"
         spec.choices = [
@@ -160,9 +174,15 @@ def _field(
 
 
 def transition_fields(form: dict[str, Any]) -> dict[str, Any]:
-    """The API's transition fields from a posted form (empty ones left out)."""
-    return {
+    """The API's transition fields from a posted form (empty ones left out); a withheld part
+    comes as ``withheld_reason_code`` and ``withheld_explanation``."""
+    fields: dict[str, Any] = {
         key: value.strip()
         for key, value in form.items()
         if key in POSTED and isinstance(value, str) and value.strip()
     }
+    code = str(form.get("withheld_reason_code") or "").strip()
+    explanation = str(form.get("withheld_explanation") or "").strip()
+    if code or explanation:
+        fields["withheld"] = [{"reason_code": code, "explanation": explanation}]
+    return fields

@@ -291,6 +291,8 @@ def preview_context(
         elif name == "reason_code" and value in rt.definitions.reasons:
             reason = rt.definitions.reasons[value]
             value = f"{reason.label.for_language(lang)} ({reason.article}, {value})"
+        elif name == "withheld":
+            value = "; ".join(f"{part['reason_code']}: {part['explanation']}" for part in value)
         shown.append((label, value))
     return {
         "dsr": dsr,
