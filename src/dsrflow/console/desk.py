@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-import yaml
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
@@ -31,6 +30,7 @@ from dsrflow.errors import DsrflowError, Forbidden, NotFound
 from dsrflow.runtime import Runtime
 from dsrflow.web.csrf import FIELD as CSRF_FIELD
 from dsrflow.web.csrf import Csrf
+from dsrflow.yamlio import read_yaml
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -50,7 +50,8 @@ SECURITY_HEADERS = {
 
 @lru_cache
 def messages(language: str) -> dict[str, Any]:
-    return yaml.safe_load((HERE / "messages" / f"{language}.yaml").read_text(encoding="utf-8"))
+    catalog: dict[str, Any] = read_yaml(HERE / "messages" / f"{language}.yaml")
+    return catalog
 
 
 def language(request: Request) -> str:

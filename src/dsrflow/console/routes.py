@@ -36,7 +36,7 @@ from dsrflow.db import utcnow
 from dsrflow.deadlines import service as deadlines
 from dsrflow.errors import Conflict, Invalid, NotFound
 from dsrflow.inbound_mail import repository as inbound_repository
-from dsrflow.inbound_mail import service as inbound_service
+from dsrflow.inbound_mail import triage
 from dsrflow.inbound_mail.schemas import ConvertIn
 from dsrflow.requests import repository, service
 from dsrflow.requests.models import Request as DsrRequest
@@ -403,13 +403,13 @@ def inbox_bulk(rt: RuntimeDep, session: SessionDep, desk: DeskDep, form: FormDep
         note = str(messages(desk.lang)["spam_note"])
         for inbound_id in ids:
             try:
-                inbound_service.dismiss(rt, session, inbound_id, note, actor=desk.actor)
+                triage.dismiss(rt, session, inbound_id, note, actor=desk.actor)
                 count += 1
             except Conflict:  # decided meanwhile by someone else: leave it
                 session.rollback()
     elif form.get("action") == "assign":
         value = str(form.get("assignee_id") or "")
-        count = inbound_service.assign(session, ids, int(value) if value.isdigit() else None)
+        count = triage.assign(session, ids, int(value) if value.isdigit() else None)
     else:
         raise Invalid({"action": "spam or assign"})
     return _redirect(desk.lang, "/console/inbox", done="bulk", count=count)
@@ -438,7 +438,7 @@ def convert(
         }
     try:
         body = ConvertIn.model_validate(data)
-        _, created = inbound_service.convert(rt, session, inbound_id, body, actor=desk.actor)
+        _, created = triage.convert(rt, session, inbound_id, body, actor=desk.actor)
     except (Invalid, ValueError) as exc:
         errors = (
             exc.errors
@@ -469,7 +469,7 @@ def dismiss(
             request, rt, session, desk, inbound_id, form, {"note": "must not be empty"}
         )
     try:
-        inbound_service.dismiss(rt, session, inbound_id, note, actor=desk.actor, reply=reply)
+        triage.dismiss(rt, session, inbound_id, note, actor=desk.actor, reply=reply)
     except Invalid as exc:
         return _message_again(request, rt, session, desk, inbound_id, form, exc.errors)
     return _redirect(desk.lang, "/console/inbox", done="dismissed")

@@ -17,6 +17,7 @@ from dsrflow.db import utcnow
 from dsrflow.errors import Invalid
 from dsrflow.inbound_mail import repository as inbound_repository
 from dsrflow.inbound_mail import service as inbound_service
+from dsrflow.inbound_mail import triage
 from dsrflow.inbound_mail.models import InboundMessage
 from dsrflow.requests import repository
 from dsrflow.requests.models import Request
@@ -339,7 +340,7 @@ def message_context(
         "art39": rt.calendar.art39_date(message.received_at),
         "waiting": message.status in ("triage", "quarantined"),
         "workflows": list(rt.definitions.workflows.values()),
-        "replies": list(inbound_service.triage_replies(rt).values()),
+        "replies": list(triage.triage_replies(rt).values()),
         "assignee": names.get(row.assignee_id) if row.assignee_id else None,
         "values": {},
         "errors": {},
