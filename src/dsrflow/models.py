@@ -4,7 +4,13 @@ from dsrflow.audit.models import AuditHead, Event
 from dsrflow.auth.models import ConsoleSession, Handler
 from dsrflow.inbound_mail.models import ImapSyncState, InboundAttachment, InboundMessage
 from dsrflow.outbound_mail.models import OutboxMessage
-from dsrflow.requests.models import ReferenceCounter, Request, RequestNote, VerificationToken
+from dsrflow.requests.models import (
+    Payment,
+    ReferenceCounter,
+    Request,
+    RequestNote,
+    VerificationToken,
+)
 
 __all__ = [
     "AuditHead",
@@ -15,6 +21,7 @@ __all__ = [
     "InboundAttachment",
     "InboundMessage",
     "OutboxMessage",
+    "Payment",
     "ReferenceCounter",
     "Request",
     "RequestNote",

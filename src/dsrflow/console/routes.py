@@ -194,7 +194,7 @@ def preview(
     if version.isdigit() and int(version) != dsr.version:
         return _request_again(request, rt, session, desk, dsr, form, status_code=409, stale=True)
     try:
-        letter = service.preview(rt, dsr, trigger, fields)
+        letter = service.preview(rt, session, dsr, trigger, fields)
     except Invalid as exc:
         return _request_again(
             request, rt, session, desk, dsr, form, status_code=422, errors=exc.errors
