@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.ui import Select, WebDriverWait
 from sqlmodel import Session, select
 
@@ -76,10 +76,13 @@ def shoot(browser: WebDriver, name: str) -> None:
 
 
 def go(browser: WebDriver, by: str, value: str) -> None:
-    """Click what leads to another page, and wait until that page has replaced this one."""
-    page = browser.find_element(By.TAG_NAME, "html")
+    """Click what leads to another page, and wait until that page has replaced this one (the
+    old document carries a mark the new one does not have)."""
+    browser.execute_script("window.__leaving = true")
     browser.find_element(by, value).click()
-    WebDriverWait(browser, 10).until(staleness_of(page))
+    WebDriverWait(browser, 10, ignored_exceptions=(WebDriverException,)).until(
+        lambda b: b.execute_script("return document.readyState === 'complete' && !window.__leaving")
+    )
 
 
 def log_in(browser: WebDriver, live_url: str, token: str) -> None:
@@ -141,10 +144,12 @@ def test_log_in_filter_verify_and_refuse(rt: Runtime, live_url: str, browser: We
     Select(browser.find_element(By.ID, "verify_identity-method")).select_by_value(
         "id_document_copy"
     )
+    browser.find_element(By.ID, "verify_identity-evidence").send_keys("運転免許証の写し")
     go(browser, By.ID, "preview-verify_identity")
     assert "請求者に通知は送られません" in browser.find_element(By.ID, "no-letter").text
     go(browser, By.ID, "confirm")
-    assert browser.find_element(By.ID, "state").text == "本人確認済み"
+    states = rt.definitions.workflow("disclosure").states
+    assert browser.find_element(By.ID, "state").text == states["identity_verified"].label.ja
     assert "記録しました" in browser.find_element(By.ID, "notice").text
 
     # Refuse with a reason that fits now (a substantive one, since identity is verified).
@@ -159,7 +164,7 @@ def test_log_in_filter_verify_and_refuse(rt: Runtime, live_url: str, browser: We
     assert "業務の適正な実施に著しい支障" in letter
     assert "全サービスの全期間" in letter
     go(browser, By.ID, "confirm")
-    assert browser.find_element(By.ID, "state").text == "不応諾"
+    assert browser.find_element(By.ID, "state").text == states["refused"].label.ja
     with Session(rt.db) as s:
         request = s.exec(select(Request).where(Request.reference == reference)).one()
         refused = s.exec(

@@ -22,6 +22,11 @@ from tests.conftest import make_request
 from tests.console.conftest import csrf_of
 
 
+def label(rt: Runtime, state: str, request_type: str = "disclosure") -> str:
+    """A state's Japanese label, as the workflow names it."""
+    return rt.definitions.workflow(request_type).states[state].label.ja
+
+
 def references(page: str) -> list[str]:
     return re.findall(r'data-reference="(DSR-\d{4}-\d{6})"', page)
 
@@ -164,12 +169,13 @@ def test_verify_then_refuse_with_a_preview_of_the_english_letter(
         _page(desk, request.id),
         trigger="verify_identity",
         method="id_document_copy",
+        evidence="Passport copy; name matches.",
     )
     assert "この操作では、請求者に通知は送られません" in preview.text
     assert answer.status_code == 303
     assert answer.headers["location"] == f"/console/requests/{request.id}?done=verify_identity"
     page = desk.get(answer.headers["location"]).text
-    assert 'id="state">本人確認済み<' in page
+    assert f'id="state">{label(rt, "identity_verified")}<' in page
     assert "「本人確認済みとする」を記録しました" in page
     answer, preview = _decide(  # type: ignore[misc]
         desk,
@@ -192,7 +198,7 @@ def test_verify_then_refuse_with_a_preview_of_the_english_letter(
             )
         ).one()
     assert sent.body.strip() in letter.group(1).replace("&#39;", "'").replace("&quot;", '"')
-    assert 'id="state">不応諾<' in _page(desk, request.id)
+    assert f'id="state">{label(rt, "refused")}<' in _page(desk, request.id)
 
 
 def test_a_reason_that_does_not_fit_is_shown_next_to_its_field(
@@ -226,16 +232,23 @@ def test_a_stale_version_says_what_changed_never_a_raw_409(rt: Runtime, desk: Te
             TransitionIn(trigger="request_info", message="サービス名をお知らせください。"),
             actor="handler:99",
         )
-    answer = _decide(desk, request.id, page, trigger="verify_identity", method="id_document_copy")
+    answer = _decide(
+        desk,
+        request.id,
+        page,
+        trigger="verify_identity",
+        method="id_document_copy",
+        evidence="運転免許証の写し（氏名・住所が一致）",
+    )
     assert answer.status_code == 409  # type: ignore[attr-defined]
     text = answer.text  # type: ignore[attr-defined]
     assert "text/html" in answer.headers["content-type"]  # type: ignore[attr-defined]
     assert "画面を開いた後に更新されています" in text
-    assert "ご回答待ち" in text
+    awaiting = rt.definitions.workflow("disclosure").states["awaiting_requester"].label.ja
+    assert awaiting in text
     changes = text.split('id="changes"')[1].split("</ul>")[0]
     assert "請求者に確認を求める" in changes
-    assert "受付" not in changes.replace("受付済み", "")
-    # The confirmation step is stale too when the change happens after the preview.
+    assert changes.count("<li>") == 1  # only what happened after the page was opened
     with Session(rt.db) as s:
         assert s.get(Request, request.id).state == "awaiting_requester"  # type: ignore[union-attr]
 
@@ -433,6 +446,7 @@ def test_extend_the_due_date_with_a_reason(rt: Runtime, desk: TestClient) -> Non
         "expected_version": str(request.version),
         "days": "7",
         "reason": "",
+        "confirm_past_art39": "1",  # a week more passes the Art. 39 date of a 14-day request
     }
     empty = desk.post(f"/console/requests/{request.id}/extensions", data=data)
     assert empty.status_code == 422
@@ -466,6 +480,17 @@ def test_fulfil_with_a_part_withheld_for_a_substantive_reason(
 ) -> None:
     request = make_request(rt, state="identity_verified")
     page = _page(desk, request.id)
+    # The disclosure fee is paid first (the workflow discloses only once it is).
+    assert "未入金 1,000円" in page
+    paid = desk.post(
+        f"/console/requests/{request.id}/payments",
+        data={"csrf_token": csrf_of(page), "amount_jpy": "1000", "method": "bank_transfer"},
+        follow_redirects=False,
+    )
+    assert paid.status_code == 303
+    page = desk.get(paid.headers["location"]).text
+    assert "入金を記録しました" in page
+    assert "入金済み" in page
     fulfil = page.split('id="action-fulfill"')[1].split("</details>")[0]
     withheld = set(re.findall(r'<option value="([A-Z_]+)"', fulfil))
     assert withheld
@@ -476,8 +501,8 @@ def test_fulfil_with_a_part_withheld_for_a_substantive_reason(
         "withheld_reason_code": "DISC_HARM_RIGHTS",
         "withheld_explanation": "第三者の個人情報を含む通話記録は開示できません。",
     }
-    if 'name="method_used"' in fulfil:  # the APPI fields, once the engine has them
-        fields["method_used"] = "electronic"
+    assert 'name="method_used"' in fulfil
+    fields["method_used"] = "electronic"
     answer, preview = _decide(desk, request.id, page, **fields)  # type: ignore[misc]
     assert "第三者の個人情報を含む通話記録" in preview.text
     assert answer.status_code == 303

@@ -118,7 +118,8 @@ def test_post_without_a_valid_csrf_token_is_403_and_changes_nothing(
     )
     assert answer.status_code == 403
     page = desk.get(f"/console/requests/{request.id}")
-    assert 'id="state">受付済み<' in page.text
+    received = rt.definitions.workflow("disclosure").states["received"].label.ja
+    assert f'id="state">{received}<' in page.text
 
 
 def test_logout_ends_the_session(rt: Runtime, desk: TestClient) -> None:

@@ -143,30 +143,18 @@ def _field(
     elif name == "evidence":
         spec.hint = t["hints"]["evidence"]
     elif name == "method_used":
-        options = getattr(wf, "disclosure_method_options", {}) or {}
+        options = wf.disclosure_method_options
         spec.kind = "select"
         spec.choices = [
-            (
-                m,
-                options[m].label.for_language(lang)
-                if m in options
-                else t["disclosure_methods"].get(m, m),
-            )
+            (m, options[m].label.for_language(lang) if m in options else m)
             for m in wf.disclosure_methods
         ]
         spec.default = request.disclosure_method or ""
-    elif name == "authority_document":
-        documents = getattr(wf, "authority_documents", None) or {}
-        if documents:
-            spec.kind = "select"
-            spec.choices = [
-                (key, label.for_language(lang) if hasattr(label, "for_language") else key)
-                for key, label in (
-                    documents.items()
-                    if isinstance(documents, dict)
-                    else ((d, d) for d in documents)
-                )
-            ]
+    elif name == "authority_document" and wf.authority_documents:
+        spec.kind = "select"
+        spec.choices = [
+            (key, label.for_language(lang)) for key, label in wf.authority_documents.items()
+        ]
     elif name == "method_difficulty":
         spec.required = False  # required only when the method used is not the one asked for
         spec.hint = t["hints"]["method_difficulty"]

@@ -6,12 +6,13 @@ Routes are thin: they read a form, call the same services as the API, and render
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime, time
 from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -40,7 +41,7 @@ from dsrflow.inbound_mail import triage
 from dsrflow.inbound_mail.schemas import ConvertIn
 from dsrflow.requests import repository, service
 from dsrflow.requests.models import Request as DsrRequest
-from dsrflow.requests.schemas import TransitionIn
+from dsrflow.requests.schemas import PaymentIn, TransitionIn
 
 router = APIRouter(prefix="/console", include_in_schema=False, route_class=ConsoleRoute)
 
@@ -140,8 +141,13 @@ def request_page(
     notice = None
     if done in t["triggers"]:
         notice = str(t["done_notice"]).format(action=t["triggers"][done])
-    elif done in ("assigned", "note_added", "package", "extended"):
-        keys = {"assigned": "assigned_notice", "package": "package_added", "extended": "extended"}
+    elif done in ("assigned", "note_added", "package", "extended", "payment"):
+        keys = {
+            "assigned": "assigned_notice",
+            "package": "package_added",
+            "extended": "extended",
+            "payment": "payment_recorded",
+        }
         notice = t[keys.get(done, done)]
     return render(request, rt, "request.html", desk.lang, desk=desk, notice=notice, **context)
 
@@ -266,6 +272,7 @@ def extend(
             reason=str(form.get("reason") or "").strip(),
             actor=desk.actor,
             expected_version=int(version) if version.isdigit() else None,
+            confirm_past_art39=bool(form.get("confirm_past_art39")),
         )
     except Invalid as exc:
         return _request_again(
@@ -274,6 +281,48 @@ def extend(
     except Conflict:
         return _request_again(request, rt, session, desk, dsr, form, status_code=409, stale=True)
     return _redirect(desk.lang, f"/console/requests/{dsr.id}", done="extended")
+
+
+@router.post("/requests/{request_id}/payments")
+def record_payment(
+    request_id: str,
+    request: Request,
+    rt: RuntimeDep,
+    session: SessionDep,
+    desk: DeskDep,
+    form: FormDep,
+) -> Response:
+    """A fee payment (audited); a workflow that discloses only once paid then allows it."""
+    desk.require("transition")
+    dsr = _load(session, request_id)
+    form = {**form, "trigger": "payment"}
+    paid_on = str(form.get("paid_on") or "")
+    today = utcnow().astimezone(rt.settings.tz).date()
+    try:
+        day = date.fromisoformat(paid_on) if paid_on else today
+        data = PaymentIn(
+            amount_jpy=int(str(form.get("amount_jpy") or "0").replace(",", "") or 0),
+            method=str(form.get("method") or ""),
+            # A day, not a moment: noon in Japan that day (now, for today).
+            paid_at=None
+            if day >= today
+            else datetime.combine(day, time(12, 0), tzinfo=rt.settings.tz),
+            note=str(form.get("note") or "").strip() or None,
+        )
+        service.record_payment(rt, session, dsr.id, data, actor=desk.actor)
+    except Invalid as exc:
+        return _request_again(
+            request, rt, session, desk, dsr, form, status_code=422, errors=exc.errors
+        )
+    except Conflict:
+        return _request_again(request, rt, session, desk, dsr, form, status_code=409, stale=True)
+    except ValidationError as exc:
+        errors = {str(e["loc"][0]) if e["loc"] else "form": e["msg"] for e in exc.errors()}
+        return _request_again(request, rt, session, desk, dsr, form, status_code=422, errors=errors)
+    except ValueError:  # a date or an amount that is not one
+        errors = {"paid_on": "YYYY-MM-DD", "amount_jpy": "a whole number of yen"}
+        return _request_again(request, rt, session, desk, dsr, form, status_code=422, errors=errors)
+    return _redirect(desk.lang, f"/console/requests/{dsr.id}", done="payment")
 
 
 @router.post("/requests/{request_id}/notes")

@@ -19,7 +19,7 @@ from dsrflow.inbound_mail import repository as inbound_repository
 from dsrflow.inbound_mail import service as inbound_service
 from dsrflow.inbound_mail import triage
 from dsrflow.inbound_mail.models import InboundMessage
-from dsrflow.requests import repository
+from dsrflow.requests import repository, service
 from dsrflow.requests.models import Request
 from dsrflow.requests.service import LetterPreview
 from dsrflow.runtime import Runtime
@@ -123,6 +123,7 @@ def queue_page(rt: Runtime, session: Session, lang: str, f: QueueFilters) -> dic
         lookup=f.q or None,
         closed_states=rt.closed_states,
         paused_types=rt.paused_types,
+        today=today,
         limit=QUEUE_PAGE,
         offset=(f.page - 1) * QUEUE_PAGE,
     )
@@ -133,7 +134,7 @@ def queue_page(rt: Runtime, session: Session, lang: str, f: QueueFilters) -> dic
         wf = rt.definitions.workflow(r.type)
         left = days_left(rt, r, today)
         closed = r.state in wf.terminal_states
-        overdue = bool(getattr(r, "overdue", None)) or rt.is_overdue(r.type, r.state, r.due_at, now)
+        overdue = rt.is_overdue(r.type, r.state, r.due_at, now, r.art39_date)
         acted = activity.get(r.id)
         items.append(
             {
@@ -229,9 +230,7 @@ def request_context(rt: Runtime, session: Session, dsr: Request, lang: str) -> d
         for n in repository.notes(session, dsr.id)
     ]
     closed = dsr.state in wf.terminal_states
-    overdue = bool(getattr(dsr, "overdue", None)) or rt.is_overdue(
-        dsr.type, dsr.state, dsr.due_at, now
-    )
+    overdue = rt.is_overdue(dsr.type, dsr.state, dsr.due_at, now, dsr.art39_date)
     left = days_left(rt, dsr, today)
     context: dict[str, Any] = {
         "dsr": dsr,
@@ -261,6 +260,8 @@ def request_context(rt: Runtime, session: Session, dsr: Request, lang: str) -> d
         "changes": [],
         "package": _package_files(rt, session, dsr),
         "extension_days": _extension_room(dsr, wf) if not closed else 0,
+        "fee_due": service.fee_due_jpy(rt, session, dsr) if wf.fee else 0,
+        "payments": repository.payments(session, dsr.id),
     }
     session.rollback()
     return context

@@ -84,14 +84,7 @@ def search(
     if request_type:
         query = query.where(Request.type == request_type)
     if overdue_as_of is not None:
-        past_due = and_(
-            col(Request.due_at) < overdue_as_of,
-            # A request whose clock is paused while it waits for the requester is not overdue...
-            ~and_(col(Request.state) == AWAITING_STATE, col(Request.type).in_(paused_types)),
-        )
-        # ...unless its Art. 39 date has come, whatever a pause or an extension says.
-        past_art39 = col(Request.art39_date) <= (today or overdue_as_of.date())
-        query = query.where(col(Request.state).not_in(closed_states), or_(past_due, past_art39))
+        query = query.where(_overdue(overdue_as_of, today, closed_states, paused_types))
     if due_before is not None:
         query = query.where(col(Request.due_at) < due_before)
     total = session.exec(select(func.count()).select_from(query.subquery())).one()
@@ -101,6 +94,19 @@ def search(
         .offset(offset)
     )
     return list(rows), int(total)
+
+
+def _overdue(
+    now: datetime, today: date | None, closed_states: Sequence[str], paused_types: Sequence[str]
+) -> Any:
+    past_due = and_(
+        col(Request.due_at) < now,
+        # A request whose clock is paused while it waits for the requester is not overdue...
+        ~and_(col(Request.state) == AWAITING_STATE, col(Request.type).in_(paused_types)),
+    )
+    # ...unless its Art. 39 date has come, whatever a pause or an extension says.
+    past_art39 = col(Request.art39_date) <= (today or now.date())
+    return and_(col(Request.state).not_in(closed_states), or_(past_due, past_art39))
 
 
 def queue(
@@ -116,6 +122,7 @@ def queue(
     lookup: str | None = None,
     closed_states: Sequence[str] = (),
     paused_types: Sequence[str] = (),
+    today: date | None = None,
     limit: int = 100,
     offset: int = 0,
 ) -> tuple[list[Request], int]:
@@ -126,11 +133,7 @@ def queue(
     if request_type:
         query = query.where(Request.type == request_type)
     if overdue_as_of is not None:
-        query = query.where(
-            col(Request.due_at) < overdue_as_of,
-            col(Request.state).not_in(closed_states),
-            ~and_(col(Request.state) == AWAITING_STATE, col(Request.type).in_(paused_types)),
-        )
+        query = query.where(_overdue(overdue_as_of, today, closed_states, paused_types))
     if due_before is not None:
         query = query.where(col(Request.due_at) < due_before)
     if unassigned:
