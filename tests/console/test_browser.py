@@ -22,9 +22,12 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from sqlmodel import Session, select
 
 from dsrflow.app import create_app
+from dsrflow.audit.models import Event
 from dsrflow.inbound_mail.models import InboundMessage
 from dsrflow.outbound_mail.models import OutboxMessage
+from dsrflow.requests import service
 from dsrflow.requests.models import Request
+from dsrflow.requests.schemas import RequestCreate, TransitionIn
 from dsrflow.runtime import Runtime
 from tests.conftest import ROOT, make_request
 from tests.console.conftest import new_token
@@ -214,26 +217,98 @@ def test_convert_and_dismiss_inbox_items(
 def test_reports_page_and_csv_export(
     rt: Runtime, live_url: str, browser: WebDriver, tmp_path: Path
 ) -> None:
-    make_request(rt, state="fulfilled")
-    make_request(rt, "correction", email="b@example.jp", state="refused")
-    make_request(rt, "suspension", email="c@example.jp")
+    pytest.importorskip("dsrflow.reports.service", reason="report figures (consoledata)")
+    now = datetime.now(UTC)
+    made = [
+        make_request(rt, state="fulfilled", received_at=now - timedelta(days=70)),
+        make_request(rt, "correction", email="b@example.jp", received_at=now - timedelta(days=65)),
+        make_request(rt, "correction", email="c@example.jp", state="refused"),
+        make_request(rt, "suspension", email="d@example.jp", state="withdrawn"),
+        make_request(rt, "purpose_notice", email="e@example.jp"),
+    ]
     log_in(browser, live_url, new_token(rt))
     go(browser, By.LINK_TEXT, "集計")
     assert browser.find_element(By.TAG_NAME, "h1").text == "集計"
-    if browser.find_elements(By.ID, "reports-unavailable"):
-        shoot(browser, "reports")
-        pytest.skip("the reports module (consoledata) is not on this branch yet")
     assert browser.find_elements(By.CSS_SELECTOR, "#figures tbody tr")
     shoot(browser, "reports")
-    href = browser.find_element(By.ID, "csv").get_attribute("href")
-    assert href
-    assert "/console/reports/requests.csv" in href
-    # Fetch it with the browser's own session (the cookie is HttpOnly: no script can read it).
-    text = browser.execute_async_script(
-        "const done = arguments[arguments.length - 1];"
-        "fetch(arguments[0], {credentials: 'same-origin'}).then(r => r.text()).then(done);",
-        href,
+    # Export: the browser downloads the file with its own session.
+    browser.execute_cdp_cmd(
+        "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(tmp_path)}
     )
-    header = text.splitlines()[0]
-    assert header.startswith("reference,type,channel,received_at")
-    assert len(text.splitlines()) == 4
+    browser.find_element(By.ID, "csv").click()
+    deadline = time.monotonic() + 15
+    while not list(tmp_path.glob("requests-*.csv")):
+        assert time.monotonic() < deadline, "the CSV was not downloaded"
+        time.sleep(0.2)
+    time.sleep(0.3)  # let Chromium finish writing
+    lines = next(tmp_path.glob("requests-*.csv")).read_text(encoding="utf-8").splitlines()
+    assert lines[0].startswith("reference,type,channel,received_at")
+    assert len(lines) == 1 + len(made)
+
+
+def test_fulfil_with_a_package_then_download_it_as_the_requester(
+    rt: Runtime, live_url: str, browser: WebDriver, tmp_path: Path
+) -> None:
+    pytest.importorskip("dsrflow.packages.service", reason="disclosure packages (consoledata)")
+    with Session(rt.db, expire_on_commit=False) as s:
+        submitted = service.submit(
+            rt,
+            s,
+            RequestCreate(
+                type="disclosure",
+                name="山田 太郎",
+                email="taro@example.jp",
+                details="会員情報の開示を求めます。",
+                disclosure_method="electronic",
+            ),
+            channel="web",
+        )
+        service.transition(
+            rt,
+            s,
+            submitted.request.id,
+            TransitionIn(trigger="verify_identity", method="id_document_copy", evidence="免許証"),
+            actor="test",
+        )
+    data = tmp_path / "会員情報.csv"
+    data.write_bytes("氏名,メール\n山田 太郎,taro@example.jp\n".encode())
+    log_in(browser, live_url, new_token(rt))
+    browser.get(f"{live_url}/console/requests/{submitted.request.id}")
+    # The fee first, then the package, then the fulfilment with the method used.
+    browser.find_element(By.CSS_SELECTOR, "#action-payment summary").click()
+    Select(browser.find_element(By.ID, "payment-method")).select_by_value("bank_transfer")
+    go(browser, By.ID, "record-payment")
+    browser.find_element(By.ID, "package-files").send_keys(str(data))
+    go(browser, By.ID, "attach-package")
+    assert "会員情報.csv" in browser.find_element(By.CSS_SELECTOR, "ul.package").text
+    browser.find_element(By.CSS_SELECTOR, "#action-fulfill summary").click()
+    browser.find_element(By.ID, "fulfill-summary").send_keys(
+        "ご登録の会員情報を、ステータスページからダウンロードいただけるようにしました。"
+    )
+    Select(browser.find_element(By.ID, "fulfill-method_used")).select_by_value("electronic")
+    go(browser, By.ID, "preview-fulfill")
+    go(browser, By.ID, "confirm")
+    states = rt.definitions.workflow("disclosure").states
+    assert browser.find_element(By.ID, "state").text == states["fulfilled"].label.ja
+    # The requester downloads it from the status page; no letter carries the file.
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    browser.execute_cdp_cmd(
+        "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
+    )
+    browser.get(f"{live_url}/status/{submitted.status_token}")
+    browser.find_element(By.LINK_TEXT, "会員情報.csv").click()
+    deadline = time.monotonic() + 15
+    while not [p for p in downloads.iterdir() if not p.name.endswith(".crdownload")]:
+        assert time.monotonic() < deadline, "the package was not downloaded"
+        time.sleep(0.2)
+    (got,) = list(downloads.iterdir())
+    assert got.read_bytes() == data.read_bytes()
+    with Session(rt.db) as s:
+        events = [
+            e.kind for e in s.exec(select(Event).where(Event.request_id == submitted.request.id))
+        ]
+        bodies = s.exec(select(OutboxMessage.body)).all()
+    assert "package_attached" in events
+    assert "package_downloaded" in events  # every download is audited
+    assert not any("山田 太郎,taro@example.jp" in body for body in bodies)

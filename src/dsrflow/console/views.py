@@ -378,6 +378,7 @@ def reports_context(
         "rows": rows,
         "totals": totals,
         "titles": titles,
+        "reasons": {code: r.label.for_language(lang) for code, r in rt.definitions.reasons.items()},
         "csv_available": reports is not None and hasattr(reports, "requests_csv"),
     }
 
