@@ -513,3 +513,24 @@ def test_fulfil_with_a_part_withheld_for_a_substantive_reason(
     assert done.state == "fulfilled"
     assert "第三者の個人情報を含む通話記録は開示できません。" in letter.body
     assert rt.definitions.reasons["DISC_HARM_RIGHTS"].statutory_text.ja in letter.body
+
+
+def test_purge_removes_internal_notes_and_the_chain_still_verifies(
+    rt: Runtime, desk: TestClient
+) -> None:
+    from dsrflow.requests.models import RequestNote
+    from dsrflow.retention import purge
+
+    request = make_request(rt, state="withdrawn")
+    page = _page(desk, request.id)
+    desk.post(
+        f"/console/requests/{request.id}/notes",
+        data={"csrf_token": csrf_of(page), "body": "本人の勤務先は株式会社サンプル。"},
+    )
+    with Session(rt.db) as s:
+        assert len(s.exec(select(RequestNote)).all()) == 1
+    done = purge(rt, now=datetime.now(UTC) + timedelta(days=rt.settings.retention_closed_days + 1))
+    assert done.requests == [request.reference]
+    with Session(rt.db) as s:
+        assert s.exec(select(RequestNote)).all() == []
+        assert verify_chains(s)[1] == []
