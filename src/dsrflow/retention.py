@@ -6,7 +6,8 @@ Art. 20), then ``dsrflow purge`` (also run daily by the scheduler) removes it.
   verification links, the desk's internal notes, its mail (words, raw bytes, attachments) and
   every free-text value of its audit events. What stays identifies no one: reference, type,
   channel, dates, outcome (state), identity method and reason codes, and the audit chain, which
-  hashes digests of the values it lost and so still verifies (``dsrflow audit verify``). A ``purged`` event records the purge.
+  hashes digests of the values it lost and so still verifies (``dsrflow audit verify``). A
+  ``purged`` event records the purge.
 - Raw inbound mail, ``DSRFLOW_RETENTION_RAW_MAIL_DAYS`` after it arrived (default 90), once its
   request is closed or it belongs to none (and a handler has decided it); mail that belongs to
   no request loses its words too.
