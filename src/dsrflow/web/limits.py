@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from http import HTTPStatus
-from typing import Any
 import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
