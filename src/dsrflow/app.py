@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.types import Scope
 
 from dsrflow import __version__
 from dsrflow.api import inbox as inbox_routes
+from dsrflow.api import packages as package_routes
 from dsrflow.api import problems
+from dsrflow.api import reports as report_routes
 from dsrflow.api import requests as request_routes
 from dsrflow.api import workflows as workflow_routes
 from dsrflow.api.limits import BodySizeLimit, RateLimiter
 from dsrflow.pages import routes as page_routes
 from dsrflow.runtime import Runtime
 
+PACKAGE_UPLOAD = re.compile(r"/api/v1/requests/[^/]+/packages")
 Background = Callable[[Runtime], AbstractAsyncContextManager[object]]
 
 DESCRIPTION = """
@@ -27,6 +32,20 @@ intake, identity, deadlines, outcomes.
   `dsrflow handlers add`.
 * Errors are RFC 9457 problem details (`application/problem+json`).
 """
+
+
+def body_limit(rt: Runtime) -> Callable[[Scope], int]:
+    """The body cap of a route: a disclosure package may be as large as its configured limit
+    (plus room for the multipart framing); everything else gets ``MAX_BODY_BYTES``."""
+    settings = rt.settings
+
+    def limit(scope: Scope) -> int:
+        path = scope.get("path", "")
+        if scope.get("method") == "POST" and PACKAGE_UPLOAD.fullmatch(path):
+            return settings.package_max_bytes + 1024 * 1024
+        return settings.max_body_bytes
+
+    return limit
 
 
 def create_app(rt: Runtime, *, background: Background | None = None) -> FastAPI:
@@ -53,6 +72,8 @@ def create_app(rt: Runtime, *, background: Background | None = None) -> FastAPI:
     app.include_router(request_routes.router)
     app.include_router(workflow_routes.router)
     app.include_router(inbox_routes.router)
+    app.include_router(package_routes.router)
+    app.include_router(report_routes.router)
     app.include_router(page_routes.router)
 
     @app.get("/healthz", tags=["health"], summary="Liveness and database check")
@@ -61,5 +82,5 @@ def create_app(rt: Runtime, *, background: Background | None = None) -> FastAPI:
             connection.exec_driver_sql("SELECT 1")
         return {"status": "ok"}
 
-    app.add_middleware(BodySizeLimit, max_bytes=rt.settings.max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=body_limit(rt))
     return app

@@ -49,6 +49,19 @@ class Settings(BaseSettings):
     closure_days: list[str] = Field(default_factory=lambda: ["12-29..12-31", "01-01..01-03"])
     verification_link_hours: int = 72
 
+    # Disclosure packages: files stored under PACKAGES_DIR (default DATA_DIR/packages), offered
+    # on the status page for PACKAGE_EXPIRY_DAYS, each file at most PACKAGE_MAX_DOWNLOADS times.
+    packages_dir: Path | None = None
+    package_expiry_days: int = Field(default=14, ge=1, le=365)
+    package_max_downloads: int = Field(default=5, ge=1, le=1000)
+    package_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1)  # all files of a package
+    package_max_files: int = Field(default=20, ge=1, le=1000)
+
+    # The desk hears of every requester event (reply, verification, withdrawal, upload):
+    # one mail per event ("each"), or one mail per REQUESTER_EVENT_BATCH_MINUTES ("batch").
+    requester_event_mail: Literal["each", "batch"] = "each"
+    requester_event_batch_minutes: int = Field(default=60, ge=1, le=24 * 60)
+
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
@@ -73,6 +86,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'dsrflow.sqlite3').resolve()}"
+
+    @property
+    def resolved_packages_dir(self) -> Path:
+        return self.packages_dir or self.data_dir / "packages"
 
     @property
     def maildir_path(self) -> Path:

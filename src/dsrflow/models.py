@@ -4,16 +4,21 @@ from dsrflow.audit.models import AuditHead, Event
 from dsrflow.auth.models import Handler
 from dsrflow.inbound_mail.models import ImapSyncState, InboundAttachment, InboundMessage
 from dsrflow.outbound_mail.models import OutboxMessage
+from dsrflow.packages.models import DisclosurePackage, PackageFile
+from dsrflow.reports.models import JobRun
 from dsrflow.requests.models import ReferenceCounter, Request, VerificationToken
 
 __all__ = [
     "AuditHead",
+    "DisclosurePackage",
     "Event",
     "Handler",
     "ImapSyncState",
     "InboundAttachment",
     "InboundMessage",
+    "JobRun",
     "OutboxMessage",
+    "PackageFile",
     "ReferenceCounter",
     "Request",
     "VerificationToken",

@@ -21,6 +21,14 @@ def get(session: Session, request_id: str) -> Request | None:
     return session.get(Request, request_id)
 
 
+def get_by_id_or_reference(session: Session, key: str) -> Request | None:
+    """The request with this id, or with this reference (any case: ``dsr-2026-000001`` too)."""
+    request = session.get(Request, key)
+    if request is None and key[:4].upper() == "DSR-":
+        request = session.exec(select(Request).where(Request.reference == key.upper())).first()
+    return request
+
+
 def by_status_token(session: Session, token_hash: str) -> Request | None:
     return session.exec(select(Request).where(Request.status_token_hash == token_hash)).first()
 
@@ -57,8 +65,8 @@ def update_if_version(
 def search(
     session: Session,
     *,
-    state: str | None,
-    request_type: str | None,
+    state: str | Sequence[str] | None,
+    request_type: str | Sequence[str] | None,
     overdue_as_of: datetime | None,
     due_before: datetime | None,
     closed_states: Sequence[str],
@@ -66,12 +74,14 @@ def search(
     limit: int,
     offset: int,
 ) -> tuple[list[Request], int]:
-    """Requests matching the filters, newest first, and the total count."""
+    """Requests matching the filters, newest first, and the total count. ``state`` and
+    ``request_type`` take one value or several (any of them matches)."""
     query = select(Request)
     if state:
-        query = query.where(Request.state == state)
+        query = query.where(col(Request.state).in_([state] if isinstance(state, str) else state))
     if request_type:
-        query = query.where(Request.type == request_type)
+        types = [request_type] if isinstance(request_type, str) else request_type
+        query = query.where(col(Request.type).in_(types))
     if overdue_as_of is not None:
         query = query.where(
             col(Request.due_at) < overdue_as_of,
