@@ -17,6 +17,7 @@ from dsrflow.api import reports as report_routes
 from dsrflow.api import requests as request_routes
 from dsrflow.api import workflows as workflow_routes
 from dsrflow.api.limits import BodySizeLimit, RateLimiter
+from dsrflow.pages import downloads as download_routes
 from dsrflow.pages import routes as page_routes
 from dsrflow.runtime import Runtime
 
@@ -75,6 +76,7 @@ def create_app(rt: Runtime, *, background: Background | None = None) -> FastAPI:
     app.include_router(package_routes.router)
     app.include_router(report_routes.router)
     app.include_router(page_routes.router)
+    app.include_router(download_routes.router)
 
     @app.get("/healthz", tags=["health"], summary="Liveness and database check")
     def healthz() -> dict[str, str]:

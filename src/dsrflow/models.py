@@ -6,10 +6,11 @@ from dsrflow.inbound_mail.models import ImapSyncState, InboundAttachment, Inboun
 from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.packages.models import DisclosurePackage, PackageFile
 from dsrflow.reports.models import JobRun
-from dsrflow.requests.models import ReferenceCounter, Request, VerificationToken
+from dsrflow.requests.models import DeskNotice, ReferenceCounter, Request, VerificationToken
 
 __all__ = [
     "AuditHead",
+    "DeskNotice",
     "DisclosurePackage",
     "Event",
     "Handler",

@@ -16,7 +16,7 @@ import logging
 import shutil
 import unicodedata
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path, PurePath
 
 from sqlmodel import Session
@@ -231,11 +231,12 @@ class OfferedFile:
 class OfferedPackage:
     id: str
     expires_at: datetime
+    expires_on: date  # the last local day of the link
     files: list[OfferedFile]
 
 
 def offered(
-    session: Session, request: Request, now: datetime | None = None
+    rt: Runtime, session: Session, request: Request, now: datetime | None = None
 ) -> list[OfferedPackage]:
     """What the status page offers: packages not removed and not expired, newest first."""
     now = now or utcnow()
@@ -249,6 +250,7 @@ def offered(
         OfferedPackage(
             id=p.id,
             expires_at=p.expires_at,
+            expires_on=rt.calendar.local_date(p.expires_at),
             files=[
                 OfferedFile(
                     id=f.id,

@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from dsrflow.api.deps import RuntimeDep, SessionDep, client_address
 from dsrflow.auth.tokens import token_digest
 from dsrflow.errors import Conflict, Invalid, NotFound
+from dsrflow.packages import service as packages
 from dsrflow.requests import repository, service
 from dsrflow.requests.models import Request as DsrRequest
 from dsrflow.requests.schemas import RequestCreate
@@ -235,6 +236,7 @@ def status_page(token: str, request: Request, rt: RuntimeDep, session: SessionDe
         letters=letters,
         notice=notice,
         can_withdraw="withdraw" in rt.engine.allowed_triggers(dsr.type, dsr.state),
+        packages=packages.offered(rt, session, dsr),
         **_request_view(rt, dsr, lang),
     )
 

@@ -16,6 +16,7 @@ from dsrflow.deadlines import service as deadlines
 from dsrflow.outbound_mail.dispatch import flush_outbox
 from dsrflow.packages import service as packages
 from dsrflow.reports.service import record_job_run
+from dsrflow.requests import notices
 from dsrflow.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,16 @@ async def package_sweep(rt: Runtime) -> None:
         return report.errors
 
     await _recorded(rt, "package_sweep", work)
+
+
+async def requester_event_batch(rt: Runtime) -> None:
+    """One mail to the desk listing the requester events since the last (batch mode)."""
+
+    async def work() -> int:
+        await asyncio.to_thread(notices.send_batch, rt)
+        return 0
+
+    await _recorded(rt, "requester_event_batch", work)
 
 
 async def outbox_dispatch(rt: Runtime) -> None:

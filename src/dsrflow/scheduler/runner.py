@@ -40,6 +40,7 @@ def _jobs(rt: Runtime) -> list[tuple[str, Job, object, int]]:
             1800,
         ),
         ("outbox_dispatch", jobs.outbox_dispatch, IntervalTrigger(seconds=15, timezone=tz), 300),
+        ("package_sweep", jobs.package_sweep, IntervalTrigger(minutes=10, timezone=tz), 3600),
         (
             "daily_digest",
             jobs.daily_digest,
@@ -47,6 +48,9 @@ def _jobs(rt: Runtime) -> list[tuple[str, Job, object, int]]:
             6 * 3600,
         ),
     ]
+    if rt.settings.requester_event_mail == "batch":
+        every = IntervalTrigger(minutes=rt.settings.requester_event_batch_minutes, timezone=tz)
+        table.append(("requester_event_batch", jobs.requester_event_batch, every, 3600))
     if rt.settings.imap_host:
         table.append(("imap_poll", jobs.imap_poll, IntervalTrigger(seconds=60, timezone=tz), 300))
     return table

@@ -1,8 +1,8 @@
-"""console data: disclosure packages and scheduler job runs
+"""console data: disclosure packages, scheduler job runs, desk notices
 
 Revision ID: 0009
 Revises: 0004
-Create Date: 2026-12-01 20:25:05.710469
+Create Date: 2026-12-01 20:31:04.776734
 """
 
 import sqlalchemy as sa
@@ -30,6 +30,29 @@ def upgrade() -> None:
         sa.Column("last_errors", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("job"),
     )
+    op.create_table(
+        "desk_notices",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("dedup_key", sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
+        sa.Column("request_id", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
+        sa.Column("kind", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
+        sa.Column("at", dsrflow.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("text", sa.Text(), nullable=True),
+        sa.Column("truncated", sa.Boolean(), nullable=False),
+        sa.Column("details", sa.JSON(), nullable=False),
+        sa.Column("created_at", dsrflow.db.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["request_id"],
+            ["requests.id"],
+        ),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("dedup_key"),
+    )
+    with op.batch_alter_table("desk_notices", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_desk_notices_request_id"), ["request_id"], unique=False
+        )
+
     op.create_table(
         "disclosure_packages",
         sa.Column("id", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
@@ -90,5 +113,9 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_disclosure_packages_expires_at"))
 
     op.drop_table("disclosure_packages")
+    with op.batch_alter_table("desk_notices", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_desk_notices_request_id"))
+
+    op.drop_table("desk_notices")
     op.drop_table("job_runs")
     # ### end Alembic commands ###
