@@ -69,7 +69,7 @@ def figures(
     "/api/v1/reports/handling-record",
     response_class=HTMLResponse,
     responses=PERIOD,
-    summary="The handling record (開示等の求め対応記録, JIS Q 15001), printable HTML",
+    summary="The handling record (JIS Q 15001), printable HTML",
 )
 def handling_record(
     request: Request, rt: RuntimeDep, session: SessionDep, _: Reader, start: From, end: To

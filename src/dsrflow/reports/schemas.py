@@ -59,7 +59,7 @@ CSV_COLUMNS = list(RequestRow.model_fields)
 
 
 class HandlingRecordEntry(BaseModel):
-    """One request as the handling record (開示等の求め対応記録) lists it."""
+    """One request as the handling record (JIS Q 15001) lists it."""
 
     reference: str
     type: str

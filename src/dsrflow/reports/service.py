@@ -247,7 +247,7 @@ def audit_check(session: Session) -> AuditCheck:
 def handling_record(
     rt: Runtime, session: Session, start: date, end: date, *, language: str = "ja"
 ) -> HandlingRecord:
-    """The handling record of requests for disclosure etc. (開示等の求め対応記録, JIS Q 15001)
+    """The handling record of requests for disclosure etc. (JIS Q 15001)
     for the requests that arrived from ``start`` to ``end``, with the audit chains' check."""
     now = utcnow()
     lower, upper = _bounds(rt, start, end)
