@@ -28,7 +28,7 @@ PERIOD: dict[int | str, dict[str, Any]] = {
     422: {"description": "A missing or malformed date, or 'to' before 'from'"},
 }
 From = Annotated[date, Query(alias="from", description="First day of arrival (YYYY-MM-DD).")]
-To = Annotated[date, Query(description="Last day of arrival, included (YYYY-MM-DD).")]
+To = Annotated[date, Query(alias="to", description="Last day of arrival, included (YYYY-MM-DD).")]
 
 
 @router.get(
