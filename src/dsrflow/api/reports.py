@@ -10,7 +10,6 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from prometheus_client import CONTENT_TYPE_LATEST
-from starlette.concurrency import run_in_threadpool
 
 from dsrflow.api.deps import Reader, RuntimeDep, SessionDep, permission
 from dsrflow.api.problems import HANDLER_PROBLEMS as PROBLEMS
@@ -105,6 +104,6 @@ def handling_record(
     responses={**PROBLEMS, 200: {"content": {CONTENT_TYPE_LATEST: {}}}},
     summary="Prometheus metrics (admin or auditor token)",
 )
-async def prometheus_metrics(rt: RuntimeDep, _: Auditor) -> Response:
-    body = await run_in_threadpool(metrics.render, rt)
+def prometheus_metrics(rt: RuntimeDep, session: SessionDep, _: Auditor) -> Response:
+    body = metrics.render(rt, session)
     return Response(body, media_type=CONTENT_TYPE_LATEST, headers=NO_STORE)

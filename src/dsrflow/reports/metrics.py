@@ -27,22 +27,21 @@ OUTBOX_STATUSES = ("pending", "sending", "sent", "failed")
 class DatabaseCollector(Collector):
     """Reads every metric from the database when scraped."""
 
-    def __init__(self, rt: Runtime, now: datetime | None = None):
-        self.rt, self.now = rt, now
+    def __init__(self, rt: Runtime, session: Session, now: datetime | None = None):
+        self.rt, self.session, self.now = rt, session, now
 
     def collect(self) -> Iterator[Metric]:
-        rt, now = self.rt, self.now or utcnow()
+        rt, now, session = self.rt, self.now or utcnow(), self.session
         today = rt.calendar.local_date(now)
-        with Session(rt.db) as session:
-            by_state = repository.count_by_state_and_type(session)
-            overdue = repository.overdue_count(session, now, rt.open_states, rt.paused_types, today)
-            breaches = repository.art39_breaches(session, rt.open_states, today)
-            outbox = repository.outbox_by_status(session)
-            oldest = repository.oldest_pending_outbox(session)
-            triage = inbox_repository.waiting_count(session)
-            polls = repository.imap_last_polls(session)
-            runs = list(session.exec(select(JobRun)))
-            session.rollback()
+        by_state = repository.count_by_state_and_type(session)
+        overdue = repository.overdue_count(session, now, rt.open_states, rt.paused_types, today)
+        breaches = repository.art39_breaches(session, rt.open_states, today)
+        outbox = repository.outbox_by_status(session)
+        oldest = repository.oldest_pending_outbox(session)
+        triage = inbox_repository.waiting_count(session)
+        polls = repository.imap_last_polls(session)
+        runs = list(session.exec(select(JobRun)))
+        session.rollback()
 
         requests = GaugeMetricFamily(
             "dsrflow_requests", "Requests by state and type.", labels=["state", "type"]
@@ -127,8 +126,8 @@ def _mailbox_label(mailbox: str) -> str:
     return mailbox.rpartition("@")[2]
 
 
-def render(rt: Runtime, now: datetime | None = None) -> bytes:
-    """The metrics in the Prometheus text format."""
+def render(rt: Runtime, session: Session, now: datetime | None = None) -> bytes:
+    """The metrics in the Prometheus text format, read through ``session``."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(DatabaseCollector(rt, now))
+    registry.register(DatabaseCollector(rt, session, now))
     return generate_latest(registry)
