@@ -80,11 +80,13 @@ def _is_closed(rt: Runtime, request: Request) -> bool:
 
 
 def _went_overdue(rt: Runtime, request: Request, now: datetime) -> bool:
+    """Past the due date when closed (or now, a paused clock excepted), or not closed before
+    the Art. 39 date whatever any pause or extension says."""
+    if _art39_passed(rt, request, now):
+        return True
     if _is_closed(rt, request):
         return request.closed_at is not None and request.closed_at > request.due_at
-    return rt.is_overdue(request.type, request.state, request.due_at, now) or (
-        _art39_passed(rt, request, now)
-    )
+    return rt.is_overdue(request.type, request.state, request.due_at, now)
 
 
 def _art39_passed(rt: Runtime, request: Request, now: datetime) -> bool:
