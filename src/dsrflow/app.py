@@ -21,7 +21,8 @@ from dsrflow.pages import downloads as download_routes
 from dsrflow.pages import routes as page_routes
 from dsrflow.runtime import Runtime
 
-PACKAGE_UPLOAD = re.compile(r"/api/v1/requests/[^/]+/packages")
+# Where a disclosure package is uploaded: the API, and the console's fulfil form.
+PACKAGE_UPLOAD = re.compile(r"/(api/v1|console)/requests/[^/]+/packages?")
 Background = Callable[[Runtime], AbstractAsyncContextManager[object]]
 
 DESCRIPTION = """

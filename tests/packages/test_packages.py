@@ -219,3 +219,20 @@ def test_the_package_size_limit(rt: Runtime, auth: dict[str, str], tmp_path: Pat
 def test_safe_filenames(name: str) -> None:
     safe = packages.safe_filename(name)
     assert safe and "/" not in safe and "\\" not in safe and "\x00" not in safe
+
+
+def test_only_package_uploads_get_the_larger_body_limit(rt: Runtime) -> None:
+    from dsrflow.app import body_limit
+
+    limit = body_limit(rt)
+    big = rt.settings.package_max_bytes + 1024 * 1024
+    assert limit({"method": "POST", "path": "/api/v1/requests/x/packages"}) == big
+    assert limit({"method": "POST", "path": "/console/requests/x/package"}) == big
+    for method, path in (
+        ("POST", "/api/v1/requests"),
+        ("POST", "/api/v1/requests/x/transitions"),
+        ("POST", "/api/v1/requests/x/packages/y"),
+        ("PUT", "/api/v1/requests/x/packages"),
+        ("POST", "/"),
+    ):
+        assert limit({"method": method, "path": path}) == rt.settings.max_body_bytes, path
