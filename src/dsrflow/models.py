@@ -6,7 +6,13 @@ from dsrflow.inbound_mail.models import ImapSyncState, InboundAttachment, Inboun
 from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.packages.models import DisclosurePackage, PackageFile
 from dsrflow.reports.models import JobRun
-from dsrflow.requests.models import DeskNotice, ReferenceCounter, Request, VerificationToken
+from dsrflow.requests.models import (
+    DeskNotice,
+    Payment,
+    ReferenceCounter,
+    Request,
+    VerificationToken,
+)
 
 __all__ = [
     "AuditHead",
@@ -20,6 +26,7 @@ __all__ = [
     "JobRun",
     "OutboxMessage",
     "PackageFile",
+    "Payment",
     "ReferenceCounter",
     "Request",
     "VerificationToken",

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from fastapi.testclient import TestClient
 
 from dsrflow.runtime import Runtime
-from tests.conftest import make_request
+from tests.conftest import VERIFY, make_request
 
 
 def _ids(client: TestClient, auth: dict[str, str], query: str) -> list[str]:
@@ -76,13 +76,27 @@ def test_references_are_accepted_wherever_an_id_is(
     assert lower.json()["id"] == request.id
     fired = client.post(
         f"/api/v1/requests/{request.reference}/transitions",
-        json={"trigger": "verify_identity", "method": "id_document_copy"},
+        json={"trigger": "verify_identity", **VERIFY},
         headers=auth,
     )
     assert fired.status_code == 200, fired.text
     assert fired.json()["state"] == "identity_verified"
     messages = client.get(f"/api/v1/requests/{request.reference}/messages", headers=auth)
     assert messages.status_code == 200
+    paid = client.post(
+        f"/api/v1/requests/{request.reference}/payments",
+        json={"amount_jpy": 1000, "method": "bank_transfer"},
+        headers=auth,
+    )
+    assert paid.status_code == 200, paid.text
+    stale = client.post(
+        f"/api/v1/requests/{request.reference}/retype",
+        json={"type": "correction", "note": "訂正の請求でした。", "expected_version": 1},
+        headers=auth,
+    )
+    assert stale.status_code == 409
+    assert stale.json()["version"] > 1
+    assert f"version {stale.json()['version']}" in stale.json()["detail"]
     unknown = client.get("/api/v1/requests/DSR-2026-999999", headers=auth)
     assert unknown.status_code == 404
     # Without a token nobody learns whether a reference exists.

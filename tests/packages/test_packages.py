@@ -19,7 +19,7 @@ from dsrflow.packages.models import DisclosurePackage
 from dsrflow.requests import repository, service
 from dsrflow.requests.schemas import RequestCreate, TransitionIn
 from dsrflow.runtime import Runtime
-from tests.conftest import request_body
+from tests.conftest import VERIFY, request_body
 
 PDF = b"%PDF-1.4 disclosed data " + bytes(range(256)) * 40
 
@@ -34,7 +34,7 @@ def _verified(rt: Runtime, **overrides: str) -> tuple[str, str]:
             rt,
             s,
             submitted.request.id,
-            TransitionIn(trigger="verify_identity", method="id_document_copy"),
+            TransitionIn(trigger="verify_identity", **VERIFY),
             actor="test",
         )
     return submitted.request.id, submitted.status_token
@@ -66,7 +66,8 @@ def test_attach_then_the_requester_downloads_from_the_status_page(
     names = {f["filename"]: f for f in package["files"]}
     assert set(names) == {"開示データ.pdf", "履歴.csv"}, "no path survives in a name"
     pdf = names["開示データ.pdf"]
-    assert pdf["size"] == len(PDF) and pdf["sha256"] == hashlib.sha256(PDF).hexdigest()
+    assert pdf["size"] == len(PDF)
+    assert pdf["sha256"] == hashlib.sha256(PDF).hexdigest()
     stored = rt.settings.resolved_packages_dir / package["id"] / pdf["id"]
     assert stored.read_bytes() == PDF, "stored under its id, not its name"
     expires = package["expires_at"]
@@ -76,13 +77,16 @@ def test_attach_then_the_requester_downloads_from_the_status_page(
     with Session(rt.db) as s:
         (ready,) = s.exec(select(OutboxMessage).where(OutboxMessage.letter == "package_ready"))
     assert ready.recipient == "taro@example.jp"
-    assert "開示データ.pdf" in ready.body and pdf["sha256"] in ready.body
-    assert "/status/" not in ready.body and pdf["id"] not in ready.body
+    assert "開示データ.pdf" in ready.body
+    assert pdf["sha256"] in ready.body
+    assert "/status/" not in ready.body
+    assert pdf["id"] not in ready.body
 
     page = client.get(f"/status/{token}")
     assert page.status_code == 200
     link = f"/status/{token}/packages/{pdf['id']}"
-    assert link in page.text and "開示データのダウンロード" in page.text
+    assert link in page.text
+    assert "開示データのダウンロード" in page.text
 
     first = client.get(link)
     assert first.status_code == 200
@@ -183,7 +187,8 @@ def test_attaching_is_refused_before_verification_and_checked(
     none = client.post(url, data={"max_downloads": "2"}, headers=auth)
     assert none.status_code == 422
     bad = _attach(client, auth, request_id, expires_in_days="0")
-    assert bad.status_code == 422 and "expires_in_days" in bad.json()["errors"]
+    assert bad.status_code == 422
+    assert "expires_in_days" in bad.json()["errors"]
     assert client.post(url, files=[("files", ("a.txt", b"x", "text/plain"))]).status_code == 401
     assert not any(rt.settings.resolved_packages_dir.glob("*/*")), "nothing left behind"
 
@@ -218,7 +223,10 @@ def test_the_package_size_limit(rt: Runtime, auth: dict[str, str], tmp_path: Pat
 @pytest.mark.parametrize("name", ["a/b/c.pdf", "..\\x.pdf", "\x00\x1f.pdf", "", "."])
 def test_safe_filenames(name: str) -> None:
     safe = packages.safe_filename(name)
-    assert safe and "/" not in safe and "\\" not in safe and "\x00" not in safe
+    assert safe
+    assert "/" not in safe
+    assert "\\" not in safe
+    assert "\x00" not in safe
 
 
 def test_only_package_uploads_get_the_larger_body_limit(rt: Runtime) -> None:

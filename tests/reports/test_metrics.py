@@ -72,7 +72,8 @@ def test_metrics_report_requests_deadlines_outbox_triage_and_jobs(
     assert samples[("dsrflow_requests_art39_breached", ())] == 2
     # Nothing was sent yet: every letter (and the sweep's reminders) waits in the outbox.
     backlog = samples[("dsrflow_outbox_backlog", ())]
-    assert backlog >= 15 and samples[("dsrflow_outbox_failed", ())] == 0
+    assert backlog >= 15
+    assert samples[("dsrflow_outbox_failed", ())] == 0
     assert samples[("dsrflow_outbox_messages", (("status", "pending"),))] == backlog
     assert samples[("dsrflow_outbox_oldest_waiting_seconds", ())] >= 0
     assert samples[("dsrflow_triage_messages", ())] == 0
@@ -96,6 +97,7 @@ def test_failed_job_runs_are_counted(rt: Runtime, client: TestClient, monkeypatc
     asyncio.run(jobs.deadline_sweep(rt))  # never raises
     with Session(rt.db) as session:
         run = session.get(JobRun, "deadline_sweep")
-    assert run is not None and (run.runs, run.errors, run.last_errors) == (1, 1, 1)
+    assert run is not None
+    assert (run.runs, run.errors, run.last_errors) == (1, 1, 1)
     samples = _samples(client.get("/metrics", headers=auth_header(rt, "admin")).text)
     assert samples[("dsrflow_job_errors", (("job", "deadline_sweep"),))] == 1

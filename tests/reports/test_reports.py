@@ -54,18 +54,22 @@ def test_figures_per_month_and_type(rt: Runtime) -> None:
     taken = [(today - rt.calendar.local_date(r.received_at)).days for r in (refused, fulfilled)]
     assert disclosure.median_days_to_close == sum(taken) / 2
     # All three went past their due date and their Art. 39 date (two closed late, one open).
-    assert disclosure.overdue == 3 and disclosure.art39_breaches == 3
-    assert disclosure.art39_decided == 3 and disclosure.closed_before_art39 == 0
+    assert disclosure.overdue == 3
+    assert disclosure.art39_breaches == 3
+    assert disclosure.art39_decided == 3
+    assert disclosure.closed_before_art39 == 0
     assert disclosure.share_closed_before_art39 == 0.0
 
     correction = rows[("2026-04", "correction")]
-    assert correction.outcomes == {"withdrawn": 1} and correction.refusals_by_reason == {}
+    assert correction.outcomes == {"withdrawn": 1}
+    assert correction.refusals_by_reason == {}
     assert rows[("2026-06", "correction")].closed == 0
     assert rows[("2026-06", "correction")].median_days_to_close is None
 
     totals = {f.month: f for f in figures.totals}
     assert set(totals) == {"2026-04", "2026-06"}
-    assert totals["2026-04"].count == 4 and totals["2026-04"].type == "*"
+    assert totals["2026-04"].count == 4
+    assert totals["2026-04"].type == "*"
     assert totals["2026-04"].outcomes == {"fulfilled": 1, "refused": 1, "withdrawn": 1}
 
 
@@ -121,10 +125,12 @@ def test_csv_export_has_the_contract_columns(rt: Runtime, client: TestClient) ->
     assert [r["reference"] for r in rows] == [refused.reference, verified.reference]
 
     first, second = rows
-    assert first["type"] == "disclosure" and first["channel"] == "api"
+    assert first["type"] == "disclosure"
+    assert first["channel"] == "api"
     assert datetime.fromisoformat(first["received_at"]) == refused.received_at
     assert first["acknowledged_at"], "the acknowledgment was sent"
-    assert first["outcome"] == "refused" and first["reason_code"] == "PROC_ID_UNVERIFIED"
+    assert first["outcome"] == "refused"
+    assert first["reason_code"] == "PROC_ID_UNVERIFIED"
     assert first["identity_method"] == ""
     closed = datetime.fromisoformat(first["closed_at"])
     expected_days = (rt.calendar.local_date(closed) - date(2026, 4, 1)).days
@@ -163,16 +169,21 @@ def test_handling_record_with_the_audit_check(rt: Runtime, client: TestClient) -
     assert client.get(query).status_code == 401
     auth = auth_header(rt, "auditor")
     page = client.get(query, headers=auth)
-    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
     html = page.text
     assert "開示等の求め対応記録" in html
-    assert refused.reference in html and "山田 太郎" in html
+    assert refused.reference in html
+    assert "山田 太郎" in html
     assert "PROC_ID_UNVERIFIED" in html
-    assert "正常" in html and "異常" not in html
+    assert "正常" in html
+    assert "異常" not in html
     with Session(rt.db) as session:
         record = reports.handling_record(rt, session, date(2026, 4, 1), date(2026, 4, 30))
     (entry,) = record.entries
-    assert entry.handlers == ["test"] and entry.events == 2 and len(entry.chain_head) == 64
+    assert entry.handlers == ["test"]
+    assert entry.events == 2
+    assert len(entry.chain_head) == 64
     assert entry.chain_head in html
 
     # An edited audit event shows in the record.
@@ -184,4 +195,16 @@ def test_handling_record_with_the_audit_check(rt: Runtime, client: TestClient) -
         )
         session.commit()
     tampered = client.get(query, headers=auth).text
-    assert "異常" in tampered and refused.id in tampered
+    assert "異常" in tampered
+    assert refused.id in tampered
+
+
+def test_outcomes_include_not_held_and_substituted(rt: Runtime) -> None:
+    make_request(rt, "disclosure", "not_held", received_at=_at("2026-04-01"))
+    make_request(rt, "suspension", "substituted", received_at=_at("2026-04-02"))
+    with Session(rt.db) as session:
+        figures = reports.monthly_figures(rt, session, date(2026, 4, 1), date(2026, 4, 30))
+        rows = reports.request_rows(rt, session, date(2026, 4, 1), date(2026, 4, 30))
+    assert figures.totals[0].outcomes == {"not_held": 1, "substituted": 1}
+    assert figures.totals[0].refusals_by_reason == {}, "neither is a refusal"
+    assert [(r.outcome, r.reason_code) for r in rows] == [("not_held", None), ("substituted", None)]

@@ -86,7 +86,7 @@ def _went_overdue(rt: Runtime, request: Request, now: datetime) -> bool:
         return True
     if _is_closed(rt, request):
         return request.closed_at is not None and request.closed_at > request.due_at
-    return rt.is_overdue(request.type, request.state, request.due_at, now)
+    return rt.is_overdue(request.type, request.state, request.due_at, now, request.art39_date)
 
 
 def _art39_passed(rt: Runtime, request: Request, now: datetime) -> bool:

@@ -41,6 +41,8 @@ def _jobs(rt: Runtime) -> list[tuple[str, Job, object, int]]:
         ),
         ("outbox_dispatch", jobs.outbox_dispatch, IntervalTrigger(seconds=15, timezone=tz), 300),
         ("package_sweep", jobs.package_sweep, IntervalTrigger(minutes=10, timezone=tz), 3600),
+        # Daily per request (dedup key per day); checked often so a restart never skips a day.
+        ("art39_alert", jobs.art39_alert, IntervalTrigger(minutes=15, timezone=tz), 3600),
         (
             "daily_digest",
             jobs.daily_digest,
