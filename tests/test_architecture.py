@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "inbound_mail": 3,
     "deadlines": 3,
     "reports": 3,
+    "packages": 3,
     # the domain
     "requests": 2,
     # below
@@ -51,6 +52,7 @@ SIDEWAYS = {
     ("console", "pages"),
     ("migrations", "models"),
     ("deadlines", "inbound_mail"),  # the digest counts the triage inbox
+    ("reports", "inbound_mail"),  # the metrics count the triage inbox and the IMAP lag
     ("runtime", "outbound_mail"),  # the runtime holds the letter renderer
     ("runtime", "workflow"),
     ("outbound_mail", "workflow"),
