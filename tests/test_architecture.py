@@ -31,6 +31,8 @@ LAYERS: dict[str, int] = {
     "deadlines": 3,
     "reports": 3,
     "packages": 3,
+    # retention purges across the rooms of the domain (requests, their mail, their letters)
+    "retention": 3,
     # the domain
     "requests": 2,
     # below
@@ -40,6 +42,7 @@ LAYERS: dict[str, int] = {
     "audit": 1,
     "auth": 1,
     "logs": 1,
+    "backup": 1,
     "config": 0,
     "db": 0,
     "errors": 0,
@@ -53,6 +56,8 @@ SIDEWAYS = {
     ("migrations", "models"),
     ("deadlines", "inbound_mail"),  # the digest counts the triage inbox
     ("reports", "inbound_mail"),  # the metrics count the triage inbox and the IMAP lag
+    ("retention", "inbound_mail"),  # purge empties a request's mail with the request
+    ("retention", "packages"),  # and deletes its disclosure package files
     ("runtime", "outbound_mail"),  # the runtime holds the letter renderer
     ("runtime", "workflow"),
     ("outbound_mail", "workflow"),

@@ -11,12 +11,13 @@ from starlette.types import Scope
 
 from dsrflow import __version__
 from dsrflow.api import inbox as inbox_routes
+from dsrflow.api import openapi, problems
 from dsrflow.api import packages as package_routes
-from dsrflow.api import problems
 from dsrflow.api import reports as report_routes
 from dsrflow.api import requests as request_routes
 from dsrflow.api import workflows as workflow_routes
 from dsrflow.api.limits import BodySizeLimit, RateLimiter
+from dsrflow.db import reading
 from dsrflow.pages import downloads as download_routes
 from dsrflow.pages import routes as page_routes
 from dsrflow.runtime import Runtime
@@ -78,10 +79,11 @@ def create_app(rt: Runtime, *, background: Background | None = None) -> FastAPI:
     app.include_router(report_routes.router)
     app.include_router(page_routes.router)
     app.include_router(download_routes.router)
+    openapi.install(app)
 
     @app.get("/healthz", tags=["health"], summary="Liveness and database check")
     def healthz() -> dict[str, str]:
-        with rt.db.connect() as connection:
+        with reading(rt.db).connect() as connection:  # never waits for SQLite's write lock
             connection.exec_driver_sql("SELECT 1")
         return {"status": "ok"}
 

@@ -244,3 +244,33 @@ def test_only_package_uploads_get_the_larger_body_limit(rt: Runtime) -> None:
         ("POST", "/"),
     ):
         assert limit({"method": method, "path": path}) == rt.settings.max_body_bytes, path
+
+
+def test_dsrflow_purge_deletes_the_package_files(
+    rt: Runtime, client: TestClient, auth: dict[str, str]
+) -> None:
+    from dsrflow.db import utcnow
+    from dsrflow.retention import purge
+
+    request_id, token = _verified(rt)
+    package = _attach(client, auth, request_id, expires_in_days="365").json()
+    paid = client.post(
+        f"/api/v1/requests/{request_id}/payments",
+        json={"amount_jpy": 1000, "method": "bank_transfer"},
+        headers=auth,
+    )
+    assert paid.status_code == 200, paid.text
+    fulfilled = client.post(
+        f"/api/v1/requests/{request_id}/transitions",
+        json={"trigger": "fulfill", "summary": "開示しました。", "method_used": "electronic"},
+        headers=auth,
+    )
+    assert fulfilled.status_code == 200, fulfilled.text
+    later = utcnow() + timedelta(days=rt.settings.retention_closed_days + 1)
+    assert len(purge(rt, now=later).requests) == 1
+    assert not (rt.settings.resolved_packages_dir / package["id"]).exists()
+    listed = client.get(f"/api/v1/requests/{request_id}/packages", headers=auth).json()
+    assert listed[0]["removed_reason"] == "purged"
+    assert all(f["filename"] == f["id"] for f in listed[0]["files"])
+    with Session(rt.db) as s:
+        assert verify_chains(s)[1] == [], "the chain still verifies after the purge"

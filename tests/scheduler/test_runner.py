@@ -30,6 +30,7 @@ def test_jobs_have_fixed_ids_and_tolerant_settings(rt: Runtime) -> None:
         "daily_digest",
         "package_sweep",
         "art39_alert",
+        "retention_purge",
     }
     for coalesce, grace, instances in jobs.values():
         assert coalesce

@@ -8,7 +8,14 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from dsrflow.api.deps import CurrentRequest, Decider, Reader, RuntimeDep, SessionDep
+from dsrflow.api.deps import (
+    CurrentRequest,
+    Decider,
+    Reader,
+    ReadSessionDep,
+    RuntimeDep,
+    SessionDep,
+)
 from dsrflow.api.problems import HANDLER_PROBLEMS as PROBLEMS
 from dsrflow.packages import service
 from dsrflow.packages.schemas import IncomingFile, PackagePublic
@@ -65,7 +72,7 @@ async def attach_package(
     summary="A request's disclosure packages, newest first",
 )
 def list_packages(
-    request: CurrentRequest, rt: RuntimeDep, session: SessionDep, _: Reader
+    request: CurrentRequest, rt: RuntimeDep, session: ReadSessionDep, _: Reader
 ) -> list[PackagePublic]:
     return service.describe(rt, session, request)
 

@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from dsrflow.api.deps import Reader, RuntimeDep, SessionDep, permission
+from dsrflow.api.deps import Reader, ReadSessionDep, RuntimeDep, permission
 from dsrflow.api.problems import HANDLER_PROBLEMS as PROBLEMS
 from dsrflow.auth.models import Handler
 from dsrflow.reports import metrics
@@ -36,7 +36,9 @@ To = Annotated[date, Query(alias="to", description="Last day of arrival, include
     responses={**PERIOD, 200: {"content": {"text/csv": {}}}},
     summary="One CSV row per request that arrived in the period",
 )
-def requests_csv(rt: RuntimeDep, session: SessionDep, _: Reader, start: From, end: To) -> Response:
+def requests_csv(
+    rt: RuntimeDep, session: ReadSessionDep, _: Reader, start: From, end: To
+) -> Response:
     """Columns, in order: reference, type, channel, received_at, acknowledged_at,
     identity_method, outcome, reason_code, closed_at, days_taken. Times are UTC (ISO 8601);
     the period is of Japan-time arrival dates; ``days_taken`` counts calendar days between
@@ -58,7 +60,7 @@ def requests_csv(rt: RuntimeDep, session: SessionDep, _: Reader, start: From, en
     summary="Per month of arrival and type: count, median days, overdue, refusals, Art. 39",
 )
 def figures(
-    rt: RuntimeDep, session: SessionDep, _: Reader, response: Response, start: From, end: To
+    rt: RuntimeDep, session: ReadSessionDep, _: Reader, response: Response, start: From, end: To
 ) -> RequestFigures:
     response.headers.update(NO_STORE)
     return reports.monthly_figures(rt, session, start, end)
@@ -71,7 +73,7 @@ def figures(
     summary="The handling record (JIS Q 15001), printable HTML",
 )
 def handling_record(
-    request: Request, rt: RuntimeDep, session: SessionDep, _: Reader, start: From, end: To
+    request: Request, rt: RuntimeDep, session: ReadSessionDep, _: Reader, start: From, end: To
 ) -> HTMLResponse:
     """Every request that arrived in the period with how it was handled, and the result of
     ``dsrflow audit verify`` at the time of the export (with each request's chain head)."""
@@ -104,6 +106,6 @@ def handling_record(
     responses={**PROBLEMS, 200: {"content": {CONTENT_TYPE_LATEST: {}}}},
     summary="Prometheus metrics (admin or auditor token)",
 )
-def prometheus_metrics(rt: RuntimeDep, session: SessionDep, _: Auditor) -> Response:
+def prometheus_metrics(rt: RuntimeDep, session: ReadSessionDep, _: Auditor) -> Response:
     body = metrics.render(rt, session)
     return Response(body, media_type=CONTENT_TYPE_LATEST, headers=NO_STORE)

@@ -12,6 +12,7 @@ from dsrflow.api.deps import (
     Decider,
     OptionalHandler,
     Reader,
+    ReadSessionDep,
     RuntimeDep,
     SessionDep,
     rate_limited,
@@ -119,7 +120,7 @@ def submit_request(
 def list_requests(
     request: Request,
     rt: RuntimeDep,
-    session: SessionDep,
+    session: ReadSessionDep,
     _: Reader,
     state: Annotated[
         list[str] | None,
@@ -184,7 +185,7 @@ def list_requests(
     summary="One request with its history",
 )
 def get_request(
-    request: CurrentRequest, rt: RuntimeDep, session: SessionDep, _: Reader
+    request: CurrentRequest, rt: RuntimeDep, session: ReadSessionDep, _: Reader
 ) -> RequestPublic:
     return service.describe(rt, session, request, history=True)
 

@@ -79,7 +79,8 @@ def attach(
     an empty file, a bad expiry or limit) or PayloadTooLarge (over ``PACKAGE_MAX_BYTES``).
     """
     s = rt.settings
-    request = requests_repository.get(session, request_id)
+    # The request's row lock before its event, as every writer of events takes it.
+    request = requests_repository.lock(session, request_id)
     if request is None:
         raise NotFound("No such request.")
     if not may_attach(rt, request):
@@ -283,6 +284,7 @@ def download(rt: Runtime, session: Session, status_token: str, file_id: str) -> 
     found = repository.file_with_package(session, file_id)
     if request is None or found is None or found[1].request_id != request.id:
         raise NotFound("No such file.")
+    requests_repository.lock(session, request.id)  # before its event, as every writer does
     row, package = found
     now = utcnow()
     path = _directory(rt, package.id) / row.id
@@ -328,6 +330,7 @@ def _remove(
 ) -> bool:
     """Mark removed, audit, delete the files (no commit). False if already removed."""
     now = utcnow()
+    requests_repository.lock(session, package.request_id)  # before its event
     if not repository.mark_removed(session, package.id, reason, now):
         return False
     append_event(
@@ -336,7 +339,7 @@ def _remove(
         kind="package_removed",
         actor=actor,
         at=now,
-        detail={"package_id": package.id, "reason": reason},
+        detail={"package_id": package.id, "removed_reason": reason},
     )
     # The files go now: a removed package must never be downloadable again, and personal data
     # must not outlive its link. A row left marked present by a failed commit finds no file
