@@ -3,8 +3,8 @@ Art. 20), then ``dsrflow purge`` (also run daily by the scheduler) removes it.
 
 - A closed request, ``DSRFLOW_RETENTION_CLOSED_DAYS`` after it closed (default 3 years): the
   requester's and agent's names, addresses, phone and details, its letters in the outbox, its
-  verification links, its mail (words, raw bytes, attachments) and every free-text value of its
-  audit events. What stays identifies no one: reference, type, channel, dates, outcome (state),
+  verification links, its mail (words, raw bytes, attachments), its disclosure package files
+  and every free-text value of its audit events. What stays identifies no one: reference, type, channel, dates, outcome (state),
   identity method and reason codes, and the audit chain, which hashes digests of the values it
   lost and so still verifies (``dsrflow audit verify``). A ``purged`` event records the purge.
 - Raw inbound mail, ``DSRFLOW_RETENTION_RAW_MAIL_DAYS`` after it arrived (default 90), once its
