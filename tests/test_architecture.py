@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "inbound_mail": 3,
     "deadlines": 3,
     "reports": 3,
+    "packages": 3,
     # retention purges across the rooms of the domain (requests, their mail, their letters)
     "retention": 3,
     "documents": 3,  # the requester's uploads: a request's files, audited
@@ -56,7 +57,9 @@ SIDEWAYS = {
     ("console", "pages"),
     ("migrations", "models"),
     ("deadlines", "inbound_mail"),  # the digest counts the triage inbox
+    ("reports", "inbound_mail"),  # the metrics count the triage inbox and the IMAP lag
     ("retention", "inbound_mail"),  # purge empties a request's mail with the request
+    ("retention", "packages"),  # and deletes its disclosure package files
     ("runtime", "outbound_mail"),  # the runtime holds the letter renderer
     ("runtime", "workflow"),
     ("outbound_mail", "workflow"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -13,17 +14,22 @@ from dsrflow.api import docs as docs_routes
 from dsrflow.api import documents as document_routes
 from dsrflow.api import inbox as inbox_routes
 from dsrflow.api import openapi, problems
+from dsrflow.api import packages as package_routes
+from dsrflow.api import reports as report_routes
 from dsrflow.api import requests as request_routes
 from dsrflow.api import workflows as workflow_routes
 from dsrflow.config import Settings
 from dsrflow.console import routes as console_routes
 from dsrflow.db import reading
+from dsrflow.pages import downloads as download_routes
 from dsrflow.pages import routes as page_routes
 from dsrflow.runtime import Runtime
 from dsrflow.web.csrf import Csrf
 from dsrflow.web.headers import SecurityHeaders
 from dsrflow.web.limits import BodySizeLimit, RateLimiter
 
+# Where a disclosure package is uploaded: the API, and the console's fulfil form.
+PACKAGE_UPLOAD = re.compile(r"/(api/v1|console)/requests/[^/]+/packages?")
 Background = Callable[[Runtime], AbstractAsyncContextManager[object]]
 
 DESCRIPTION = """
@@ -72,7 +78,10 @@ def create_app(rt: Runtime, *, background: Background | None = None) -> FastAPI:
     app.include_router(workflow_routes.router)
     app.include_router(inbox_routes.router)
     app.include_router(document_routes.router)
+    app.include_router(package_routes.router)
+    app.include_router(report_routes.router)
     app.include_router(page_routes.router)
+    app.include_router(download_routes.router)
     app.include_router(console_routes.router)
     openapi.install(app)
     app.include_router(docs_routes.router)
@@ -90,15 +99,19 @@ def create_app(rt: Runtime, *, background: Background | None = None) -> FastAPI:
         https=settings.base_url.lower().startswith("https://"),
         max_header_bytes=settings.max_header_bytes,
         refusal=refusal,
+        multipart_paths=PACKAGE_UPLOAD.fullmatch,
     )
     return app
 
 
 def _body_limit(settings: Settings) -> Callable[[Scope], int]:
-    """The form and the document upload take more than the JSON API."""
+    """The form, the document upload and a disclosure package (as large as its configured
+    limit, plus room for the multipart framing) take more than the JSON API."""
 
     def limit(scope: Scope) -> int:
         path = scope["path"]
+        if scope.get("method") == "POST" and PACKAGE_UPLOAD.fullmatch(path):
+            return settings.package_max_bytes + 1024 * 1024
         if path == "/":
             return settings.max_form_bytes
         if path.startswith("/status/") and path.endswith("/documents"):

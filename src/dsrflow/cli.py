@@ -311,13 +311,18 @@ def _moment(text: str) -> datetime:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from dsrflow.db import utcnow
     from dsrflow.deadlines.service import sweep
+    from dsrflow.reports.service import record_job_run
 
     rt = _runtime()
     as_of = args.as_of
     if as_of is not None and as_of.tzinfo is None:
         as_of = as_of.replace(tzinfo=rt.settings.tz)
+    started = utcnow()
     report = sweep(rt, as_of, dry_run=args.dry_run)
+    if not args.dry_run:  # a sweep run from cron shows in /metrics too (job "sweep")
+        record_job_run(rt, "sweep", started, utcnow(), report.errors)
     for mail in report.planned:
         print(f"{mail.reference}\t{mail.kind}:{mail.step}\t{mail.recipient}")
     verb = "would queue" if args.dry_run else "queued"

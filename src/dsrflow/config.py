@@ -80,6 +80,19 @@ class Settings(BaseSettings):
     # A console sign-in lasts this long (it also ends on logout or when the token is revoked).
     console_session_hours: int = 12
 
+    # Disclosure packages: files stored under PACKAGES_DIR (default DATA_DIR/packages), offered
+    # on the status page for PACKAGE_EXPIRY_DAYS, each file at most PACKAGE_MAX_DOWNLOADS times.
+    packages_dir: Path | None = None
+    package_expiry_days: int = Field(default=14, ge=1, le=365)
+    package_max_downloads: int = Field(default=5, ge=1, le=1000)
+    package_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1)  # all files of a package
+    package_max_files: int = Field(default=20, ge=1, le=1000)
+
+    # The desk hears of every requester event (reply, verification, withdrawal, upload):
+    # one mail per event ("each"), or one mail per REQUESTER_EVENT_BATCH_MINUTES ("batch").
+    requester_event_mail: Literal["each", "batch"] = "each"
+    requester_event_batch_minutes: int = Field(default=60, ge=1, le=24 * 60)
+
     # SQLite durability: FULL syncs the WAL at each commit, so an acknowledged write survives a
     # power cut; NORMAL is faster but may lose the last commits then (docs/reliability.md).
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
@@ -113,6 +126,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'dsrflow.sqlite3').resolve()}"
+
+    @property
+    def resolved_packages_dir(self) -> Path:
+        return self.packages_dir or self.data_dir / "packages"
 
     @property
     def mail_domain(self) -> str:

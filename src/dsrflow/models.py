@@ -5,7 +5,10 @@ from dsrflow.auth.models import ConsoleSession, Handler
 from dsrflow.documents.models import RequesterDocument
 from dsrflow.inbound_mail.models import ImapSyncState, InboundAttachment, InboundMessage
 from dsrflow.outbound_mail.models import OutboxMessage
+from dsrflow.packages.models import DisclosurePackage, PackageFile
+from dsrflow.reports.models import JobRun
 from dsrflow.requests.models import (
+    DeskNotice,
     Payment,
     ReferenceCounter,
     Request,
@@ -16,12 +19,16 @@ from dsrflow.requests.models import (
 __all__ = [
     "AuditHead",
     "ConsoleSession",
+    "DeskNotice",
+    "DisclosurePackage",
     "Event",
     "Handler",
     "ImapSyncState",
     "InboundAttachment",
     "InboundMessage",
+    "JobRun",
     "OutboxMessage",
+    "PackageFile",
     "Payment",
     "ReferenceCounter",
     "Request",

@@ -3,11 +3,11 @@ Art. 20), then ``dsrflow purge`` (also run daily by the scheduler) removes it.
 
 - A closed request, ``DSRFLOW_RETENTION_CLOSED_DAYS`` after it closed (default 3 years): the
   requester's and agent's names, addresses, phone and details, its letters in the outbox, its
-  verification links, the desk's internal notes, its mail (words, raw bytes, attachments) and
-  every free-text value of its audit events. What stays identifies no one: reference, type,
-  channel, dates, outcome (state), identity method and reason codes, and the audit chain, which
-  hashes digests of the values it lost and so still verifies (``dsrflow audit verify``). A
-  ``purged`` event records the purge.
+  verification links, the desk's internal notes, its mail (words, raw bytes, attachments), its
+  disclosure package files and every free-text value of its audit events. What stays identifies
+  no one: reference, type, channel, dates, outcome (state), identity method and reason codes,
+  and the audit chain, which hashes digests of the values it lost and so still verifies
+  (``dsrflow audit verify``). A ``purged`` event records the purge.
 - Raw inbound mail, ``DSRFLOW_RETENTION_RAW_MAIL_DAYS`` after it arrived (default 90), once its
   request is closed or it belongs to none (and a handler has decided it); mail that belongs to
   no request loses its words too.
@@ -33,8 +33,9 @@ from dsrflow.db import utcnow
 from dsrflow.errors import NotFound
 from dsrflow.inbound_mail.models import OPEN_STATUSES, InboundAttachment, InboundMessage
 from dsrflow.outbound_mail.models import OutboxMessage
+from dsrflow.packages import service as packages
 from dsrflow.requests import repository as requests_repository
-from dsrflow.requests.models import Request, RequestNote, VerificationToken
+from dsrflow.requests.models import DeskNotice, Request, RequestNote, VerificationToken
 from dsrflow.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,15 @@ KEEP_DETAIL = frozenset(
         "attachment_id",
         "erased",
         "purged",
+        # disclosure packages: ids, sizes and hashes, never a file name
+        "package_id",
+        "file_id",
+        "files",
+        "sha256",
+        "download",
+        "max_downloads",
+        "expires_at",
+        "removed_reason",
     }
 )
 PURGED = "purged"
@@ -168,6 +178,9 @@ def _purge_request(rt: Runtime, session: Session, request_id: str, now: datetime
         for attachment in _attachments(session, message):
             _erase_attachment(attachment, now, "retention")
             session.add(attachment)
+    # Disclosure package files go, and requester events still waiting for a batch mail.
+    packages.remove_for_request(rt, session, request_id, actor="retention")
+    session.execute(delete(DeskNotice).where(col(DeskNotice.request_id) == request_id))
     append_event(
         session, request_id, kind=PURGED, actor="retention", at=now, detail={PURGED: "retention"}
     )

@@ -15,6 +15,7 @@ from sqlmodel import Session, col, select
 from dsrflow.cli import main
 from dsrflow.deadlines.service import digest, sweep
 from dsrflow.outbound_mail.models import OutboxMessage
+from dsrflow.reports.models import JobRun
 from dsrflow.requests.models import Request
 from dsrflow.runtime import Runtime
 from tests.conftest import WORKFLOWS, make_request
@@ -211,9 +212,15 @@ def test_dry_run_prints_and_writes_nothing(
     assert f"{request.reference}\toverdue:2026-04-15:1\tinfo@innovativeai.co.jp" in out
     with Session(rt.db) as session:
         assert session.execute(text("SELECT count(*) FROM outbox")).scalar_one() == before
+    with Session(rt.db) as session:
+        assert session.get(JobRun, "sweep") is None, "a dry run is no run"
     # A time without an offset is read in Asia/Tokyo.
     assert main(["sweep", "--as-of", "2026-04-16T09:00:00"]) == 0
     assert reminder_keys(rt, request.id)[-1] == "overdue:2026-04-15:1:info@innovativeai.co.jp"
+    with Session(rt.db) as session:
+        run = session.get(JobRun, "sweep")  # for /metrics, when cron runs the sweep
+        assert run is not None
+        assert (run.runs, run.errors) == (1, 0)
     with pytest.raises(SystemExit) as bad:
         main(["sweep", "--as-of", "yesterday"])
     assert bad.value.code == 2

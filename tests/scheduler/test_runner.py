@@ -28,6 +28,7 @@ def test_jobs_have_fixed_ids_and_tolerant_settings(rt: Runtime) -> None:
         "identity_wait_sweep",
         "outbox_dispatch",
         "daily_digest",
+        "package_sweep",
         "art39_alert",
         "retention_purge",
         "document_purge",
@@ -38,6 +39,8 @@ def test_jobs_have_fixed_ids_and_tolerant_settings(rt: Runtime) -> None:
         assert instances == 1
     with_imap = Runtime.load(rt.settings.model_copy(update={"imap_host": "127.0.0.1"}), db=rt.db)
     assert "imap_poll" in asyncio.run(_ids(with_imap))
+    batched = rt.settings.model_copy(update={"requester_event_mail": "batch"})
+    assert "requester_event_batch" in asyncio.run(_ids(Runtime.load(batched, db=rt.db)))
 
 
 async def _ids(rt: Runtime) -> set[str]:

@@ -109,8 +109,9 @@ def rate_limited(bucket: str) -> Callable[[Request], None]:
 
 
 def current_request(request_id: str, session: ReadSessionDep, _: CurrentHandler) -> DsrRequest:
-    """The request the path names, or a 404 (only to a handler: nobody learns what exists)."""
-    request = requests_repository.get(session, request_id)
+    """The request the path names, by id or by reference (``DSR-2026-000001``), or a 404 (only
+    to a handler: nobody learns what exists)."""
+    request = requests_repository.get_by_id_or_reference(session, request_id)
     if request is None:
         raise NotFound("No such request.")
     return request

@@ -82,9 +82,17 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = _field_errors(exc)
+        where = {str(e.get("loc", ("body",))[0]) for e in exc.errors()}
+        what = (
+            "The request body"
+            if where <= {"body"}
+            else "The query"
+            if where <= {"query"}
+            else "The request"
+        )
         return problem_response(
             422,
-            "The request body is invalid: " + "; ".join(f"{k}: {v}" for k, v in errors.items()),
+            f"{what} is invalid: " + "; ".join(f"{k}: {v}" for k, v in errors.items()),
             instance=request.url.path,
             errors=errors,
         )

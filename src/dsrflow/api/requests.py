@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from dsrflow.api.deps import (
     CurrentRequest,
@@ -35,8 +35,54 @@ from dsrflow.requests.schemas import (
     RetypeIn,
     TransitionIn,
 )
+from dsrflow.runtime import Runtime
 
 router = APIRouter(prefix="/api/v1/requests", tags=["requests"])
+LIST_FILTERS = frozenset({"state", "type", "overdue", "due_before", "limit", "offset"})
+
+
+def _values(name: str, given: list[str] | None, known: list[str]) -> list[str] | None:
+    """The values of a repeatable, comma-separated filter, each one known, or a 422."""
+    if not given:
+        return None
+    values = [v.strip() for item in given for v in item.split(",") if v.strip()]
+    wrong = [v for v in values if v not in known]
+    if wrong:
+        raise Invalid({name: f"unknown value {', '.join(map(repr, wrong))}; one of {known}"})
+    return values or None
+
+
+def _states(rt: Runtime, given: list[str] | None) -> list[str] | None:
+    groups = {"open": rt.open_states, "closed": rt.closed_states}
+    values = _values("state", given, [*groups, *rt.open_states, *rt.closed_states])
+    if values is None:
+        return None
+    return list(dict.fromkeys(s for v in values for s in groups.get(v, [v])))
+
+
+def _due_before(rt: Runtime, value: str | None) -> datetime | None:
+    """A plain date means "due by the end of that day" in the company's time zone."""
+    if value is None or not value.strip():
+        return None
+    # An unencoded "+09:00" in a query string arrives as " 09:00".
+    text = value.strip().replace(" ", "+")
+    example = "2026-12-16 or 2026-12-16T09:00:00+09:00"
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            if not 1900 <= day.year <= 9000:
+                raise Invalid({"due_before": "must be a date between the years 1900 and 9000"})
+            return rt.calendar.end_of(day) + timedelta(seconds=1)
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise Invalid({"due_before": f"not a date or date-time (e.g. {example})"}) from None
+    if moment.tzinfo is None:
+        raise Invalid(
+            {"due_before": f"a date-time must carry a time zone (e.g. {example})"},
+        )
+    if not 1900 <= moment.year <= 9000:  # a year-1 date overflows the database's type
+        raise Invalid({"due_before": "must be a date between the years 1900 and 9000"})
+    return moment
 
 
 @router.post(
@@ -77,30 +123,44 @@ def submit_request(
 
 @router.get("", response_model=RequestPage, responses=PROBLEMS, summary="The queue, newest first")
 def list_requests(
+    request: Request,
     rt: RuntimeDep,
     session: ReadSessionDep,
     _: Reader,
-    state: str | None = None,
-    type: str | None = None,
+    state: Annotated[
+        list[str] | None,
+        Query(
+            description="A state, `open` (every non-terminal state) or `closed`; repeat or "
+            "separate by commas for several."
+        ),
+    ] = None,
+    type: Annotated[
+        list[str] | None, Query(description="A request type; repeat or separate by commas.")
+    ] = None,
     overdue: bool = False,
-    due_before: datetime | None = None,
+    due_before: Annotated[
+        str | None,
+        Query(
+            description="A date (`2026-12-16`: due by the end of that day, Japan time) or a "
+            "date-time with a zone (`2026-12-16T09:00:00+09:00`)."
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Offset = 0,
 ) -> RequestPage:
-    if due_before is not None and due_before.tzinfo is None:
-        raise Invalid(
-            {"due_before": "must carry a time zone (e.g. 2026-12-01T00:00:00+09:00)"},
-            detail="due_before must carry a time zone (e.g. 2026-12-01T00:00:00+09:00).",
-        )
-    if due_before is not None and not 1900 <= due_before.year <= 9000:
-        raise Invalid({"due_before": "must be a date between the years 1900 and 9000"})
+    """Filters that name nothing known are a 422 (a typo never reads as an empty queue)."""
+    unknown = sorted(set(request.query_params) - LIST_FILTERS)
+    if unknown:
+        raise Invalid({name: f"unknown filter; one of {sorted(LIST_FILTERS)}" for name in unknown})
+    states = _states(rt, state)
+    types = _values("type", type, sorted(rt.definitions.workflows))
     now = utcnow()
     rows, total = repository.search(
         session,
-        state=state,
-        request_type=type,
+        state=states,
+        request_type=types,
         overdue_as_of=now if overdue else None,
-        due_before=due_before,
+        due_before=_due_before(rt, due_before),
         closed_states=rt.closed_states,
         paused_types=rt.paused_types,
         today=now.astimezone(rt.settings.tz).date(),
@@ -146,9 +206,13 @@ def get_request(
     summary="Advance a request (verify, request info, fulfil, refuse, withdraw…)",
 )
 def fire_transition(
-    request_id: str, body: TransitionIn, rt: RuntimeDep, session: SessionDep, handler: Decider
+    request: CurrentRequest,
+    body: TransitionIn,
+    rt: RuntimeDep,
+    session: SessionDep,
+    handler: Decider,
 ) -> RequestPublic:
-    request = service.transition(rt, session, request_id, body, actor=f"handler:{handler.id}")
+    request = service.transition(rt, session, request.id, body, actor=f"handler:{handler.id}")
     return service.describe(rt, session, request, history=True)
 
 
@@ -163,7 +227,7 @@ def fire_transition(
     summary="Extend the internal target date, with a reason (the Art. 39 date never moves)",
 )
 def extend_deadline(
-    request_id: str,
+    request: CurrentRequest,
     body: DeadlineExtensionIn,
     rt: RuntimeDep,
     session: SessionDep,
@@ -172,7 +236,7 @@ def extend_deadline(
     request = deadlines.extend(
         rt,
         session,
-        request_id,
+        request.id,
         days=body.days,
         reason=body.reason,
         actor=f"handler:{handler.id}",
@@ -193,9 +257,13 @@ def extend_deadline(
     summary="Record a fee payment (audited)",
 )
 def record_payment(
-    request_id: str, body: PaymentIn, rt: RuntimeDep, session: SessionDep, handler: Decider
+    request: CurrentRequest,
+    body: PaymentIn,
+    rt: RuntimeDep,
+    session: SessionDep,
+    handler: Decider,
 ) -> RequestPublic:
-    request = service.record_payment(rt, session, request_id, body, actor=f"handler:{handler.id}")
+    request = service.record_payment(rt, session, request.id, body, actor=f"handler:{handler.id}")
     return service.describe(rt, session, request, history=True)
 
 
@@ -210,7 +278,11 @@ def record_payment(
     summary="Move a request to another type, keeping its reference, arrival and history",
 )
 def retype_request(
-    request_id: str, body: RetypeIn, rt: RuntimeDep, session: SessionDep, handler: Decider
+    request: CurrentRequest,
+    body: RetypeIn,
+    rt: RuntimeDep,
+    session: SessionDep,
+    handler: Decider,
 ) -> RequestPublic:
-    request = service.retype(rt, session, request_id, body, actor=f"handler:{handler.id}")
+    request = service.retype(rt, session, request.id, body, actor=f"handler:{handler.id}")
     return service.describe(rt, session, request, history=True)

@@ -40,13 +40,12 @@ from dsrflow.outbound_mail.outbox import enqueue
 from dsrflow.requests import repository as requests_repository
 from dsrflow.requests.letters import HANDLER_LANGUAGE, letter_context, queue_letter
 from dsrflow.requests.models import Request
+from dsrflow.requests.notices import tell_desk
 from dsrflow.requests.service import open_request
 from dsrflow.runtime import Runtime
-from dsrflow.workflow.definitions import AWAITING_STATE
 
 log = logging.getLogger(__name__)
 
-REPLIED_LETTER = "requester_replied"
 SENDER_DIFFERS_LETTER = "sender_differs"
 # Attachments described in one message's view; the count gives the rest.
 LISTED_ATTACHMENTS = 100
@@ -176,31 +175,16 @@ def _join(
     request = requests_repository.lock(session, request.id) or request
     matches = from_requester(request, mail.from_address)
     _message_event(session, request, row, mail, actor="requester" if matches else "mail")
-    if request.state != AWAITING_STATE:
-        return
-    # The handlers wait for this answer: tell them, with no more than they need to find it.
-    tz = rt.settings.tz
-    context = {
-        **letter_context(rt, request, language=HANDLER_LANGUAGE),
-        "reply_received_at_local": mail.received_at.astimezone(tz).strftime("%Y-%m-%d %H:%M"),
-        "awaiting_since_local": request.awaiting_requester_at.astimezone(tz).strftime(
-            "%Y-%m-%d %H:%M"
-        )
-        if request.awaiting_requester_at
-        else None,
-        "from_requester": matches,
-        "attachment_count": mail.attachment_count,
-        "messages_url": f"{rt.settings.base_url}/api/v1/requests/{request.id}/messages",
-    }
-    queue_letter(
+    # The desk hears of every reply to an open request, with the requester's name and text.
+    tell_desk(
         rt,
         session,
         request,
-        f"reply:{row.id}",
-        REPLIED_LETTER,
-        context,
-        recipient=rt.settings.handler_email,
-        language=HANDLER_LANGUAGE,
+        "reply",
+        key=f"reply:{row.id}",
+        at=mail.received_at,
+        text=mail.text,
+        details={"attachments": mail.attachment_count, "from_requester": matches},
     )
 
 

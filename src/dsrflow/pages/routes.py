@@ -28,6 +28,7 @@ from dsrflow.auth.tokens import token_digest
 from dsrflow.db import utcnow
 from dsrflow.documents import service as documents
 from dsrflow.errors import Conflict, Invalid, NotFound
+from dsrflow.packages import service as packages
 from dsrflow.pages import receipts
 from dsrflow.requests import repository, service
 from dsrflow.requests.models import Request as DsrRequest
@@ -479,6 +480,7 @@ def _status(
         max_upload_mib=mib,
         has_agent=dsr.agent_relation is not None,
         page_errors=bool(upload_error),
+        packages=packages.offered(rt, session, dsr),
         **_request_view(rt, dsr, lang),
     )
 

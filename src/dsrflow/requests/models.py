@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
+from typing import Any
 
-from sqlalchemy import Column, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from dsrflow.db import UTCDateTime, utcnow
@@ -106,6 +107,23 @@ class RequestNote(SQLModel, table=True):
     request_id: str = Field(foreign_key="requests.id", index=True, max_length=32)
     handler_id: int = Field(foreign_key="handlers.id")
     body: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class DeskNotice(SQLModel, table=True):
+    """A requester event waiting for the next batch mail to the desk (``REQUESTER_EVENT_MAIL``
+    ``batch``); deleted once that mail is queued."""
+
+    __tablename__ = "desk_notices"
+
+    id: int | None = Field(default=None, primary_key=True)
+    dedup_key: str = Field(unique=True, max_length=200)
+    request_id: str = Field(foreign_key="requests.id", index=True, max_length=32)
+    kind: str = Field(max_length=32)
+    at: datetime = Field(sa_type=UTCDateTime)
+    text: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    truncated: bool = False
+    details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 

@@ -31,6 +31,14 @@ def get(session: Session, request_id: str) -> Request | None:
     return session.get(Request, request_id)
 
 
+def get_by_id_or_reference(session: Session, key: str) -> Request | None:
+    """The request with this id, or with this reference (any case: ``dsr-2026-000001`` too)."""
+    request = session.get(Request, key)
+    if request is None and key[:4].upper() == "DSR-":
+        request = session.exec(select(Request).where(Request.reference == key.upper())).first()
+    return request
+
+
 def lock(session: Session, request_id: str) -> Request | None:
     """The request re-read under its row lock (PostgreSQL ``FOR UPDATE``; on SQLite the write
     transaction's lock already covers it). Every path that writes a request's audit event takes
@@ -74,8 +82,8 @@ def update_if_version(
 def search(
     session: Session,
     *,
-    state: str | None,
-    request_type: str | None,
+    state: str | Sequence[str] | None,
+    request_type: str | Sequence[str] | None,
     overdue_as_of: datetime | None,
     due_before: datetime | None,
     closed_states: Sequence[str],
@@ -84,12 +92,14 @@ def search(
     limit: int,
     offset: int,
 ) -> tuple[list[Request], int]:
-    """Requests matching the filters, newest first, and the total count."""
+    """Requests matching the filters, newest first, and the total count. ``state`` and
+    ``request_type`` take one value or several (any of them matches)."""
     query = select(Request)
     if state:
-        query = query.where(Request.state == state)
+        query = query.where(col(Request.state).in_([state] if isinstance(state, str) else state))
     if request_type:
-        query = query.where(Request.type == request_type)
+        types = [request_type] if isinstance(request_type, str) else request_type
+        query = query.where(col(Request.type).in_(types))
     if overdue_as_of is not None:
         query = query.where(_overdue(overdue_as_of, today, closed_states, paused_types))
     if due_before is not None:

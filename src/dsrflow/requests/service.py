@@ -23,6 +23,7 @@ from dsrflow.errors import Conflict, Invalid, NotFound, TriggerNotAllowed
 from dsrflow.requests import repository
 from dsrflow.requests.letters import HANDLER_LANGUAGE, letter_context, queue_letter
 from dsrflow.requests.models import Payment, Request, RequestNote, VerificationToken
+from dsrflow.requests.notices import tell_desk
 from dsrflow.requests.schemas import (
     AgentPublic,
     EventPublic,
@@ -296,6 +297,7 @@ def withdraw_by_requester(rt: Runtime, session: Session, status_token: str) -> R
     if request is None:
         raise NotFound("No such request.")
     request = _apply(rt, session, request, "withdraw", {}, actor="requester")
+    tell_desk(rt, session, request, "withdrawn", key="withdrawn")
     session.commit()
     return request
 
@@ -360,6 +362,8 @@ def verify_email(rt: Runtime, session: Session, token: str) -> tuple[EmailCheck,
             session.rollback()
             raise conflict("the request changed meanwhile; try the link again", request, allowed)
         session.refresh(request)
+    kind = "identity_verified" if outcome is EmailCheck.IDENTITY_VERIFIED else "email_verified"
+    tell_desk(rt, session, request, kind, key=f"email_verified:{row.id}", at=now)
     session.commit()
     return outcome, request
 

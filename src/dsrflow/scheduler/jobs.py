@@ -1,43 +1,100 @@
 """The scheduler's jobs. Each is a thin wrapper: the work lives in the domain and mail layers.
 
 Database-bound sweeps run in a worker thread so the event loop (and the API beside it) stays
-responsive. A job never raises: a failure is logged and the next run tries again.
+responsive. A job never raises: a failure is logged and the next run tries again. Every run is
+recorded (duration and errors) for the metrics.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
+from dsrflow.db import utcnow
 from dsrflow.deadlines import art39
 from dsrflow.deadlines import service as deadlines
 from dsrflow.outbound_mail.dispatch import flush_outbox
+from dsrflow.packages import service as packages
+from dsrflow.reports.service import record_job_run
+from dsrflow.requests import notices
 from dsrflow.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 
+async def _recorded(rt: Runtime, job: str, work: Callable[[], Awaitable[int]]) -> None:
+    """Run ``work`` (which returns its error count), record the run, never raise."""
+    started = utcnow()
+    try:
+        errors = await work()
+    except Exception:
+        log.exception("job %s failed; the next run tries again", job)
+        errors = 1
+    await asyncio.to_thread(record_job_run, rt, job, started, utcnow(), errors)
+
+
 async def deadline_sweep(rt: Runtime) -> None:
-    report = await asyncio.to_thread(deadlines.sweep, rt, series=frozenset({deadlines.DEADLINES}))
-    if report.queued or report.errors:
-        log.info("deadline sweep: %d queued, %d errors", report.queued, report.errors)
+    async def work() -> int:
+        series = frozenset({deadlines.DEADLINES})
+        report = await asyncio.to_thread(deadlines.sweep, rt, series=series)
+        if report.queued or report.errors:
+            log.info("deadline sweep: %d queued, %d errors", report.queued, report.errors)
+        return report.errors
+
+    await _recorded(rt, "deadline_sweep", work)
 
 
 async def identity_wait_sweep(rt: Runtime) -> None:
-    report = await asyncio.to_thread(deadlines.sweep, rt, series=frozenset({deadlines.IDENTITY}))
-    if report.queued or report.errors:
-        log.info("identity-wait sweep: %d queued, %d errors", report.queued, report.errors)
+    async def work() -> int:
+        series = frozenset({deadlines.IDENTITY})
+        report = await asyncio.to_thread(deadlines.sweep, rt, series=series)
+        if report.queued or report.errors:
+            log.info("identity-wait sweep: %d queued, %d errors", report.queued, report.errors)
+        return report.errors
+
+    await _recorded(rt, "identity_wait_sweep", work)
 
 
 async def art39_alert(rt: Runtime) -> None:
-    report = await asyncio.to_thread(art39.art39_alerts, rt)
-    if report.queued or report.errors:
-        log.info("Art. 39 alerts: %d queued, %d errors", report.queued, report.errors)
+    async def work() -> int:
+        report = await asyncio.to_thread(art39.art39_alerts, rt)
+        if report.queued or report.errors:
+            log.info("Art. 39 alerts: %d queued, %d errors", report.queued, report.errors)
+        return report.errors
+
+    await _recorded(rt, "art39_alert", work)
 
 
 async def daily_digest(rt: Runtime) -> None:
-    report = await asyncio.to_thread(deadlines.digest, rt)
-    log.info("daily digest: %d queued", report.queued)
+    async def work() -> int:
+        report = await asyncio.to_thread(deadlines.digest, rt)
+        log.info("daily digest: %d queued", report.queued)
+        return report.errors
+
+    await _recorded(rt, "daily_digest", work)
+
+
+async def package_sweep(rt: Runtime) -> None:
+    """Remove the files of disclosure packages whose link has expired."""
+
+    async def work() -> int:
+        report = await asyncio.to_thread(packages.remove_expired, rt)
+        if report.removed or report.errors:
+            log.info("package sweep: %d removed, %d errors", report.removed, report.errors)
+        return report.errors
+
+    await _recorded(rt, "package_sweep", work)
+
+
+async def requester_event_batch(rt: Runtime) -> None:
+    """One mail to the desk listing the requester events since the last (batch mode)."""
+
+    async def work() -> int:
+        await asyncio.to_thread(notices.send_batch, rt)
+        return 0
+
+    await _recorded(rt, "requester_event_batch", work)
 
 
 async def outbox_dispatch(rt: Runtime) -> None:

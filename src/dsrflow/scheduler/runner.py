@@ -40,6 +40,7 @@ def _jobs(rt: Runtime) -> list[tuple[str, Job, object, int]]:
             1800,
         ),
         ("outbox_dispatch", jobs.outbox_dispatch, IntervalTrigger(seconds=15, timezone=tz), 300),
+        ("package_sweep", jobs.package_sweep, IntervalTrigger(minutes=10, timezone=tz), 3600),
         # Daily per request (dedup key per day); checked often so a restart never skips a day.
         ("art39_alert", jobs.art39_alert, IntervalTrigger(minutes=15, timezone=tz), 3600),
         ("document_purge", jobs.document_purge, IntervalTrigger(hours=1, timezone=tz), 6 * 3600),
@@ -57,6 +58,9 @@ def _jobs(rt: Runtime) -> list[tuple[str, Job, object, int]]:
             12 * 3600,
         ),
     ]
+    if rt.settings.requester_event_mail == "batch":
+        every = IntervalTrigger(minutes=rt.settings.requester_event_batch_minutes, timezone=tz)
+        table.append(("requester_event_batch", jobs.requester_event_batch, every, 3600))
     if rt.settings.imap_host:
         table.append(("imap_poll", jobs.imap_poll, IntervalTrigger(seconds=60, timezone=tz), 300))
     return table

@@ -6,6 +6,8 @@ the headers of its kind of route; a header a route set itself is kept.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dsrflow.web.limits import Refusal, problem_refusal, send_refusal
@@ -79,9 +81,13 @@ class SecurityHeaders:
         https: bool,
         max_header_bytes: int = 16 * 1024,
         refusal: Refusal | None = None,
+        multipart_paths: Callable[[str], object] | None = None,
     ):
         self.app, self.https, self.refusal = app, https, refusal or problem_refusal
         self.max_header_bytes = max_header_bytes
+        # API routes that take files (a disclosure package): multipart as well as JSON. They
+        # need a bearer token, which a cross-site form cannot send.
+        self.multipart_paths = multipart_paths or (lambda path: False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -102,7 +108,11 @@ class SecurityHeaders:
             has_body = headers.get(b"content-length", b"0") != b"0" or (
                 b"transfer-encoding" in headers
             )
-            if has_body and not _is_json(headers.get(b"content-type", b"")):
+            content_type = headers.get(b"content-type", b"")
+            takes_files = content_type.startswith(b"multipart/form-data") and bool(
+                self.multipart_paths(path)
+            )
+            if has_body and not _is_json(content_type) and not takes_files:
                 await self._refuse(scope, send, 415, encoded)
                 return
 

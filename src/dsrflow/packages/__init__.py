@@ -1,0 +1,1 @@
+"""Disclosure packages: files a handler attaches on fulfilment, downloaded by the requester."""
