@@ -2,6 +2,7 @@
 
 from dsrflow.audit.models import AuditHead, Event
 from dsrflow.auth.models import Handler
+from dsrflow.deadlines.models import Reminder
 from dsrflow.inbound_mail.models import ImapSyncState, InboundAttachment, InboundMessage
 from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.requests.models import ReferenceCounter, Request, VerificationToken
@@ -14,6 +15,7 @@ __all__ = [
     "InboundAttachment",
     "InboundMessage",
     "OutboxMessage",
+    "Reminder",
     "ReferenceCounter",
     "Request",
     "VerificationToken",

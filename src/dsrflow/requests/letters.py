@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlmodel import Session
 
+from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.outbound_mail.outbox import OutgoingMail, enqueue
 from dsrflow.outbound_mail.repository import message_id_for
 from dsrflow.requests.models import Request
@@ -30,11 +31,11 @@ def queue_letter(
     *,
     recipient: str | None = None,
     language: str | None = None,
-) -> bool:
+) -> OutboxMessage | None:
     """Render ``letter`` and queue it under the key ``<request id>:<key>``, unless a letter with
-    that key was ever queued. Returns whether it was queued. The caller commits."""
+    that key was ever queued. Returns the queued row, or None. The caller commits."""
     rendered = rt.letters.render(letter, language or request.language, context)
-    return None is not enqueue(
+    return enqueue(
         session,
         OutgoingMail(
             dedup_key=f"{request.id}:{key}",

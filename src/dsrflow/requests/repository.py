@@ -6,12 +6,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, update
+from sqlalchemy import and_, case, func, literal, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
 from dsrflow.audit.models import Event
+from dsrflow.db import UTCDateTime, utcnow
 from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.requests.models import ReferenceCounter, Request, VerificationToken
 from dsrflow.workflow.definitions import AWAITING_STATE
@@ -44,7 +45,17 @@ def next_reference_number(session: Session, year: int) -> int:
 def update_if_version(
     session: Session, request_id: str, version: int, values: dict[str, Any]
 ) -> bool:
-    """Conditional update: applies only if nobody changed the request since we read it."""
+    """Conditional update: applies only if nobody changed the request since we read it.
+
+    A changed request is due for the next deadline sweep (its state, due date or clock may have
+    moved), which plans it again and sets its next step.
+    """
+    now = literal(values.get("updated_at") or utcnow(), UTCDateTime())
+    next_sweep = col(Request.next_sweep_at)
+    values = {
+        "next_sweep_at": case((next_sweep < now, next_sweep), else_=now),
+        **values,
+    }
     result = session.execute(
         update(Request)
         .where(col(Request.id) == request_id, col(Request.version) == version)

@@ -115,6 +115,7 @@ def open_request(
         due_at=rt.calendar.due_at(received_at, wf.deadline),
         art39_date=rt.calendar.art39_date(received_at) if wf.deadline.art39 else None,
         status_token_hash=token_digest(status_token),
+        next_sweep_at=received_at,
     )
     session.add(request)
     session.flush()

@@ -17,15 +17,9 @@ log = logging.getLogger(__name__)
 
 
 async def deadline_sweep(rt: Runtime) -> None:
-    report = await asyncio.to_thread(deadlines.sweep, rt, series=frozenset({deadlines.DEADLINES}))
+    report = await asyncio.to_thread(deadlines.sweep, rt)
     if report.queued or report.errors:
         log.info("deadline sweep: %d queued, %d errors", report.queued, report.errors)
-
-
-async def identity_wait_sweep(rt: Runtime) -> None:
-    report = await asyncio.to_thread(deadlines.sweep, rt, series=frozenset({deadlines.IDENTITY}))
-    if report.queued or report.errors:
-        log.info("identity-wait sweep: %d queued, %d errors", report.queued, report.errors)
 
 
 async def daily_digest(rt: Runtime) -> None:

@@ -33,12 +33,6 @@ def _jobs(rt: Runtime) -> list[tuple[str, Job, object, int]]:
     digest_at = min(wf.reminders.send_at for wf in rt.definitions.workflows.values())
     table: list[tuple[str, Job, object, int]] = [
         ("deadline_sweep", jobs.deadline_sweep, IntervalTrigger(minutes=1, timezone=tz), 600),
-        (
-            "identity_wait_sweep",
-            jobs.identity_wait_sweep,
-            IntervalTrigger(minutes=5, timezone=tz),
-            1800,
-        ),
         ("outbox_dispatch", jobs.outbox_dispatch, IntervalTrigger(seconds=15, timezone=tz), 300),
         (
             "daily_digest",
