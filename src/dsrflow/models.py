@@ -15,8 +15,8 @@ __all__ = [
     "InboundAttachment",
     "InboundMessage",
     "OutboxMessage",
-    "Reminder",
     "ReferenceCounter",
+    "Reminder",
     "Request",
     "VerificationToken",
 ]

@@ -247,7 +247,9 @@ def sweep(rt: Runtime, now: datetime | None = None, *, dry_run: bool = False) ->
                 after = (requests[-1].next_sweep_at, requests[-1].id)  # type: ignore[assignment]
             if extra:
                 known = {r.id for r in requests}
-                requests += [r for r in repository.by_ids(session, extra[:BATCH]) if r.id not in known]
+                requests += [
+                    r for r in repository.by_ids(session, extra[:BATCH]) if r.id not in known
+                ]
                 extra = extra[BATCH:]
             if not requests:
                 return report

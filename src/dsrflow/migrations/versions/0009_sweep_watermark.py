@@ -34,9 +34,7 @@ def upgrade() -> None:
     op.create_index("ix_reminders_request_id", "reminders", ["request_id"], unique=False)
     # Every open request is looked at by the first sweep, which sets its next step; the keys of
     # what was already sent come over from the outbox, so nothing is sent twice.
-    op.execute(
-        "UPDATE requests SET next_sweep_at = received_at WHERE closed_at IS NULL"
-    )
+    op.execute("UPDATE requests SET next_sweep_at = received_at WHERE closed_at IS NULL")
     outbox = sa.table(
         "outbox",
         sa.column("id", sa.Integer),
