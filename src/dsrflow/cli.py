@@ -53,19 +53,66 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from dsrflow.app import create_app
 
     rt = _runtime()
+    options = {
+        "host": args.host,
+        "port": args.port,
+        "log_level": "info",
+        "proxy_headers": True,
+        # One INFO line per call costs more than a create on SQLite; on when asked for.
+        "access_log": rt.settings.access_log,
+    }
+    if args.workers > 1:
+        return _serve_workers(args, options)
     background = None
     if not args.no_scheduler:
         from dsrflow.scheduler.runner import running_scheduler
 
         background = running_scheduler
-    app = create_app(rt, background=background)
-    config = uvicorn.Config(
-        app, host=args.host, port=args.port, log_level="info", proxy_headers=True
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn.Config(create_app(rt, background=background), **options))
     logs.install()  # after uvicorn set up its loggers: requester links never reach a log
     server.run()
     return 0
+
+
+def _serve_workers(args: argparse.Namespace, options: dict[str, object]) -> int:
+    """N API processes on one port (uvicorn's supervisor) and one scheduler process beside them;
+    the database was migrated once, here, before any of them starts."""
+    import subprocess
+
+    import uvicorn
+
+    scheduler = None
+    if not args.no_scheduler:
+        command = [sys.executable, "-m", "dsrflow.cli", "scheduler"]
+        scheduler = subprocess.Popen(command + (["-v"] if args.verbose else []))
+    try:
+        uvicorn.run(
+            "dsrflow.cli:worker_app",
+            factory=True,
+            workers=args.workers,
+            # A worker imports everything before it answers; on a busy machine that takes more
+            # than uvicorn's 5 s, after which it would kill the worker as hung.
+            timeout_worker_healthcheck=60,
+            **options,  # type: ignore[arg-type]
+        )
+    finally:
+        if scheduler is not None:
+            scheduler.terminate()
+            try:
+                scheduler.wait(30)
+            except subprocess.TimeoutExpired:
+                scheduler.kill()
+    return 0
+
+
+def worker_app() -> object:
+    """One API worker of ``dsrflow serve --workers N``: no scheduler and no migration (the
+    parent did both)."""
+    from dsrflow.app import create_app
+
+    app = create_app(_runtime(migrate=False))
+    logs.install()
+    return app
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
@@ -249,6 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--no-scheduler", action="store_true")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="API processes on the one port (one scheduler runs beside them)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     sub.add_parser("scheduler", help="the scheduler alone").set_defaults(func=cmd_scheduler)

@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     # Business-day closures, as MM-DD ranges (the default is the year-end closure 12/29-1/3).
     closure_days: list[str] = Field(default_factory=lambda: ["12-29..12-31", "01-01..01-03"])
     verification_link_hours: int = 72
+    # `dsrflow serve` logs one line per HTTP call when true (off: it costs more than a create).
+    access_log: bool = False
 
     @field_validator("timezone")
     @classmethod

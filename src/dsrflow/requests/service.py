@@ -73,7 +73,7 @@ def submit(
     """
     submitted = open_request(rt, session, data, channel=channel, received_at=received_at)
     session.commit()
-    log.info("request submitted: %s (%s)", submitted.request.reference, submitted.request.type)
+    log.debug("request submitted: %s (%s)", submitted.request.reference, submitted.request.type)
     return submitted
 
 
