@@ -31,10 +31,19 @@ def queue_letter(
     *,
     recipient: str | None = None,
     language: str | None = None,
+    new_request: bool = False,
+    thread: str | None = None,
 ) -> OutboxMessage | None:
     """Render ``letter`` and queue it under the key ``<request id>:<key>``, unless a letter with
-    that key was ever queued. Returns the queued row, or None. The caller commits."""
+    that key was ever queued. Returns the queued row, or None. The caller commits.
+
+    ``new_request``: the request was created in this transaction, so no key of it can be taken
+    and ``thread`` (its acknowledgment's Message-ID) is known: nothing is looked up."""
     rendered = rt.letters.render(letter, language or request.language, context)
+    if recipient or key == "acknowledgment":
+        in_reply_to = None
+    else:
+        in_reply_to = thread or message_id_for(session, f"{request.id}:acknowledgment")
     return enqueue(
         session,
         OutgoingMail(
@@ -46,11 +55,10 @@ def queue_letter(
             request_id=request.id,
             reference=request.reference,
             # Letters to the requester thread under the acknowledgment.
-            in_reply_to=None
-            if recipient or key == "acknowledgment"
-            else message_id_for(session, f"{request.id}:acknowledgment"),
+            in_reply_to=in_reply_to,
         ),
         rt.mail_domain,
+        new_key=new_request,
     )
 
 

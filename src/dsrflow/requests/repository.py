@@ -6,15 +6,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, func, literal, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import and_, case, func, literal, text, update
 from sqlmodel import Session, col, select
 
 from dsrflow.audit.models import Event
 from dsrflow.db import UTCDateTime, utcnow
 from dsrflow.outbound_mail.models import OutboxMessage
-from dsrflow.requests.models import ReferenceCounter, Request, VerificationToken
+from dsrflow.requests.models import Request, VerificationToken
 from dsrflow.workflow.definitions import AWAITING_STATE
 
 
@@ -26,20 +24,18 @@ def by_status_token(session: Session, token_hash: str) -> Request | None:
     return session.exec(select(Request).where(Request.status_token_hash == token_hash)).first()
 
 
+# One statement both backends run (SQLite 3.35+, PostgreSQL), compiled once.
+_TAKE_NUMBER = text(
+    "INSERT INTO reference_counters (year, last_number) VALUES (:year, 1) "
+    "ON CONFLICT (year) DO UPDATE SET last_number = reference_counters.last_number + 1 "
+    "RETURNING last_number"
+)
+
+
 def next_reference_number(session: Session, year: int) -> int:
     """Take the next number of ``year`` in one atomic upsert: the first intakes of a year can
     race to create its counter, and the row lock serialises the rest."""
-    insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    upsert = (
-        insert(ReferenceCounter)
-        .values(year=year, last_number=1)
-        .on_conflict_do_update(
-            index_elements=[col(ReferenceCounter.year)],
-            set_={"last_number": col(ReferenceCounter.last_number) + 1},
-        )
-        .returning(col(ReferenceCounter.last_number))
-    )
-    return int(session.execute(upsert).scalar_one())
+    return int(session.execute(_TAKE_NUMBER, {"year": year}).scalar_one())
 
 
 def update_if_version(

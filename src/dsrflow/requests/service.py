@@ -96,7 +96,7 @@ def open_request(
     local = received_at.astimezone(rt.settings.tz)
     status_token = new_token("st")
     request = Request(
-        reference=_reference(local.year, repository.next_reference_number(session, local.year)),
+        reference="",
         type=wf.id,
         state=wf.initial,
         channel=channel,
@@ -117,30 +117,47 @@ def open_request(
         status_token_hash=token_digest(status_token),
         next_sweep_at=received_at,
     )
-    session.add(request)
-    session.flush()
-    append_event(
-        session,
-        request.id,
-        kind="submitted",
-        actor="requester",
-        at=received_at,
-        to_state=request.state,
-        detail={"channel": channel, "type": wf.id, "agent": request.agent_relation},
-    )
-    context = letter_context(rt, request, status_token=status_token)
-    queue_letter(rt, session, request, "acknowledgment", wf.letters["acknowledgment"], context)
-    _send_verification(rt, session, request, context)
-    queue_letter(
-        rt,
-        session,
-        request,
-        "handler_notice",
-        wf.letters["handler_notice"],
-        letter_context(rt, request, language=HANDLER_LANGUAGE),
-        recipient=rt.settings.handler_email,
-        language=HANDLER_LANGUAGE,
-    )
+    # Built before the first statement: on SQLite that statement takes the write lock, held
+    # until commit. The request is inserted first (its rows refer to it), the rest at commit.
+    with session.no_autoflush:
+        request.reference = _reference(
+            local.year, repository.next_reference_number(session, local.year)
+        )
+        session.add(request)
+        session.flush()
+        append_event(
+            session,
+            request.id,
+            kind="submitted",
+            actor="requester",
+            at=received_at,
+            to_state=request.state,
+            detail={"channel": channel, "type": wf.id, "agent": request.agent_relation},
+            new_chain=True,
+        )
+        context = letter_context(rt, request, status_token=status_token)
+        ack = queue_letter(
+            rt,
+            session,
+            request,
+            "acknowledgment",
+            wf.letters["acknowledgment"],
+            context,
+            new_request=True,
+        )
+        assert ack is not None
+        _send_verification(rt, session, request, context, thread=ack.message_id)
+        queue_letter(
+            rt,
+            session,
+            request,
+            "handler_notice",
+            wf.letters["handler_notice"],
+            letter_context(rt, request, language=HANDLER_LANGUAGE),
+            recipient=rt.settings.handler_email,
+            language=HANDLER_LANGUAGE,
+            new_request=True,
+        )
     return Submitted(request=request, status_token=status_token)
 
 
@@ -278,7 +295,12 @@ def _apply(
 
 
 def _send_verification(
-    rt: Runtime, session: Session, request: Request, context: dict[str, Any]
+    rt: Runtime,
+    session: Session,
+    request: Request,
+    context: dict[str, Any],
+    *,
+    thread: str | None = None,
 ) -> None:
     token = new_token("vt")
     hours = rt.settings.verification_link_hours
@@ -295,7 +317,16 @@ def _send_verification(
         "verify_hours": hours,
     }
     wf = rt.definitions.workflow(request.type)
-    queue_letter(rt, session, request, "verification", wf.letters["verification"], context)
+    queue_letter(
+        rt,
+        session,
+        request,
+        "verification",
+        wf.letters["verification"],
+        context,
+        new_request=thread is not None,
+        thread=thread,
+    )
 
 
 def describe(rt: Runtime, session: Session, request: Request, *, history: bool) -> RequestPublic:
