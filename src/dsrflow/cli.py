@@ -204,34 +204,64 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest_email(args: argparse.Namespace) -> int:
+    """One message (FILE or stdin, for an MTA's pipe), or many in one process: several FILEs,
+    or every message in a Maildir's new/ (each moved to cur/ once recorded). The exit status
+    is the worst of the messages': 75 (try again later), 65 (over the size limit), 0."""
     from pathlib import Path
 
+    names: list[str] = list(args.files) or ([] if args.maildir else ["-"])
+    maildir = Path(args.maildir) if args.maildir else None
+    if maildir is not None:
+        if not (maildir / "new").is_dir():
+            raise CliError(f"{maildir} is not a Maildir (no new/ directory)")
+        names += sorted(str(p) for p in (maildir / "new").iterdir() if p.is_file())
+    batch = len(names) > 1 or maildir is not None
+    messages: list[tuple[str, bytes]] = []
+    for name in names:
+        try:
+            raw = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
+        except OSError as exc:
+            raise CliError(f"cannot read {name}: {exc.strerror}") from exc
+        if not raw:
+            raise CliError(f"{'standard input' if name == '-' else name} is empty")
+        messages.append((name, raw))
+    try:
+        # No migration here ("dsrflow db upgrade" migrates): an MTA's pipe should start fast.
+        rt = _runtime(migrate=False)
+    except Exception as exc:  # the configuration or the workflows: nothing was recorded
+        logging.getLogger("dsrflow").debug("ingest-email failed", exc_info=True)
+        print(f"dsrflow: cannot record the message now: {exc}", file=sys.stderr)
+        return 75
+    worst = 0
+    for name, raw in messages:
+        status = _ingest_one(rt, name if batch else None, raw)
+        if status == 0 and maildir is not None:
+            path = Path(name)
+            path.rename(maildir / "cur" / f"{path.name}:2,S")
+        worst = max(worst, status, key=lambda s: {0: 0, 65: 1, 75: 2}[s])
+    return worst
+
+
+def _ingest_one(rt: Runtime, name: str | None, raw: bytes) -> int:
     from dsrflow.inbound_mail.reading import ingest, rules_for
 
-    name = args.file or "-"
+    prefix = f"{name}: " if name else ""
     try:
-        raw = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
-    except OSError as exc:
-        raise CliError(f"cannot read {name}: {exc.strerror}") from exc
-    if not raw:
-        raise CliError(f"{'standard input' if name == '-' else name} is empty")
-    try:
-        rt = _runtime()
         limit = rules_for(rt).limits.max_message_bytes
         outcome = ingest(rt, raw, source="file")
     except Exception as exc:  # the database, the configuration: never the message itself
         # EX_TEMPFAIL: the MTA keeps the message and tries again; nothing is lost.
         logging.getLogger("dsrflow").debug("ingest-email failed", exc_info=True)
-        print(f"dsrflow: cannot record the message now: {exc}", file=sys.stderr)
+        print(f"dsrflow: {prefix}cannot record the message now: {exc}", file=sys.stderr)
         return 75
-    print(outcome.describe())
+    print(f"{prefix}{outcome.describe()}")
     if len(raw) > limit:
         # Only the header was kept: EX_DATAERR makes the MTA return the message to its sender,
         # instead of a success that would throw the body (and its attachments) away.
         print(
-            f"dsrflow: the message is {len(raw)} bytes, over the limit of {limit}: only its "
-            f"header was kept (inbox #{outcome.inbound_id}); refused, so that the mail server "
-            "returns it to the sender",
+            f"dsrflow: {prefix}the message is {len(raw)} bytes, over the limit of {limit}: only "
+            f"its header was kept (inbox #{outcome.inbound_id}); refused, so that the mail "
+            "server returns it to the sender",
             file=sys.stderr,
         )
         return 65
@@ -333,9 +363,15 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_parser("verify", help="recompute the hash chains").set_defaults(func=cmd_audit_verify)
 
     ingest_email = sub.add_parser(
-        "ingest-email", help="one RFC 5322 message from FILE or stdin; prints what became of it"
+        "ingest-email",
+        help="RFC 5322 messages from FILEs, a Maildir or stdin; prints what became of each",
     )
-    ingest_email.add_argument("file", nargs="?", default="-", help="a file, or - for stdin")
+    ingest_email.add_argument(
+        "files", nargs="*", metavar="FILE", help="files, or - for stdin (the default)"
+    )
+    ingest_email.add_argument(
+        "--maildir", metavar="DIR", help="also every message in DIR/new (moved to DIR/cur)"
+    )
     ingest_email.set_defaults(func=cmd_ingest_email)
 
     outbox = sub.add_parser("outbox", help="outgoing mail").add_subparsers(
