@@ -144,7 +144,7 @@ def http_cells(name: str, url: str, floor_url: str, data_dir: Path, db: Engine) 
             floor[c] = run_wrk(base, CREATE_LUA, c, SECONDS)
             log(f"{name} floor c={c}: {floor[c]}")
     token = handler_token(url, data_dir)
-    with dsrflow_server(url, data_dir) as (server, pid):
+    with dsrflow_server(url, data_dir) as (server, _):
         for c in CONCURRENCY:
             cell = run_wrk(server, CREATE_LUA, c, SECONDS)
             log(f"{name} creates c={c}: {cell}")
@@ -397,7 +397,8 @@ def ingest_cells(url: str, data_dir: Path) -> list[Result]:
         (maildir / "new" / f"{i}.bench").write_bytes(
             f"From: person{i}@example.jp\r\nTo: info@innovativeai.co.jp\r\n"
             f"Subject: =?utf-8?b?5YCL5Lq65oOF5aCx44Gu6ZaL56S6?=\r\n"
-            f"Message-ID: <bench{i}@example.jp>\r\nDate: {datetime.now(UTC):%a, %d %b %Y %H:%M:%S +0000}\r\n"
+            f"Message-ID: <bench{i}@example.jp>\r\n"
+            f"Date: {datetime.now(UTC):%a, %d %b %Y %H:%M:%S +0000}\r\n"
             "Content-Type: text/plain; charset=utf-8\r\n\r\n"
             "私の個人情報の開示を請求します。\r\n".encode()
         )

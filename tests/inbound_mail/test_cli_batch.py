@@ -15,7 +15,6 @@ from sqlmodel import Session, select
 from dsrflow.cli import main
 from dsrflow.inbound_mail.models import InboundMessage
 from dsrflow.runtime import Runtime
-from tests.conftest import ROOT
 from tests.inbound_mail.conftest import CORPUS
 
 REQUESTS = ("01_ja_disclosure_iso2022jp.eml", "13_en_subject_access_request.eml")
