@@ -469,6 +469,8 @@ def on_backend(name: str, make_url: Callable[[str], str], tmp: Path) -> list[Res
         outbox_db = make_engine(make_url("outbox"))
         migrate(outbox_db)
         results.append(outbox_cell(outbox_db, data_dir))
+        ingest_db = make_engine(make_url("ingest"))
+        migrate(ingest_db)  # ingest-email does not migrate
         results += ingest_cells(make_url("ingest"), data_dir)
     return results
 

@@ -6,8 +6,8 @@ taken at BEGIN on SQLite).
     DSRFLOW_DATABASE_URL=sqlite:///x.sqlite3 uvicorn --factory bench.floor:create_app
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: FastAPI must see the route's dependency itself,
+# which is local to create_app.
 import os
 import uuid
 from collections.abc import Iterator

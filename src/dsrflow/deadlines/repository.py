@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import and_, bindparam, exists, or_, update
+from sqlalchemy import and_, bindparam, exists, insert, or_, update
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
+from dsrflow.db import utcnow
 from dsrflow.deadlines.models import Reminder
 from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.requests.models import Request
@@ -51,21 +52,22 @@ def taken_keys(session: Session, keys: Sequence[str]) -> set[str]:
     return set(session.exec(select(Reminder.key).where(col(Reminder.key).in_(keys))))
 
 
-def claim(session: Session, ids: Sequence[str]) -> list[Request]:
-    """Lock these requests for this transaction, skipping any that another process holds.
+def claim(session: Session, ids: Sequence[str]) -> dict[str, int]:
+    """Lock these requests for this transaction, skipping any that another process holds;
+    returns the version of each one locked.
 
     PostgreSQL: ``FOR UPDATE SKIP LOCKED``. SQLite: the transaction holds the database's write
     lock, so a plain read is the claim.
     """
     if not ids:
-        return []
+        return {}
     query = (
-        select(Request)
+        select(Request.id, Request.version)
         .where(col(Request.id).in_(ids))
         .order_by(col(Request.id))
         .with_for_update(skip_locked=True)
     )
-    return list(session.exec(query))
+    return {request_id: version for request_id, version in session.exec(query)}
 
 
 def move_next_sweep(session: Session, steps: Sequence[tuple[str, int, datetime | None]]) -> None:
@@ -85,11 +87,16 @@ def move_next_sweep(session: Session, steps: Sequence[tuple[str, int, datetime |
 
 
 def record_reminders(session: Session, keys: Sequence[tuple[str, str, int | None]]) -> None:
-    """Record the key of each queued reminder (request id, key, outbox row)."""
-    session.add_all(
-        Reminder(key=key, request_id=request_id, outbox_id=outbox_id)
-        for request_id, key, outbox_id in keys
-    )
+    """Record the key of each queued reminder (request id, key, outbox row): one statement."""
+    if keys:
+        now = utcnow()
+        session.execute(
+            insert(Reminder.__table__),  # type: ignore[arg-type]
+            [
+                {"key": key, "request_id": rid, "outbox_id": outbox_id, "created_at": now}
+                for rid, key, outbox_id in keys
+            ],
+        )
 
 
 def unsent_acknowledgments(session: Session, created_before: datetime) -> list[tuple[str, str]]:

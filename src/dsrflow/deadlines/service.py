@@ -273,14 +273,26 @@ def _queue_batch(
     """Claim the requests that have something to send, queue it, and move every planned
     request's ``next_sweep_at`` on; one transaction for the batch."""
     sending = [rid for rid, mails in fresh.items() if mails]
-    quiet = [r for r in requests if r.id in fresh and not fresh[r.id]]
+    by_id = {r.id: r for r in requests}
     with Session(rt.db, expire_on_commit=False) as session:
         try:
-            claimed = repository.claim(session, sending)
-            report.skipped_claimed += len(sending) - len(claimed)
-            # Planned again on the locked rows: a decision may have landed since the read.
-            mails = _plans(rt, session, claimed, unsent, now, None) if claimed else {}
+            locked = repository.claim(session, sending)
+            report.skipped_claimed += len(sending) - len(locked)
+            # A request decided on since the read is planned again from its locked row; the
+            # rest keep their plan (and its keys are checked again, under the lock).
+            moved = [rid for rid, version in locked.items() if version != by_id[rid].version]
+            for request in repository.by_ids(session, moved):
+                by_id[request.id] = request
+            claimed = [by_id[rid] for rid in locked]
+            mails = _plans(rt, session, [by_id[rid] for rid in moved], unsent, now, None)
+            kept = {rid: fresh[rid] for rid in locked if rid not in mails}
+            taken = repository.taken_keys(
+                session, [f"{rid}:{m.key}" for rid, planned in kept.items() for m in planned]
+            )
+            for rid, planned in kept.items():
+                mails[rid] = [m for m in planned if f"{rid}:{m.key}" not in taken]
             queued = _queue(rt, session, claimed, mails)
+            quiet = [r for r in requests if r.id in fresh and not fresh[r.id]]
             repository.move_next_sweep(
                 session,
                 [(r.id, r.version, next_step_at(rt, r, now)) for r in (*claimed, *quiet)],
