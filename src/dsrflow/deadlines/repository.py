@@ -91,7 +91,7 @@ def record_reminders(session: Session, keys: Sequence[tuple[str, str, int | None
     if keys:
         now = utcnow()
         session.execute(
-            insert(Reminder.__table__),  # type: ignore[arg-type]
+            insert(Reminder.__table__),  # type: ignore[attr-defined]
             [
                 {"key": key, "request_id": rid, "outbox_id": outbox_id, "created_at": now}
                 for rid, key, outbox_id in keys
