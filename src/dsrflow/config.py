@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     verification_link_hours: int = 72
     # `dsrflow serve` logs one line per HTTP call when true (off: it costs more than a create).
     access_log: bool = False
+    # How often the scheduler sweeps deadlines and sends the outbox.
+    sweep_interval_seconds: int = Field(default=60, ge=1)
+    outbox_interval_seconds: int = Field(default=15, ge=1)
 
     @field_validator("timezone")
     @classmethod

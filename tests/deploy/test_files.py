@@ -78,5 +78,5 @@ def test_compose_runs_postgres_two_api_workers_one_scheduler_and_a_mail_catcher(
 
 def test_deploy_doc_covers_upgrades_systemd_and_sizing() -> None:
     doc = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
-    for needed in ("Dockerfile", "compose.yaml", "dsrflow db upgrade", "[Service]", "sizing"):
+    for needed in ("Dockerfile", "compose.yaml", "dsrflow db upgrade", "[Service]", "Sizing"):
         assert needed in doc, needed

@@ -32,8 +32,18 @@ def _jobs(rt: Runtime) -> list[tuple[str, Job, object, int]]:
     tz = rt.settings.tz
     digest_at = min(wf.reminders.send_at for wf in rt.definitions.workflows.values())
     table: list[tuple[str, Job, object, int]] = [
-        ("deadline_sweep", jobs.deadline_sweep, IntervalTrigger(minutes=1, timezone=tz), 600),
-        ("outbox_dispatch", jobs.outbox_dispatch, IntervalTrigger(seconds=15, timezone=tz), 300),
+        (
+            "deadline_sweep",
+            jobs.deadline_sweep,
+            IntervalTrigger(seconds=rt.settings.sweep_interval_seconds, timezone=tz),
+            600,
+        ),
+        (
+            "outbox_dispatch",
+            jobs.outbox_dispatch,
+            IntervalTrigger(seconds=rt.settings.outbox_interval_seconds, timezone=tz),
+            300,
+        ),
         (
             "daily_digest",
             jobs.daily_digest,
