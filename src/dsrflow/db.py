@@ -7,11 +7,13 @@ and ``FOR UPDATE SKIP LOCKED`` claims doing the coordination.
 
 from __future__ import annotations
 
+import ast
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import DateTime, event
+from sqlalchemy import DateTime, event, inspect
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import create_engine
@@ -92,8 +94,62 @@ def alembic_config(engine: Engine) -> Config:
     return config
 
 
-def migrate(engine: Engine) -> None:
-    """Bring an empty or older database up to the current schema."""
-    from alembic import command
+# Any constant both sides agree on: the key of the PostgreSQL advisory lock for migrations.
+MIGRATION_LOCK_KEY = 0x64737266  # "dsrf"
 
-    command.upgrade(alembic_config(engine), "head")
+
+def migrate(engine: Engine) -> tuple[str | None, str | None]:
+    """Bring an empty or older database up to the current schema, under a lock.
+
+    Many processes may start at once (API workers, schedulers): the first takes the lock and
+    migrates, the others wait for it and then find nothing to do. PostgreSQL: a transaction-level
+    advisory lock, held by the transaction that runs the migrations. SQLite: the write lock,
+    taken by ``BEGIN IMMEDIATE`` on the connection that runs them. Returns the revision before
+    and after, as seen under the lock.
+    """
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
+        else:
+            connection.exec_driver_sql("SELECT 1")  # begins: BEGIN IMMEDIATE takes the lock
+        before = MigrationContext.configure(connection).get_current_revision()
+        config = alembic_config(engine)
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+        after = MigrationContext.configure(connection).get_current_revision()
+        connection.commit()
+    return before, after
+
+
+_REVISION_LINE = re.compile(r"^(revision|down_revision)\s*(?::[^=]+)?=\s*(.+?)\s*$", re.M)
+
+
+def head_revision() -> str:
+    """The code's head migration, read from the revision files' ``revision`` and
+    ``down_revision`` lines: cheaper than loading Alembic, which a command that only checks the
+    schema (``ingest-email`` from an MTA's pipe) would pay on every start."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (MIGRATIONS / "versions").glob("*.py"):
+        found = dict(_REVISION_LINE.findall(path.read_text(encoding="utf-8")))
+        revisions.add(str(ast.literal_eval(found["revision"])))
+        down = ast.literal_eval(found.get("down_revision", "None"))
+        parents.update([down] if isinstance(down, str) else down or ())
+    heads = revisions - parents
+    if len(heads) != 1:
+        raise RuntimeError(f"the migrations have {len(heads)} heads: {sorted(heads)}")
+    return heads.pop()
+
+
+def schema_revisions(engine: Engine) -> tuple[str | None, str]:
+    """The database's migration revision (None when empty) and the code's head revision."""
+    with engine.connect() as connection:
+        if inspect(connection).has_table("alembic_version"):
+            current = connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+        else:
+            current = None
+        connection.rollback()
+    return current, head_revision()

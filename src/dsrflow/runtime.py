@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
-from urllib.parse import urlsplit
 
 from sqlalchemy.engine import Engine as DbEngine
 
@@ -27,9 +26,19 @@ class Runtime:
     db: DbEngine
 
     @classmethod
-    def load(cls, settings: Settings, db: DbEngine | None = None) -> Runtime:
-        """Load and validate workflows/ (raises WorkflowError naming file and key)."""
-        definitions = load_definitions(settings.workflows_dir, guards=GUARDS)
+    def load(
+        cls,
+        settings: Settings,
+        db: DbEngine | None = None,
+        *,
+        definitions: Definitions | None = None,
+    ) -> Runtime:
+        """Load and validate workflows/ (raises WorkflowError naming file and key).
+
+        ``definitions`` already loaded from ``settings.workflows_dir`` may be passed in (the
+        tests load them once per session)."""
+        if definitions is None:
+            definitions = load_definitions(settings.workflows_dir, guards=GUARDS)
         return cls(
             settings=settings,
             definitions=definitions,
@@ -39,13 +48,9 @@ class Runtime:
             db=db if db is not None else make_engine(settings.resolved_database_url),
         )
 
-    @cached_property
+    @property
     def mail_domain(self) -> str:
-        return (
-            self.settings.mail_from.rpartition("@")[2]
-            or urlsplit(self.settings.base_url).hostname
-            or "localhost"
-        )
+        return self.settings.mail_domain
 
     @cached_property
     def internal_addresses(self) -> list[str]:

@@ -145,7 +145,8 @@ def test_refusal_needs_a_fitting_reason_and_an_explanation(
     assert response.status_code == 422, response.text
     assert bad_field in response.json()["errors"]
     after = client.get(f"/api/v1/requests/{request.id}", headers=auth).json()
-    assert after["state"] == "received" and after["version"] == request.version
+    assert after["state"] == "received"
+    assert after["version"] == request.version
 
 
 def test_identity_method_must_be_accepted(

@@ -65,7 +65,8 @@ def test_each_offset_fires_once_at_its_time_and_not_before(rt: Runtime) -> None:
         assert reminder_keys(rt, request.id) == expected
     row = mail_of(rt, f"{request.id}:due:2026-04-15:0:{handler}")
     assert row.recipient == handler
-    assert f"[{request.reference}]" in row.subject and "本日" in row.subject
+    assert f"[{request.reference}]" in row.subject
+    assert "本日" in row.subject
 
 
 def test_after_an_outage_only_the_latest_reminder_goes_out(rt: Runtime) -> None:
@@ -267,8 +268,10 @@ def test_daily_digest_once_a_day(rt: Runtime) -> None:
     sections = body.split("■ ")
     assert overdue.reference in sections[1]  # 期限超過
     assert soon.reference in sections[2]  # 3日以内
-    assert waiting.reference in sections[3] and waiting.reference in sections[4]  # new, waiting
-    assert "新規" in row.subject and "期限超過1件" in row.subject
+    assert waiting.reference in sections[3]
+    assert waiting.reference in sections[4]
+    assert "新規" in row.subject
+    assert "期限超過1件" in row.subject
     assert "受信箱で判断待ちのメール：1件" in body
 
 
@@ -313,7 +316,8 @@ def test_a_sweep_with_nothing_new_reads_once_and_writes_nothing(rt: Runtime) -> 
     assert sweep(rt, jst(2026, 4, 16, 9, 0)).queued > 0
     with statements(rt) as seen:
         report = sweep(rt, jst(2026, 4, 16, 9, 1))
-    assert report.planned == [] and report.queued == 0
+    assert report.planned == []
+    assert report.queued == 0
     assert _writes(seen) == []
     # One read for unsent acknowledgments, one for what is due: nothing per request.
     assert len([s for s in seen if s.startswith("SELECT")]) == 2, seen
@@ -325,7 +329,8 @@ def test_the_keys_of_a_batch_are_checked_in_one_query(rt: Runtime) -> None:
             make_request(rt, "correction", "identity_verified", received_at=jst(2026, 4, day, 10))
         with statements(rt) as seen:
             report = sweep(rt, jst(2026, 4, day + 15, 9, 0))
-        assert report.errors == 0 and report.queued >= count
+        assert report.errors == 0
+        assert report.queued >= count
         return len(seen)
 
     # Ten times the requests, the same statements: the sweep costs what is due, in batches.
@@ -369,7 +374,8 @@ def test_a_decision_wakes_a_request_for_the_next_sweep(rt: Runtime) -> None:
     sweep(rt)
     with Session(rt.db) as session:
         parked = session.get(Request, request.id)
-        assert parked is not None and parked.next_sweep_at is not None
+        assert parked is not None
+        assert parked.next_sweep_at is not None
         assert parked.next_sweep_at > utcnow() + timedelta(days=1)  # the first identity reminder
     with Session(rt.db, expire_on_commit=False) as session:
         service.transition(
@@ -377,9 +383,11 @@ def test_a_decision_wakes_a_request_for_the_next_sweep(rt: Runtime) -> None:
         )
     with Session(rt.db) as session:
         woken = session.get(Request, request.id)
-        assert woken is not None and woken.next_sweep_at is not None
+        assert woken is not None
+        assert woken.next_sweep_at is not None
         assert woken.next_sweep_at <= utcnow()
     assert sweep(rt).planned == []
     with Session(rt.db) as session:
         closed = session.get(Request, request.id)
-        assert closed is not None and closed.next_sweep_at is None  # never read again
+        assert closed is not None
+        assert closed.next_sweep_at is None

@@ -44,7 +44,8 @@ def test_dockerfile_runs_serve_as_a_user_with_a_health_check() -> None:
     final = lines[max(i for i, line in enumerate(lines) if line.startswith("FROM ")) :]
     assert final[0].endswith("-slim")
     users = [line.split()[1] for line in final if line.startswith("USER ")]
-    assert users and not users[-1].startswith(("0", "root"))
+    assert users
+    assert not users[-1].startswith(("0", "root"))
     assert any(line.startswith("HEALTHCHECK") for line in final)
     assert any("/healthz" in line for line in final)
     assert final[-1] == 'CMD ["dsrflow", "serve", "--host", "0.0.0.0", "--port", "8000"]'
@@ -64,7 +65,8 @@ def test_compose_runs_postgres_two_api_workers_one_scheduler_and_a_mail_catcher(
     services = compose()["services"]
     assert services["db"]["image"] == "postgres:15"
     api = services["api"]["command"]
-    assert api[:2] == ["dsrflow", "serve"] and api[api.index("--workers") + 1] == "2"
+    assert api[:2] == ["dsrflow", "serve"]
+    assert api[api.index("--workers") + 1] == "2"
     assert "--no-scheduler" in api
     assert services["scheduler"]["command"] == ["dsrflow", "scheduler"]
     assert [name for name, s in services.items() if "scheduler" in s.get("command", [])] == [
@@ -72,7 +74,8 @@ def test_compose_runs_postgres_two_api_workers_one_scheduler_and_a_mail_catcher(
     ]
     assert services["migrate"]["command"] == ["dsrflow", "db", "upgrade"]
     env = services["api"]["environment"]
-    assert env["DSRFLOW_SMTP_HOST"] == "mail" and "mail" in services
+    assert env["DSRFLOW_SMTP_HOST"] == "mail"
+    assert "mail" in services
     assert env["DSRFLOW_DATABASE_URL"].startswith("postgresql+psycopg://")
 
 

@@ -33,7 +33,8 @@ def test_several_files_in_one_process(
     assert main(["ingest-email", *files]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(": ", 1)[0] for line in lines] == files
-    assert "created DSR-" in lines[0] and "created DSR-" in lines[1]
+    assert "created DSR-" in lines[0]
+    assert "created DSR-" in lines[1]
     assert "triage #" in lines[2]
     assert len(inbox(rt)) == 3
 

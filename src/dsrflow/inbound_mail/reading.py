@@ -45,6 +45,7 @@ from dsrflow.inbound_mail.schemas import (
     IntakePolicy,
 )
 from dsrflow.runtime import Runtime
+from dsrflow.yamlio import read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ def rules_for(rt: Runtime) -> IntakeRules:
 
 def _compile_rules(path: Path, known: tuple[str, ...]) -> IntakeRules:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = read_yaml(path)
         data = RulesFile.model_validate(raw)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise IntakeRulesError([f"{path}: cannot be read as YAML: {exc}"]) from exc

@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from dsrflow.yamlio import read_yaml
+
 # The contract (DESIGN.md): every workflow has these states and triggers.
 REQUIRED_STATES = (
     "received",
@@ -205,7 +207,7 @@ class Definitions:
 
 def _read_yaml(path: Path, errors: list[str]) -> Any:
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return read_yaml(path)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         errors.append(f"{path}: cannot be read as YAML: {exc}")
         return None

@@ -172,7 +172,8 @@ class Engine:
 
 def _condition(guard: Guard) -> Callable[[EventData], bool]:
     def check(event: EventData) -> bool:
-        assert isinstance(event.model, Subject) and event.transition is not None
+        assert isinstance(event.model, Subject)
+        assert event.transition is not None
         return guard(event.model, str(event.transition.dest))
 
     return check
