@@ -306,19 +306,31 @@ def _queue_batch(
             log.exception("deadline sweep failed for a batch of %d requests", len(sending))
 
 
-def _batch_row(rt: Runtime, request: Request, extra: dict[str, object]) -> dict[str, object]:
-    """One request's line in a handlers' reminder: what the handlers need to find it."""
-    wf = rt.definitions.workflow(request.type)
+def handler_batch_context(
+    rt: Runtime, items: list[tuple[Request, dict[str, object]]], language: str
+) -> dict[str, Any]:
+    """What a handlers' reminder lists: each request's line (reference, type, state, dates,
+    link) with the step's own values (``days_overdue``, ``days_left``, ...)."""
     tz = rt.settings.tz
+    rows = []
+    for request, extra in items:
+        wf = rt.definitions.workflow(request.type)
+        rows.append(
+            {
+                "reference": request.reference,
+                "type_title": wf.title.for_language(language),
+                "state_label": wf.states[request.state].label.for_language(language),
+                "received_at_local": request.received_at.astimezone(tz).strftime("%Y-%m-%d %H:%M"),
+                "due_on": request.due_at.astimezone(tz).date().isoformat(),
+                "art39_on": request.art39_date.isoformat() if request.art39_date else None,
+                "handler_url": f"{rt.settings.base_url}/api/v1/requests/{request.id}",
+                **extra,
+            }
+        )
     return {
-        "reference": request.reference,
-        "type_title": wf.title.for_language(HANDLER_LANGUAGE),
-        "state_label": wf.states[request.state].label.for_language(HANDLER_LANGUAGE),
-        "received_at_local": request.received_at.astimezone(tz).strftime("%Y-%m-%d %H:%M"),
-        "due_on": request.due_at.astimezone(tz).date().isoformat(),
-        "art39_on": request.art39_date.isoformat() if request.art39_date else None,
-        "handler_url": f"{rt.settings.base_url}/api/v1/requests/{request.id}",
-        **extra,
+        "company_name": rt.definitions.company.name.for_language(language),
+        "handler_email": rt.settings.handler_email,
+        "requests": rows,
     }
 
 
@@ -354,11 +366,9 @@ def _queue(
             keys.append((rid, f"{rid}:{mail.key}", row))
     for (recipient, letter, language), items in grouped.items():
         only = items[0][0] if len(items) == 1 else None
-        context = {
-            "company_name": rt.definitions.company.name.for_language(language),
-            "handler_email": rt.settings.handler_email,
-            "requests": [_batch_row(rt, request, mail.extra) for request, mail in items],
-        }
+        context = handler_batch_context(
+            rt, [(request, mail.extra) for request, mail in items], language
+        )
         rendered = rt.letters.render(letter, language, context)
         row = enqueue(
             session,
