@@ -310,10 +310,11 @@ def handler_batch_context(
     rt: Runtime, items: list[tuple[Request, dict[str, object]]], language: str
 ) -> dict[str, Any]:
     """What a handlers' reminder lists: each request's line (reference, type, state, dates,
-    link) with the step's own values (``days_overdue``, ``days_left``, ...)."""
+    link) with the step's own values (``days_overdue``, ``days_left``, ...), soonest due
+    first."""
     tz = rt.settings.tz
     rows = []
-    for request, extra in items:
+    for request, extra in sorted(items, key=lambda item: (item[0].due_at, item[0].reference)):
         wf = rt.definitions.workflow(request.type)
         rows.append(
             {

@@ -35,6 +35,9 @@ class LetterRenderer:
             keep_trailing_newline=True,
             trim_blocks=True,
             lstrip_blocks=True,
+            # Templates are read once: workflows/ is loaded and checked at start-up, so a
+            # changed letter takes effect on restart, as a changed workflow does.
+            auto_reload=False,
         )
 
     def render(self, letter: str, language: str, context: dict[str, Any]) -> Letter:

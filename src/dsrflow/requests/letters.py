@@ -31,14 +31,15 @@ def queue_letter(
     *,
     recipient: str | None = None,
     language: str | None = None,
-    new_request: bool = False,
+    new_key: bool = False,
     thread: str | None = None,
 ) -> OutboxMessage | None:
     """Render ``letter`` and queue it under the key ``<request id>:<key>``, unless a letter with
     that key was ever queued. Returns the queued row, or None. The caller commits.
 
-    ``new_request``: the request was created in this transaction, so no key of it can be taken
-    and ``thread`` (its acknowledgment's Message-ID) is known: nothing is looked up."""
+    ``new_key``: no letter can have the key yet (the request was created in this transaction,
+    or the key names the version this transaction made), so it is not looked up; ``thread``:
+    the acknowledgment's Message-ID when the caller has it, so that it is not looked up either."""
     rendered = rt.letters.render(letter, language or request.language, context)
     if recipient or key == "acknowledgment":
         in_reply_to = None
@@ -58,7 +59,7 @@ def queue_letter(
             in_reply_to=in_reply_to,
         ),
         rt.mail_domain,
-        new_key=new_request,
+        new_key=new_key,
     )
 
 

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, case, func, literal, text, update
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from dsrflow.audit.models import Event
@@ -39,7 +40,12 @@ def next_reference_number(session: Session, year: int) -> int:
 
 
 def update_if_version(
-    session: Session, request_id: str, version: int, values: dict[str, Any]
+    session: Session,
+    request_id: str,
+    version: int,
+    values: dict[str, Any],
+    *,
+    loaded: Request | None = None,
 ) -> bool:
     """Conditional update: applies only if nobody changed the request since we read it.
 
@@ -48,17 +54,24 @@ def update_if_version(
     """
     now = literal(values.get("updated_at") or utcnow(), UTCDateTime())
     next_sweep = col(Request.next_sweep_at)
-    values = {
-        "next_sweep_at": case((next_sweep < now, next_sweep), else_=now),
-        **values,
-    }
     result = session.execute(
         update(Request)
         .where(col(Request.id) == request_id, col(Request.version) == version)
-        .values(version=version + 1, **values)
+        .values(
+            version=version + 1,
+            next_sweep_at=case((next_sweep < now, next_sweep), else_=now),
+            **values,
+        )
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    applied = bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    if applied and loaded is not None:
+        # ``loaded`` (the row read before) now holds what the update wrote, without reading it
+        # back; next_sweep_at, computed by the database, loads when asked for.
+        for name, value in {**values, "version": version + 1}.items():
+            set_committed_value(loaded, name, value)
+        session.expire(loaded, ["next_sweep_at"])
+    return applied
 
 
 def search(

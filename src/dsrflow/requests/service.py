@@ -143,7 +143,7 @@ def open_request(
             "acknowledgment",
             wf.letters["acknowledgment"],
             context,
-            new_request=True,
+            new_key=True,
         )
         assert ack is not None
         _send_verification(rt, session, request, context, thread=ack.message_id)
@@ -156,7 +156,7 @@ def open_request(
             letter_context(rt, request, language=HANDLER_LANGUAGE),
             recipient=rt.settings.handler_email,
             language=HANDLER_LANGUAGE,
-            new_request=True,
+            new_key=True,
         )
     return Submitted(request=request, status_token=status_token)
 
@@ -265,7 +265,9 @@ def _apply(
             values["due_at"] = rt.calendar.end_of(rt.calendar.local_date(moved))
     if "method" in fields:
         values["identity_method"] = fields["method"]
-    if not repository.update_if_version(session, request.id, request.version, values):
+    if not repository.update_if_version(
+        session, request.id, request.version, values, loaded=request
+    ):
         session.rollback()
         current = repository.get(session, request.id)
         assert current is not None
@@ -286,11 +288,11 @@ def _apply(
         at=now,
         detail=fields,
     )
-    session.refresh(request)
     if outcome.transition.letter:
         context = letter_context(rt, request, fields=fields)
+        # The key names the version this transaction made: no letter can have it yet.
         key = f"v{request.version}:{outcome.transition.letter}"
-        queue_letter(rt, session, request, key, outcome.transition.letter, context)
+        queue_letter(rt, session, request, key, outcome.transition.letter, context, new_key=True)
     return request
 
 
@@ -324,7 +326,7 @@ def _send_verification(
         "verification",
         wf.letters["verification"],
         context,
-        new_request=thread is not None,
+        new_key=thread is not None,
         thread=thread,
     )
 
