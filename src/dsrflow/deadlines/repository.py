@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import and_, bindparam, exists, insert, or_, update
+from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
@@ -13,6 +14,21 @@ from dsrflow.db import utcnow
 from dsrflow.deadlines.models import Reminder
 from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.requests.models import Request
+
+SWEEP_DEFERRED = [
+    defer(getattr(Request, name))
+    for name in (
+        "details",
+        "requester_phone",
+        "requester_postal_address",
+        "status_token_hash",
+        "created_at",
+        "updated_at",
+        "email_verified_at",
+        "identity_verified_at",
+        "closed_at",
+    )
+]
 
 # Undelivered: anything but sent (a pending, sending or failed acknowledgment).
 UNDELIVERED = ("pending", "sending", "failed")
@@ -23,7 +39,8 @@ def due_for_sweep_query(
 ) -> SelectOfScalar[Request]:
     """Requests whose ``next_sweep_at`` has come, in (next_sweep_at, id) order after ``after``
     (ix_requests_next_sweep_at)."""
-    query = select(Request).where(col(Request.next_sweep_at) <= now)
+    # What a sweep does not read stays in the table (the request's text can be long).
+    query = select(Request).options(*SWEEP_DEFERRED).where(col(Request.next_sweep_at) <= now)
     if after is not None:
         at, request_id = after
         query = query.where(
