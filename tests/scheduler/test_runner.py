@@ -23,7 +23,12 @@ def test_jobs_have_fixed_ids_and_tolerant_settings(rt: Runtime) -> None:
         }
 
     jobs = asyncio.run(inspect())
-    assert set(jobs) == {"deadline_sweep", "outbox_dispatch", "daily_digest"}
+    assert set(jobs) == {
+        "deadline_sweep",
+        "outbox_dispatch",
+        "daily_digest",
+        "art39_alert",
+    }
     for coalesce, grace, instances in jobs.values():
         assert coalesce
         assert grace >= 300

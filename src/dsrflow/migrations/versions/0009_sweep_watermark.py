@@ -1,7 +1,7 @@
 """sweeps read what is due: requests.next_sweep_at, and the reminders table
 
 Revision ID: 0009
-Revises: 0004
+Revises: 0006
 Create Date: 2026-12-01 20:50:00
 """
 
@@ -11,7 +11,7 @@ from alembic import op
 from dsrflow.db import UTCDateTime
 
 revision = "0009"
-down_revision = "0004"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
