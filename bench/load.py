@@ -62,7 +62,7 @@ request = function()
     return transition(id, '{"trigger":"fulfill","summary":"Corrected as asked."}')
   end
   return transition(fresh(), '{"trigger":"verify_identity","method":"in_person",' ..
-    '"note":"driving licence seen at the counter"}')
+    '"evidence":"driving licence seen at the counter"}')
 end
 response = function(status, headers, body)
   if status == 200 and string.find(body, '"state":"identity_verified"', 1, true) then
