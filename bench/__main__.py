@@ -52,7 +52,7 @@ from bench.load import (
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 QUICK = os.environ.get("QUICK", "") not in ("", "0")
-SECONDS = 1.5 if QUICK else 20.0
+SECONDS = 1.0 if QUICK else 20.0
 CONCURRENCY = (8, 32)
 MEMORY_CREATES = 800 if QUICK else 100_000
 SWEEP_TABLE = 20_000 if QUICK else 1_000_000
