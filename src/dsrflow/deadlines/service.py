@@ -17,7 +17,7 @@ from typing import Any
 from sqlmodel import Session
 
 from dsrflow.audit.chain import append_event
-from dsrflow.db import utcnow
+from dsrflow.db import read_session, utcnow
 from dsrflow.deadlines import repository
 from dsrflow.deadlines.schemas import PlannedMail, SweepReport
 from dsrflow.errors import Invalid, NotFound
@@ -235,13 +235,13 @@ def sweep(rt: Runtime, now: datetime | None = None, *, dry_run: bool = False) ->
     """
     now = now or utcnow()
     report = SweepReport()
-    with Session(rt.db) as session:
+    # The reads take no write lock (SQLite): a sweep with nothing to send writes nothing.
+    with read_session(rt.db) as session:
         unsent = _unsent_acknowledgments(rt, session, now)
-        session.rollback()
     after: tuple[datetime, str] | None = None
     extra = list(unsent)
     while True:
-        with Session(rt.db, expire_on_commit=False) as session:
+        with read_session(rt.db) as session:
             requests = repository.due_for_sweep(session, now, after, BATCH)
             if requests:
                 after = (requests[-1].next_sweep_at, requests[-1].id)  # type: ignore[assignment]
@@ -482,7 +482,7 @@ def extend(
 ) -> Request:
     """Move the internal target date by ``days`` (counted as the workflow counts), where the
     workflow allows it; audited, and the requester is told why. The Art. 39 date stays."""
-    request = requests_repository.get(session, request_id)
+    request = requests_repository.lock(session, request_id)
     if request is None:
         raise NotFound("No such request.")
     wf: WorkflowDef = rt.definitions.workflow(request.type)
