@@ -27,10 +27,12 @@ from sqlmodel import Session, col, select
 
 from dsrflow.config import Settings
 from dsrflow.db import migrate
+from dsrflow.deadlines.service import handler_batch_context, sweep
 from dsrflow.outbound_mail.dispatch import failure_notice, flush_outbox
 from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.outbound_mail.senders import PermanentFailure
 from dsrflow.requests import letters, service
+from dsrflow.requests.models import Request
 from dsrflow.requests.schemas import PaymentIn, RequestCreate, TransitionIn
 from dsrflow.runtime import Runtime
 
@@ -365,6 +367,38 @@ def samples(rt: Runtime) -> list[Sample]:
         notice,
     )
     add("delivery_failed", "", "", "en", as_row)
+
+    # Twenty days on, at the reminders' hour: every open request is overdue.
+    arrival = datetime.fromisoformat(SAMPLES["received_at"])
+    swept_at = arrival.replace(hour=9, minute=0) + timedelta(days=20)
+    sweep(rt, swept_at)
+    with Session(rt.db) as session:
+        overdue = session.exec(
+            select(OutboxMessage).where(OutboxMessage.letter == "overdue")
+        ).first()
+        assert overdue is not None, "the sweep should have queued the overdue escalation"
+        listed = [
+            (r, {"days_overdue": 6})
+            for r in session.exec(select(Request).order_by(col(Request.reference)))
+            if r.reference in overdue.body
+        ]
+    english = rt.letters.render("overdue", "en", handler_batch_context(rt, listed, "en"))
+    add(
+        "overdue",
+        "Overdue requests, to the handlers' mailbox",
+        "One mail per recipient and sweep lists every request that became overdue (reminders "
+        "before the due date, long identity waits and unsent acknowledgments come the same "
+        "way). Sent in Japanese; the English template is shown for reference.",
+        "ja",
+        overdue,
+    )
+    add(
+        "overdue",
+        "",
+        "",
+        "en",
+        overdue.model_copy(update={"subject": english.subject, "body": english.body}),
+    )
     return list(out.values())
 
 

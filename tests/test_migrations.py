@@ -166,3 +166,12 @@ def test_db_current_says_whether_the_schema_is_current(
     assert "current" in capsys.readouterr().out
     assert main(["db", "upgrade"]) == 0
     assert "already at schema" in capsys.readouterr().out
+
+
+def test_the_head_read_from_the_files_is_alembics() -> None:
+    from alembic.script import ScriptDirectory
+
+    from dsrflow.db import head_revision
+
+    engine = make_engine("sqlite://")
+    assert head_revision() == ScriptDirectory.from_config(alembic_config(engine)).get_current_head()

@@ -94,20 +94,70 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from dsrflow.app import create_app
-    from dsrflow.web.server import uvicorn_config
+    from dsrflow.web.server import uvicorn_options
 
     rt = _runtime(migrate=True)
+    # Bounded headers (h11), proxies believed only when configured; one INFO line per call
+    # costs more than a create on SQLite, so the access log is on only when asked for.
+    options = uvicorn_options(
+        rt.settings,
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        access_log=rt.settings.access_log,
+    )
+    if args.workers > 1:
+        return _serve_workers(args, options)
     background = None
     if not args.no_scheduler:
         from dsrflow.scheduler.runner import running_scheduler
 
         background = running_scheduler
-    app = create_app(rt, background=background)
-    config = uvicorn_config(app, rt.settings, host=args.host, port=args.port, log_level="info")
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn.Config(create_app(rt, background=background), **options))
     logs.install()  # after uvicorn set up its loggers: requester links never reach a log
     server.run()
     return 0
+
+
+def _serve_workers(args: argparse.Namespace, options: dict[str, object]) -> int:
+    """N API processes on one port (uvicorn's supervisor) and one scheduler process beside them;
+    the database was migrated once, here, before any of them starts."""
+    import subprocess
+
+    import uvicorn
+
+    scheduler = None
+    if not args.no_scheduler:
+        command = [sys.executable, "-m", "dsrflow.cli", "scheduler"]
+        scheduler = subprocess.Popen(command + (["-v"] if args.verbose else []))
+    try:
+        uvicorn.run(
+            "dsrflow.cli:worker_app",
+            factory=True,
+            workers=args.workers,
+            # A worker imports everything before it answers; on a busy machine that takes more
+            # than uvicorn's 5 s, after which it would kill the worker as hung.
+            timeout_worker_healthcheck=60,
+            **options,  # type: ignore[arg-type]
+        )
+    finally:
+        if scheduler is not None:
+            scheduler.terminate()
+            try:
+                scheduler.wait(30)
+            except subprocess.TimeoutExpired:
+                scheduler.kill()
+    return 0
+
+
+def worker_app() -> object:
+    """One API worker of ``dsrflow serve --workers N``: no scheduler and no migration (the
+    parent did both)."""
+    from dsrflow.app import create_app
+
+    app = create_app(_runtime(migrate=False))
+    logs.install()
+    return app
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
@@ -199,35 +249,65 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest_email(args: argparse.Namespace) -> int:
+    """One message (FILE or stdin, for an MTA's pipe), or many in one process: several FILEs,
+    or every message in a Maildir's new/ (each moved to cur/ once recorded). The exit status
+    is the worst of the messages': 75 (try again later), 65 (over the size limit), 0."""
     from pathlib import Path
 
+    names: list[str] = list(args.files) or ([] if args.maildir else ["-"])
+    maildir = Path(args.maildir) if args.maildir else None
+    if maildir is not None:
+        if not (maildir / "new").is_dir():
+            raise CliError(f"{maildir} is not a Maildir (no new/ directory)")
+        names += sorted(str(p) for p in (maildir / "new").iterdir() if p.is_file())
+    batch = len(names) > 1 or maildir is not None
+    messages: list[tuple[str, bytes]] = []
+    for name in names:
+        try:
+            raw = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
+        except OSError as exc:
+            raise CliError(f"cannot read {name}: {exc.strerror}") from exc
+        if not raw:
+            raise CliError(f"{'standard input' if name == '-' else name} is empty")
+        messages.append((name, raw))
+    try:
+        # No migration here ("dsrflow db upgrade" migrates): an MTA's pipe should start fast.
+        rt = _runtime(migrate=False)
+    except Exception as exc:  # the configuration or the workflows: nothing was recorded
+        logging.getLogger("dsrflow").debug("ingest-email failed", exc_info=True)
+        print(f"dsrflow: cannot record the message now: {exc}", file=sys.stderr)
+        return 75
+    worst = 0
+    for name, raw in messages:
+        status = _ingest_one(rt, name if batch else None, raw)
+        if status == 0 and maildir is not None:
+            path = Path(name)
+            path.rename(maildir / "cur" / f"{path.name}:2,S")
+        worst = max(worst, status, key=lambda s: {0: 0, 65: 1, 75: 2}[s])
+    return worst
+
+
+def _ingest_one(rt: Runtime, name: str | None, raw: bytes) -> int:
     from dsrflow.inbound_mail.reading import ingest
     from dsrflow.inbound_mail.rules_file import rules_for
 
-    name = args.file or "-"
+    prefix = f"{name}: " if name else ""
     try:
-        raw = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
-    except OSError as exc:
-        raise CliError(f"cannot read {name}: {exc.strerror}") from exc
-    if not raw:
-        raise CliError(f"{'standard input' if name == '-' else name} is empty")
-    try:
-        rt = _runtime()
         limit = rules_for(rt).limits.max_message_bytes
         outcome = ingest(rt, raw, source="file")
     except Exception as exc:  # the database, the configuration: never the message itself
         # EX_TEMPFAIL: the MTA keeps the message and tries again; nothing is lost.
         logging.getLogger("dsrflow").debug("ingest-email failed", exc_info=True)
-        print(f"dsrflow: cannot record the message now: {exc}", file=sys.stderr)
+        print(f"dsrflow: {prefix}cannot record the message now: {exc}", file=sys.stderr)
         return 75
-    print(outcome.describe())
+    print(f"{prefix}{outcome.describe()}")
     if len(raw) > limit:
         # Only the header was kept: EX_DATAERR makes the MTA return the message to its sender,
         # instead of a success that would throw the body (and its attachments) away.
         print(
-            f"dsrflow: the message is {len(raw)} bytes, over the limit of {limit}: only its "
-            f"header was kept (inbox #{outcome.inbound_id}); refused, so that the mail server "
-            "returns it to the sender",
+            f"dsrflow: {prefix}the message is {len(raw)} bytes, over the limit of {limit}: only "
+            f"its header was kept (inbox #{outcome.inbound_id}); refused, so that the mail "
+            "server returns it to the sender",
             file=sys.stderr,
         )
         return 65
@@ -344,6 +424,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--no-scheduler", action="store_true")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="API processes on the one port (one scheduler runs beside them)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     sub.add_parser("scheduler", help="the scheduler alone").set_defaults(func=cmd_scheduler)
@@ -385,9 +471,15 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_parser("verify", help="recompute the hash chains").set_defaults(func=cmd_audit_verify)
 
     ingest_email = sub.add_parser(
-        "ingest-email", help="one RFC 5322 message from FILE or stdin; prints what became of it"
+        "ingest-email",
+        help="RFC 5322 messages from FILEs, a Maildir or stdin; prints what became of each",
     )
-    ingest_email.add_argument("file", nargs="?", default="-", help="a file, or - for stdin")
+    ingest_email.add_argument(
+        "files", nargs="*", metavar="FILE", help="files, or - for stdin (the default)"
+    )
+    ingest_email.add_argument(
+        "--maildir", metavar="DIR", help="also every message in DIR/new (moved to DIR/cur)"
+    )
     ingest_email.set_defaults(func=cmd_ingest_email)
 
     outbox = sub.add_parser("outbox", help="outgoing mail").add_subparsers(

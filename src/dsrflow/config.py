@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     # one mail per event ("each"), or one mail per REQUESTER_EVENT_BATCH_MINUTES ("batch").
     requester_event_mail: Literal["each", "batch"] = "each"
     requester_event_batch_minutes: int = Field(default=60, ge=1, le=24 * 60)
+    # `dsrflow serve` logs one line per HTTP call when true (off: it costs more than a create).
+    access_log: bool = False
+    # How often the scheduler sweeps deadlines and sends the outbox.
+    sweep_interval_seconds: int = Field(default=60, ge=1)
+    outbox_interval_seconds: int = Field(default=15, ge=1)
 
     # SQLite durability: FULL syncs the WAL at each commit, so an acknowledged write survives a
     # power cut; NORMAL is faster but may lose the last commits then (docs/reliability.md).

@@ -21,19 +21,22 @@ locks, conditional updates and ``FOR UPDATE SKIP LOCKED`` claims doing the coord
 
 from __future__ import annotations
 
+import ast
 import logging
+import re
 import sqlite3
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import DateTime, event
+from sqlalchemy import DateTime, event, inspect
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, create_engine
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 READ_ONLY = "dsrflow_read_only"  # execution option: a read-only connection
@@ -182,6 +185,9 @@ def write_session(engine: Engine, *, reads_after_commit: bool = False) -> Sessio
 
 
 def alembic_config(engine: Engine) -> Config:
+    # Alembic is imported only to migrate: a command that does not (ingest-email) starts faster.
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["engine"] = engine
@@ -201,6 +207,7 @@ def migrate(engine: Engine) -> tuple[str | None, str | None]:
     taken by ``BEGIN IMMEDIATE`` on the connection that runs them. Returns the revision before
     and after, as seen under the lock.
     """
+    from alembic import command
     from alembic.runtime.migration import MigrationContext
 
     with engine.connect() as connection:
@@ -217,14 +224,32 @@ def migrate(engine: Engine) -> tuple[str | None, str | None]:
     return before, after
 
 
+_REVISION_LINE = re.compile(r"^(revision|down_revision)\s*(?::[^=]+)?=\s*(.+?)\s*$", re.M)
+
+
+def head_revision() -> str:
+    """The code's head migration, read from the revision files' ``revision`` and
+    ``down_revision`` lines: cheaper than loading Alembic, which a command that only checks the
+    schema (``ingest-email`` from an MTA's pipe) would pay on every start."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (MIGRATIONS / "versions").glob("*.py"):
+        found = dict(_REVISION_LINE.findall(path.read_text(encoding="utf-8")))
+        revisions.add(str(ast.literal_eval(found["revision"])))
+        down = ast.literal_eval(found.get("down_revision", "None"))
+        parents.update([down] if isinstance(down, str) else down or ())
+    heads = revisions - parents
+    if len(heads) != 1:
+        raise RuntimeError(f"the migrations have {len(heads)} heads: {sorted(heads)}")
+    return heads.pop()
+
+
 def schema_revisions(engine: Engine) -> tuple[str | None, str]:
     """The database's migration revision (None when empty) and the code's head revision."""
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
-
-    head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
-    assert head is not None
     with engine.connect() as connection:
-        current = MigrationContext.configure(connection).get_current_revision()
+        if inspect(connection).has_table("alembic_version"):
+            current = connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+        else:
+            current = None
         connection.rollback()
-    return current, head
+    return current, head_revision()

@@ -2,6 +2,7 @@
 
 from dsrflow.audit.models import AuditHead, Event
 from dsrflow.auth.models import ConsoleSession, Handler
+from dsrflow.deadlines.models import Reminder
 from dsrflow.documents.models import RequesterDocument
 from dsrflow.inbound_mail.models import ImapSyncState, InboundAttachment, InboundMessage
 from dsrflow.outbound_mail.models import OutboxMessage
@@ -31,6 +32,7 @@ __all__ = [
     "PackageFile",
     "Payment",
     "ReferenceCounter",
+    "Reminder",
     "Request",
     "RequestNote",
     "RequesterDocument",

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
-from sqlalchemy import text, update
+from sqlalchemy import event, text, update
 from sqlmodel import Session, col, select
 
 from dsrflow.cli import main
+from dsrflow.deadlines.models import Reminder
 from dsrflow.deadlines.service import digest, sweep
 from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.reports.models import JobRun
@@ -28,17 +31,24 @@ def jst(*args: int) -> datetime:
 
 
 def reminder_keys(rt: Runtime, request_id: str) -> list[str]:
-    """Outbox keys of scheduler mail for a request (without the request id prefix)."""
+    """Keys of the reminders queued for a request (without the request id prefix), in order."""
     with Session(rt.db) as session:
         keys = session.exec(
-            select(OutboxMessage.dedup_key)
-            .where(OutboxMessage.request_id == request_id)
-            .order_by(col(OutboxMessage.id))
+            select(Reminder.key)
+            .where(Reminder.request_id == request_id)
+            .order_by(col(Reminder.outbox_id), col(Reminder.key))
         ).all()
-    scheduler_kinds = ("due:", "overdue:", "identity", "acknowledgment_unsent:")
-    return [
-        key.split(":", 1)[1] for key in keys if key.split(":", 1)[1].startswith(scheduler_kinds)
-    ]
+    return [key.split(":", 1)[1] for key in keys]
+
+
+def mail_of(rt: Runtime, key: str) -> OutboxMessage:
+    """The outbox row that carried the reminder ``key``."""
+    with Session(rt.db) as session:
+        reminder = session.get(Reminder, key)
+        assert reminder is not None, key
+        row = session.get(OutboxMessage, reminder.outbox_id)
+        assert row is not None
+        return row
 
 
 def test_each_offset_fires_once_at_its_time_and_not_before(rt: Runtime) -> None:
@@ -54,12 +64,7 @@ def test_each_offset_fires_once_at_its_time_and_not_before(rt: Runtime) -> None:
         assert reminder_keys(rt, request.id) == expected
         sweep(rt, jst(2026, 4, day, 18, 0))  # a rerun the same day sends nothing more
         assert reminder_keys(rt, request.id) == expected
-    with Session(rt.db) as session:
-        row = session.exec(
-            select(OutboxMessage).where(
-                OutboxMessage.dedup_key == f"{request.id}:due:2026-04-15:0:{handler}"
-            )
-        ).one()
+    row = mail_of(rt, f"{request.id}:due:2026-04-15:0:{handler}")
     assert row.recipient == handler
     assert f"[{request.reference}]" in row.subject
     assert "本日" in row.subject
@@ -157,12 +162,13 @@ def test_waiting_for_the_requester_pauses_the_internal_clock_not_art39(rt: Runti
             TransitionIn(trigger="request_info", message="どの会員IDですか"),
             actor="test",
         )
-        # Three days pass while we wait.
-        waited_since = datetime.now(TOKYO).replace(microsecond=0)
+        # Three days (less an hour, so that the seconds this test takes never carry the due
+        # date past midnight) pass while we wait.
+        waited_since = datetime.now(TOKYO) - _days(3) + _days(1) / 24
         session.execute(
             update(Request)
             .where(col(Request.id) == request.id)
-            .values(awaiting_requester_at=waited_since.replace(day=waited_since.day) - _days(3))
+            .values(awaiting_requester_at=waited_since)
         )
         session.commit()
     assert sweep(rt, jst(2026, 4, 15, 9, 0)).planned == []  # paused: no due reminder
@@ -297,3 +303,111 @@ def test_a_moved_due_date_gets_its_own_reminders(rt: Runtime) -> None:
     assert extended.due_at == jst(2026, 4, 29, 23, 59, 59)
     sweep(rt, jst(2026, 4, 22, 9, 0))
     assert reminder_keys(rt, request.id)[-1] == "due:2026-04-29:7:info@innovativeai.co.jp"
+
+
+@contextmanager
+def statements(rt: Runtime) -> Iterator[list[str]]:
+    """The SQL statements run on the database while the block runs."""
+    seen: list[str] = []
+
+    def record(_conn, _cursor, statement, _params, _context, _many):  # type: ignore[no-untyped-def]
+        seen.append(" ".join(statement.split()).upper())
+
+    event.listen(rt.db, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(rt.db, "before_cursor_execute", record)
+
+
+def _writes(seen: list[str]) -> list[str]:
+    """Statements that write or take a write lock (SQLite's BEGIN IMMEDIATE, a row lock)."""
+    return [
+        s
+        for s in seen
+        if s.startswith(("INSERT", "UPDATE", "DELETE", "BEGIN IMMEDIATE")) or "FOR UPDATE" in s
+    ]
+
+
+def test_a_sweep_with_nothing_new_reads_once_and_writes_nothing(rt: Runtime) -> None:
+    for _ in range(3):
+        make_request(rt, "correction", "identity_verified", received_at=jst(2026, 4, 1, 10))
+    assert sweep(rt, jst(2026, 4, 16, 9, 0)).queued > 0
+    with statements(rt) as seen:
+        report = sweep(rt, jst(2026, 4, 16, 9, 1))
+    assert report.planned == []
+    assert report.queued == 0
+    assert _writes(seen) == []
+    # One read for unsent acknowledgments, one for what is due: nothing per request.
+    assert len([s for s in seen if s.startswith("SELECT")]) == 2, seen
+    assert [s for s in seen if s.startswith("BEGIN")] in ([], ["BEGIN", "BEGIN"])  # deferred
+
+
+def test_the_keys_of_a_batch_are_checked_in_one_query(rt: Runtime) -> None:
+    def reads_for(count: int, day: int) -> int:
+        for _ in range(count):
+            make_request(rt, "correction", "identity_verified", received_at=jst(2026, 4, day, 10))
+        with statements(rt) as seen:
+            report = sweep(rt, jst(2026, 4, day + 15, 9, 0))
+        assert report.errors == 0
+        assert report.queued >= count
+        return len(seen)
+
+    # Ten times the requests, the same statements: the sweep costs what is due, in batches.
+    assert reads_for(3, 1) == reads_for(30, 2)
+
+
+def test_handlers_get_one_mail_per_recipient_listing_the_overdue_requests(rt: Runtime) -> None:
+    rt.settings.escalation_email = "dpo@example.jp"
+    overdue = [
+        make_request(rt, "suspension", "identity_verified", received_at=jst(2026, 4, 1, 10))
+        for _ in range(3)
+    ]
+    report = sweep(rt, jst(2026, 4, 16, 9, 0))
+    assert report.queued == 6  # a reminder per request and recipient, recorded once each
+    with Session(rt.db) as session:
+        mails = session.exec(select(OutboxMessage).where(OutboxMessage.letter == "overdue")).all()
+    assert sorted(m.recipient for m in mails) == ["dpo@example.jp", "info@innovativeai.co.jp"]
+    for mail in mails:
+        assert all(r.reference in mail.body for r in overdue)
+        assert "【期限超過】3件" in mail.subject
+    for request in overdue:
+        assert sorted(k for k in reminder_keys(rt, request.id) if k.startswith("overdue")) == [
+            "overdue:2026-04-15:1:dpo@example.jp",
+            "overdue:2026-04-15:1:info@innovativeai.co.jp",
+        ]
+    # The next day: one more mail per recipient, not one per request.
+    sweep(rt, jst(2026, 4, 17, 9, 0))
+    with Session(rt.db) as session:
+        count = session.exec(select(OutboxMessage).where(OutboxMessage.letter == "overdue")).all()
+    assert len(count) == 4
+
+
+def test_a_decision_wakes_a_request_for_the_next_sweep(rt: Runtime) -> None:
+    from datetime import timedelta
+
+    from dsrflow.db import utcnow
+    from dsrflow.requests import service
+    from dsrflow.requests.schemas import TransitionIn
+
+    request = make_request(rt, "correction", "received", received_at=utcnow() - timedelta(hours=1))
+    sweep(rt)
+    with Session(rt.db) as session:
+        parked = session.get(Request, request.id)
+        assert parked is not None
+        assert parked.next_sweep_at is not None
+        assert parked.next_sweep_at > utcnow() + timedelta(days=1)  # the first identity reminder
+    with Session(rt.db, expire_on_commit=False) as session:
+        service.transition(
+            rt, session, request.id, TransitionIn(trigger="withdraw", note="test"), actor="test"
+        )
+    with Session(rt.db) as session:
+        woken = session.get(Request, request.id)
+        assert woken is not None
+        assert woken.next_sweep_at is not None
+        assert woken.next_sweep_at <= utcnow()
+    assert sweep(rt).planned == []
+    with Session(rt.db) as session:
+        closed = session.get(Request, request.id)
+        assert closed is not None
+        assert closed.next_sweep_at is None

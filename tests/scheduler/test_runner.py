@@ -25,7 +25,6 @@ def test_jobs_have_fixed_ids_and_tolerant_settings(rt: Runtime) -> None:
     jobs = asyncio.run(inspect())
     assert set(jobs) == {
         "deadline_sweep",
-        "identity_wait_sweep",
         "outbox_dispatch",
         "daily_digest",
         "package_sweep",

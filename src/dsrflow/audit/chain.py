@@ -81,13 +81,16 @@ def append_event(
     from_state: str | None = None,
     to_state: str | None = None,
     detail: dict[str, Any] | None = None,
+    new_chain: bool = False,
 ) -> Event:
     """Add the next event of a request's chain to the session (the caller commits).
 
     The unique (request_id, seq) constraint makes a racing second append fail, not fork.
     """
     # The head holds the chain's end, so no scan of the request's events is needed.
-    head = session.get(AuditHead, request_id) or AuditHead(request_id=request_id, hash=GENESIS)
+    # ``new_chain``: the request was created in this transaction, so it has no head to read.
+    found = None if new_chain else session.get(AuditHead, request_id)
+    head = found or AuditHead(request_id=request_id, hash=GENESIS)
     salts, digests = salted_digests(detail or {})
     event = Event(
         request_id=request_id,

@@ -10,18 +10,20 @@ one request is logged and skipped while the sweep goes on.
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from sqlmodel import Session
 
 from dsrflow.audit.chain import append_event
-from dsrflow.db import utcnow
+from dsrflow.db import read_session, utcnow
 from dsrflow.deadlines import repository
 from dsrflow.deadlines.schemas import PlannedMail, SweepReport
 from dsrflow.errors import Invalid, NotFound
 from dsrflow.inbound_mail import repository as inbox_repository
 from dsrflow.outbound_mail import repository as mail_repository
+from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.outbound_mail.outbox import OutgoingMail, enqueue
 from dsrflow.requests import repository as requests_repository
 from dsrflow.requests.letters import HANDLER_LANGUAGE, letter_context, queue_letter
@@ -39,17 +41,11 @@ def _at(rt: Runtime, day: date, moment: time) -> datetime:
     return datetime.combine(day, moment, tzinfo=rt.settings.tz)
 
 
-DEADLINES = "deadlines"
-IDENTITY = "identity"
-ALL_SERIES = frozenset({DEADLINES, IDENTITY})
-
-
 def plan(
     rt: Runtime,
     request: Request,
     now: datetime,
     ack_status: str | None = None,
-    series: frozenset[str] = ALL_SERIES,
     assignee_email: str | None = None,
 ) -> list[PlannedMail]:
     """The reminders due for ``request`` at ``now`` (pure: reads nothing, writes nothing).
@@ -92,9 +88,7 @@ def plan(
                 )
             )
 
-    paused = (
-        request.state == AWAITING_STATE and request.type in rt.paused_types
-    ) or DEADLINES not in series
+    paused = request.state == AWAITING_STATE and request.type in rt.paused_types
     due_day = request.due_at.astimezone(tz).date()
     if not paused and now <= request.due_at:
         reached = [
@@ -129,7 +123,7 @@ def plan(
                 days_overdue=step,
             )
 
-    if request.state == IDENTITY_WAIT_STATE and IDENTITY in series:
+    if request.state == IDENTITY_WAIT_STATE:
         wait = wf.identity_wait
         arrival_day = request.received_at.astimezone(tz).date()
         reached = [
@@ -150,7 +144,7 @@ def plan(
                 days_waiting=wait.escalate_after_days,
             )
 
-    if ack_status is not None and DEADLINES in series:
+    if ack_status is not None:
         add(
             "acknowledgment_unsent",
             1,
@@ -162,22 +156,40 @@ def plan(
     return planned
 
 
-def _candidates(rt: Runtime, session: Session, now: datetime) -> tuple[list[str], dict[str, str]]:
-    workflows = list(rt.definitions.workflows.values())
-    lead = max((max(wf.reminders.before_due_days, default=0) for wf in workflows), default=0)
-    ids = repository.due_by(session, rt.open_states, now + timedelta(days=lead + 1))
-    first_wait = min(
-        (min(wf.identity_wait.remind_requester_after_days, default=365) for wf in workflows),
-        default=365,
-    )
-    ids += repository.unverified_since(
-        session, IDENTITY_WAIT_STATE, now - timedelta(days=first_wait - 1)
-    )
-    grace = min(wf.reminders.acknowledgment_grace_minutes for wf in workflows)
-    unsent = dict(
-        mail_repository.undelivered(session, "acknowledgment", now - timedelta(minutes=grace))
-    )
-    return list(dict.fromkeys([*ids, *unsent])), unsent
+BATCH = 500
+
+
+def next_step_at(rt: Runtime, request: Request, now: datetime) -> datetime | None:
+    """The first moment after ``now`` at which ``plan`` has a step it did not have at ``now``;
+    None when no step is ahead (closed, or a paused clock: a change wakes it again)."""
+    wf = rt.definitions.workflow(request.type)
+    if request.state in wf.terminal_states:
+        return None
+    send_at = wf.reminders.send_at
+    ahead: list[datetime] = []
+    due_day = request.due_at.astimezone(rt.settings.tz).date()
+    if not (request.state == AWAITING_STATE and request.type in rt.paused_types):
+        for days in wf.reminders.before_due_days:
+            moment = _at(rt, due_day - timedelta(days), send_at)
+            if now < moment <= request.due_at:
+                ahead.append(moment)
+        first_overdue = _at(rt, due_day + timedelta(1), send_at)
+        if now < first_overdue:
+            ahead.append(first_overdue)
+        else:
+            every = wf.reminders.overdue_every_days
+            local_now = now.astimezone(rt.settings.tz)
+            days_after = (local_now.date() - due_day).days - (local_now.time() < send_at)
+            step = 1 + ((days_after - 1) // every + 1) * every
+            ahead.append(_at(rt, due_day + timedelta(step), send_at))
+    if request.state == IDENTITY_WAIT_STATE:
+        wait = wf.identity_wait
+        arrival_day = request.received_at.astimezone(rt.settings.tz).date()
+        for days in (*wait.remind_requester_after_days, wait.escalate_after_days):
+            moment = _at(rt, arrival_day + timedelta(days), send_at)
+            if moment > now:
+                ahead.append(moment)
+    return min(ahead, default=None)
 
 
 def _ack_overdue(rt: Runtime, request: Request, status: str | None, now: datetime) -> str | None:
@@ -187,60 +199,212 @@ def _ack_overdue(rt: Runtime, request: Request, status: str | None, now: datetim
     return status if request.received_at + timedelta(minutes=grace) <= now else None
 
 
-def sweep(
+def _plans(
     rt: Runtime,
-    now: datetime | None = None,
-    *,
-    dry_run: bool = False,
-    series: frozenset[str] = ALL_SERIES,
-) -> SweepReport:
-    """One sweep as of ``now``: reminders, overdue escalations and unsent acknowledgments
-    (series ``deadlines``), identity waits (series ``identity``). With ``dry_run`` nothing is
-    written."""
+    session: Session,
+    requests: list[Request],
+    unsent: dict[str, str],
+    now: datetime,
+    report: SweepReport | None,
+) -> dict[str, list[PlannedMail]]:
+    """What each request has to send that no earlier sweep queued: planned in memory, the keys
+    checked in one query. A request whose planning fails is logged and left for the next sweep."""
+    planned: dict[str, list[PlannedMail]] = {}
+    for request in requests:
+        try:
+            ack = _ack_overdue(rt, request, unsent.get(request.id), now)
+            assignee = requests_repository.assignee_email(session, request)
+            planned[request.id] = plan(rt, request, now, ack, assignee)
+        except Exception:
+            if report is not None:
+                report.errors += 1
+            log.exception("deadline sweep failed for request %s; going on", request.id)
+    taken = repository.taken_keys(
+        session, [f"{rid}:{mail.key}" for rid, mails in planned.items() for mail in mails]
+    )
+    fresh: dict[str, list[PlannedMail]] = {}
+    for rid, mails in planned.items():
+        fresh[rid] = [m for m in mails if f"{rid}:{m.key}" not in taken]
+        if report is not None:
+            report.already_sent += len(mails) - len(fresh[rid])
+    return fresh
+
+
+def sweep(rt: Runtime, now: datetime | None = None, *, dry_run: bool = False) -> SweepReport:
+    """One sweep as of ``now``: reminders before the due date, overdue escalations, identity
+    waits and unsent acknowledgments. With ``dry_run`` nothing is written.
+
+    It reads only the requests whose ``next_sweep_at`` has come (and acknowledgments still
+    unsent past their grace), plans them in memory, checks their keys in one query per batch,
+    and then claims only the requests that have something to send. When nothing is due it
+    writes nothing at all.
+    """
     now = now or utcnow()
     report = SweepReport()
-    with Session(rt.db) as session:
-        ids, unsent = _candidates(rt, session, now)
-        session.rollback()
-    for request_id in ids:
-        with Session(rt.db, expire_on_commit=False) as session:
-            try:
-                request = repository.claim(session, request_id)
-                if request is None:
-                    report.skipped_claimed += 1
-                    continue
-                ack = _ack_overdue(rt, request, unsent.get(request_id), now)
-                assignee = requests_repository.assignee_email(session, request)
-                for mail in plan(rt, request, now, ack, series, assignee):
-                    if mail_repository.dedup_key_taken(session, f"{request.id}:{mail.key}"):
-                        report.already_sent += 1
-                        continue
-                    report.planned.append(mail)
-                    if not dry_run:
-                        context = {
-                            **letter_context(rt, request, language=mail.language),
-                            **mail.extra,
-                        }
-                        queue_letter(
-                            rt,
-                            session,
-                            request,
-                            mail.key,
-                            mail.letter,
-                            context,
-                            recipient=mail.recipient,
-                            language=mail.language,
-                        )
-                        report.queued += 1
-                if dry_run:
-                    session.rollback()
-                else:
-                    session.commit()
-            except Exception:
-                session.rollback()
-                report.errors += 1
-                log.exception("deadline sweep failed for request %s; going on", request_id)
-    return report
+    # The reads take no write lock (SQLite): a sweep with nothing to send writes nothing.
+    with read_session(rt.db) as session:
+        unsent = _unsent_acknowledgments(rt, session, now)
+    after: tuple[datetime, str] | None = None
+    extra = list(unsent)
+    while True:
+        with read_session(rt.db) as session:
+            requests = repository.due_for_sweep(session, now, after, BATCH)
+            if requests:
+                after = (requests[-1].next_sweep_at, requests[-1].id)  # type: ignore[assignment]
+            if extra:
+                known = {r.id for r in requests}
+                requests += [
+                    r for r in repository.by_ids(session, extra[:BATCH]) if r.id not in known
+                ]
+                extra = extra[BATCH:]
+            if not requests:
+                return report
+            fresh = _plans(rt, session, requests, unsent, now, report)
+            # Leaving the block ends the read (closing keeps the rows loaded; a rollback would
+            # expire them).
+        if dry_run:
+            report.planned += [mail for mails in fresh.values() for mail in mails]
+        else:
+            _queue_batch(rt, requests, fresh, unsent, now, report)
+
+
+def _queue_batch(
+    rt: Runtime,
+    requests: list[Request],
+    fresh: dict[str, list[PlannedMail]],
+    unsent: dict[str, str],
+    now: datetime,
+    report: SweepReport,
+) -> None:
+    """Claim the requests that have something to send, queue it, and move every planned
+    request's ``next_sweep_at`` on; one transaction for the batch."""
+    sending = [rid for rid, mails in fresh.items() if mails]
+    by_id = {r.id: r for r in requests}
+    with Session(rt.db, expire_on_commit=False) as session:
+        try:
+            locked = repository.claim(session, sending)
+            report.skipped_claimed += len(sending) - len(locked)
+            # A request decided on since the read is planned again from its locked row; the
+            # rest keep their plan (and its keys are checked again, under the lock).
+            moved = [rid for rid, version in locked.items() if version != by_id[rid].version]
+            for request in repository.by_ids(session, moved):
+                by_id[request.id] = request
+            claimed = [by_id[rid] for rid in locked]
+            mails = _plans(rt, session, [by_id[rid] for rid in moved], unsent, now, None)
+            kept = {rid: fresh[rid] for rid in locked if rid not in mails}
+            taken = repository.taken_keys(
+                session, [f"{rid}:{m.key}" for rid, planned in kept.items() for m in planned]
+            )
+            for rid, planned in kept.items():
+                mails[rid] = [m for m in planned if f"{rid}:{m.key}" not in taken]
+            queued = _queue(rt, session, claimed, mails)
+            quiet = [r for r in requests if r.id in fresh and not fresh[r.id]]
+            repository.move_next_sweep(
+                session,
+                [(r.id, r.version, next_step_at(rt, r, now)) for r in (*claimed, *quiet)],
+            )
+            session.commit()
+            report.queued += queued
+            report.planned += [mail for planned in mails.values() for mail in planned]
+        except Exception:
+            session.rollback()
+            report.errors += len(sending) or 1
+            log.exception("deadline sweep failed for a batch of %d requests", len(sending))
+
+
+def handler_batch_context(
+    rt: Runtime, items: list[tuple[Request, dict[str, object]]], language: str
+) -> dict[str, Any]:
+    """What a handlers' reminder lists: each request's line (reference, type, state, dates,
+    link) with the step's own values (``days_overdue``, ``days_left``, ...), soonest due
+    first."""
+    tz = rt.settings.tz
+    rows = []
+    for request, extra in sorted(items, key=lambda item: (item[0].due_at, item[0].reference)):
+        wf = rt.definitions.workflow(request.type)
+        rows.append(
+            {
+                "reference": request.reference,
+                "type_title": wf.title.for_language(language),
+                "state_label": wf.states[request.state].label.for_language(language),
+                "received_at_local": request.received_at.astimezone(tz).strftime("%Y-%m-%d %H:%M"),
+                "due_on": request.due_at.astimezone(tz).date().isoformat(),
+                "art39_on": request.art39_date.isoformat() if request.art39_date else None,
+                "handler_url": f"{rt.settings.base_url}/api/v1/requests/{request.id}",
+                **extra,
+            }
+        )
+    return {
+        "company_name": rt.definitions.company.name.for_language(language),
+        "handler_email": rt.settings.handler_email,
+        "requests": rows,
+    }
+
+
+def _queue(
+    rt: Runtime, session: Session, claimed: list[Request], mails: dict[str, list[PlannedMail]]
+) -> int:
+    """Queue what the claimed requests have to send: a requester's reminder as its own letter;
+    everything for the company's mailboxes as one mail per recipient and letter, listing the
+    requests. Each reminder's key is recorded, so none is ever sent twice."""
+    by_id = {r.id: r for r in claimed}
+    grouped: dict[tuple[str, str, str], list[tuple[Request, PlannedMail]]] = {}
+    keys: list[tuple[str, str, OutboxMessage | None]] = []
+    for rid, planned in mails.items():
+        request = by_id[rid]
+        for mail in planned:
+            # Everything not for the requester (or their agent) is for the desk: the handlers'
+            # mailbox, the escalation address, an assignee; each gets one mail listing requests.
+            if mail.recipient != (request.agent_email or request.requester_email):
+                grouped.setdefault((mail.recipient, mail.letter, mail.language), []).append(
+                    (request, mail)
+                )
+                continue
+            context = {**letter_context(rt, request, language=mail.language), **mail.extra}
+            row = queue_letter(
+                rt,
+                session,
+                request,
+                mail.key,
+                mail.letter,
+                context,
+                recipient=mail.recipient,
+                language=mail.language,
+            )
+            keys.append((rid, f"{rid}:{mail.key}", row))
+    for (recipient, letter, language), items in grouped.items():
+        only = items[0][0] if len(items) == 1 else None
+        context = handler_batch_context(
+            rt, [(request, mail.extra) for request, mail in items], language
+        )
+        rendered = rt.letters.render(letter, language, context)
+        row = enqueue(
+            session,
+            OutgoingMail(
+                dedup_key=f"sweep:{letter}:{recipient}:{uuid.uuid4().hex}",
+                letter=letter,
+                recipient=recipient,
+                subject=rendered.subject,
+                body=rendered.body,
+                request_id=only.id if only else None,
+                reference=only.reference if only else None,
+            ),
+            rt.mail_domain,
+        )
+        keys += [(request.id, f"{request.id}:{mail.key}", row) for request, mail in items]
+    session.flush()
+    repository.record_reminders(
+        session, [(rid, key, row.id if row else None) for rid, key, row in keys]
+    )
+    return len(keys)
+
+
+def _unsent_acknowledgments(rt: Runtime, session: Session, now: datetime) -> dict[str, str]:
+    """Requests whose acknowledgment is still unsent past the shortest grace, and whose
+    handlers were not told yet: request id -> outbox status."""
+    workflows = rt.definitions.workflows.values()
+    grace = min(wf.reminders.acknowledgment_grace_minutes for wf in workflows)
+    return dict(repository.unsent_acknowledgments(session, now - timedelta(minutes=grace)))
 
 
 def _digest_row(rt: Runtime, request: Request) -> dict[str, str]:

@@ -35,7 +35,6 @@ from dsrflow.inbound_mail.schemas import (
 # The triage actions, which the inbox routes still reach through this module (re-exported).
 from dsrflow.inbound_mail.triage import convert as convert
 from dsrflow.inbound_mail.triage import dismiss as dismiss
-from dsrflow.outbound_mail.dispatch import failure_notice
 from dsrflow.outbound_mail.outbox import enqueue
 from dsrflow.requests import repository as requests_repository
 from dsrflow.requests.letters import HANDLER_LANGUAGE, letter_context, queue_letter
@@ -220,6 +219,8 @@ def _bounced(rt: Runtime, session: Session, row: InboundMessage, mail: InboundMa
     if mail.bounce_diagnostic:
         answer += f": {mail.bounce_diagnostic}"
     for letter in repository.letters_by_message_id(session, mail.returned_ids):
+        from dsrflow.outbound_mail.dispatch import failure_notice  # not on every intake's path
+
         notice = failure_notice(rt.letters, rt.settings, letter, answer, mail.received_at)
         if notice is not None and enqueue(session, notice, rt.mail_domain) is not None:
             log.warning(

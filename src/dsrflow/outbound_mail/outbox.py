@@ -28,9 +28,14 @@ def make_message_id(domain: str) -> str:
     return f"<{secrets.token_hex(16)}@{domain}>"
 
 
-def enqueue(session: Session, mail: OutgoingMail, domain: str) -> OutboxMessage | None:
-    """Add ``mail`` to the outbox unless a row with its dedup key exists. The caller commits."""
-    if repository.dedup_key_taken(session, mail.dedup_key):
+def enqueue(
+    session: Session, mail: OutgoingMail, domain: str, *, new_key: bool = False
+) -> OutboxMessage | None:
+    """Add ``mail`` to the outbox unless a row with its dedup key exists. The caller commits.
+
+    ``new_key``: the caller knows no row can have the key (it names a request created in this
+    transaction), so it is not looked up; the unique index still holds."""
+    if not new_key and repository.dedup_key_taken(session, mail.dedup_key):
         return None
     row = OutboxMessage(
         dedup_key=mail.dedup_key,

@@ -84,6 +84,9 @@ class LetterRenderer:
             keep_trailing_newline=True,
             trim_blocks=True,
             lstrip_blocks=True,
+            # Templates are read once: workflows/ is loaded and checked at start-up, so a
+            # changed letter takes effect on restart, as a changed workflow does.
+            auto_reload=False,
         )
         formats = Formats(Path(templates_dir) / FORMATS_FILE)
         for name in ("long_date", "long_datetime", "yen"):

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlmodel import Session
 
+from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.outbound_mail.outbox import OutgoingMail, enqueue
 from dsrflow.outbound_mail.repository import message_id_for
 from dsrflow.requests.models import Request
@@ -30,11 +31,21 @@ def queue_letter(
     *,
     recipient: str | None = None,
     language: str | None = None,
-) -> bool:
+    new_key: bool = False,
+    thread: str | None = None,
+) -> OutboxMessage | None:
     """Render ``letter`` and queue it under the key ``<request id>:<key>``, unless a letter with
-    that key was ever queued. Returns whether it was queued. The caller commits."""
+    that key was ever queued. Returns the queued row, or None. The caller commits.
+
+    ``new_key``: no letter can have the key yet (the request was created in this transaction,
+    or the key names the version this transaction made), so it is not looked up; ``thread``:
+    the acknowledgment's Message-ID when the caller has it, so that it is not looked up either."""
     rendered = rt.letters.render(letter, language or request.language, context)
-    return None is not enqueue(
+    if recipient or key == "acknowledgment":
+        in_reply_to = None
+    else:
+        in_reply_to = thread or message_id_for(session, f"{request.id}:acknowledgment")
+    return enqueue(
         session,
         OutgoingMail(
             dedup_key=f"{request.id}:{key}",
@@ -45,11 +56,10 @@ def queue_letter(
             request_id=request.id,
             reference=request.reference,
             # Letters to the requester thread under the acknowledgment.
-            in_reply_to=None
-            if recipient or key == "acknowledgment"
-            else message_id_for(session, f"{request.id}:acknowledgment"),
+            in_reply_to=in_reply_to,
         ),
         rt.mail_domain,
+        new_key=new_key,
     )
 
 

@@ -23,6 +23,7 @@ class Request(SQLModel, table=True):
     __table_args__ = (
         Index("ix_requests_state_due_at", "state", "due_at"),
         Index("ix_requests_received_at", "received_at"),
+        Index("ix_requests_next_sweep_at", "next_sweep_at"),
     )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
@@ -67,6 +68,9 @@ class Request(SQLModel, table=True):
     due_at: datetime = Field(sa_type=UTCDateTime)
     art39_date: date | None = None
     extension_days: int = 0
+    # When the deadline sweep next has something to look at (a reminder step, or a change since
+    # it last looked); NULL once closed. Sweeps read only what this says is due.
+    next_sweep_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
     status_token_hash: str = Field(unique=True, max_length=64)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -7,17 +7,16 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import and_, case, func, literal, or_, text, update
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from dsrflow.audit.models import Event
 from dsrflow.auth.models import Handler
+from dsrflow.db import UTCDateTime, utcnow
 from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.requests.models import (
     Payment,
-    ReferenceCounter,
     Request,
     RequestNote,
     VerificationToken,
@@ -50,33 +49,53 @@ def by_status_token(session: Session, token_hash: str) -> Request | None:
     return session.exec(select(Request).where(Request.status_token_hash == token_hash)).first()
 
 
+# One statement both backends run (SQLite 3.35+, PostgreSQL), compiled once.
+_TAKE_NUMBER = text(
+    "INSERT INTO reference_counters (year, last_number) VALUES (:year, 1) "
+    "ON CONFLICT (year) DO UPDATE SET last_number = reference_counters.last_number + 1 "
+    "RETURNING last_number"
+)
+
+
 def next_reference_number(session: Session, year: int) -> int:
     """Take the next number of ``year`` in one atomic upsert: the first intakes of a year can
     race to create its counter, and the row lock serialises the rest."""
-    insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    upsert = (
-        insert(ReferenceCounter)
-        .values(year=year, last_number=1)
-        .on_conflict_do_update(
-            index_elements=[col(ReferenceCounter.year)],
-            set_={"last_number": col(ReferenceCounter.last_number) + 1},
-        )
-        .returning(col(ReferenceCounter.last_number))
-    )
-    return int(session.execute(upsert).scalar_one())
+    return int(session.execute(_TAKE_NUMBER, {"year": year}).scalar_one())
 
 
 def update_if_version(
-    session: Session, request_id: str, version: int, values: dict[str, Any]
+    session: Session,
+    request_id: str,
+    version: int,
+    values: dict[str, Any],
+    *,
+    loaded: Request | None = None,
 ) -> bool:
-    """Conditional update: applies only if nobody changed the request since we read it."""
+    """Conditional update: applies only if nobody changed the request since we read it.
+
+    A changed request is due for the next deadline sweep (its state, due date or clock may have
+    moved), which plans it again and sets its next step.
+    """
+    now = literal(values.get("updated_at") or utcnow(), UTCDateTime())
+    next_sweep = col(Request.next_sweep_at)
     result = session.execute(
         update(Request)
         .where(col(Request.id) == request_id, col(Request.version) == version)
-        .values(version=version + 1, **values)
+        .values(
+            version=version + 1,
+            next_sweep_at=case((next_sweep < now, next_sweep), else_=now),
+            **values,
+        )
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    applied = bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    if applied and loaded is not None:
+        # ``loaded`` (the row read before) now holds what the update wrote, without reading it
+        # back; next_sweep_at, computed by the database, loads when asked for.
+        for name, value in {**values, "version": version + 1}.items():
+            set_committed_value(loaded, name, value)
+        session.expire(loaded, ["next_sweep_at"])
+    return applied
 
 
 def search(

@@ -83,7 +83,7 @@ def submit(
     """
     submitted = open_request(rt, session, data, channel=channel, received_at=received_at)
     session.commit()
-    log.info("request submitted: %s (%s)", submitted.request.reference, submitted.request.type)
+    log.debug("request submitted: %s (%s)", submitted.request.reference, submitted.request.type)
     return submitted
 
 
@@ -133,7 +133,7 @@ def open_request(
     local = received_at.astimezone(rt.settings.tz)
     status_token = new_token("st")
     request = Request(
-        reference=_reference(local.year, repository.next_reference_number(session, local.year)),
+        reference="",
         type=wf.id,
         state=wf.initial,
         channel=channel,
@@ -152,42 +152,61 @@ def open_request(
         due_at=initial_due_at(rt, wf, received_at),
         art39_date=rt.calendar.art39_date(received_at) if wf.deadline.art39 else None,
         status_token_hash=token_digest(status_token),
+        next_sweep_at=received_at,
     )
-    session.add(request)
-    session.flush()
-    append_event(
-        session,
-        request.id,
-        kind="submitted",
-        actor="requester",
-        at=received_at,
-        to_state=request.state,
-        detail={"channel": channel, "type": wf.id, "agent": request.agent_relation},
-    )
-    context = letter_context(rt, request, status_token=status_token)
-    queue_letter(rt, session, request, "acknowledgment", wf.letters["acknowledgment"], context)
-    _send_verification(rt, session, request, context)
-    if request.agent_email and request.agent_email.lower() != request.requester_email.lower():
-        # The principal learns that someone asked in their name, who, and how to object.
+    # Built before the first statement: on SQLite that statement takes the write lock, held
+    # until commit. The request is inserted first (its rows refer to it), the rest at commit.
+    with session.no_autoflush:
+        request.reference = _reference(
+            local.year, repository.next_reference_number(session, local.year)
+        )
+        session.add(request)
+        session.flush()
+        append_event(
+            session,
+            request.id,
+            kind="submitted",
+            actor="requester",
+            at=received_at,
+            to_state=request.state,
+            detail={"channel": channel, "type": wf.id, "agent": request.agent_relation},
+            new_chain=True,
+        )
+        context = letter_context(rt, request, status_token=status_token)
+        ack = queue_letter(
+            rt,
+            session,
+            request,
+            "acknowledgment",
+            wf.letters["acknowledgment"],
+            context,
+            new_key=True,
+        )
+        assert ack is not None
+        _send_verification(rt, session, request, context, thread=ack.message_id)
+        if request.agent_email and request.agent_email.lower() != request.requester_email.lower():
+            # The principal learns that someone asked in their name, who, and how to object.
+            queue_letter(
+                rt,
+                session,
+                request,
+                "agent_notice",
+                wf.letters["agent_notice"],
+                context,
+                recipient=request.requester_email,
+                new_key=True,
+            )
         queue_letter(
             rt,
             session,
             request,
-            "agent_notice",
-            wf.letters["agent_notice"],
-            context,
-            recipient=request.requester_email,
+            "handler_notice",
+            wf.letters["handler_notice"],
+            letter_context(rt, request, language=HANDLER_LANGUAGE),
+            recipient=rt.settings.handler_email,
+            language=HANDLER_LANGUAGE,
+            new_key=True,
         )
-    queue_letter(
-        rt,
-        session,
-        request,
-        "handler_notice",
-        wf.letters["handler_notice"],
-        letter_context(rt, request, language=HANDLER_LANGUAGE),
-        recipient=rt.settings.handler_email,
-        language=HANDLER_LANGUAGE,
-    )
     return Submitted(request=request, status_token=status_token)
 
 
@@ -408,7 +427,9 @@ def _apply(
     for field, column in RECORDED_FIELDS.items():
         if field in fields:
             values[column] = fields[field]
-    if not repository.update_if_version(session, request.id, request.version, values):
+    if not repository.update_if_version(
+        session, request.id, request.version, values, loaded=request
+    ):
         session.rollback()
         current = repository.get(session, request.id)
         assert current is not None
@@ -429,11 +450,11 @@ def _apply(
         at=now,
         detail=fields,
     )
-    session.refresh(request)
     if outcome.transition.letter:
         context = letter_context(rt, request, fields=fields)
+        # The key names the version this transaction made: no letter can have it yet.
         key = f"v{request.version}:{outcome.transition.letter}"
-        queue_letter(rt, session, request, key, outcome.transition.letter, context)
+        queue_letter(rt, session, request, key, outcome.transition.letter, context, new_key=True)
     return request
 
 
@@ -514,7 +535,12 @@ def record_payment(
 
 
 def _send_verification(
-    rt: Runtime, session: Session, request: Request, context: dict[str, Any]
+    rt: Runtime,
+    session: Session,
+    request: Request,
+    context: dict[str, Any],
+    *,
+    thread: str | None = None,
 ) -> None:
     token = new_token("vt")
     hours = rt.settings.verification_link_hours
@@ -531,7 +557,16 @@ def _send_verification(
         "verify_hours": hours,
     }
     wf = rt.definitions.workflow(request.type)
-    queue_letter(rt, session, request, "verification", wf.letters["verification"], context)
+    queue_letter(
+        rt,
+        session,
+        request,
+        "verification",
+        wf.letters["verification"],
+        context,
+        new_key=thread is not None,
+        thread=thread,
+    )
 
 
 def describe(rt: Runtime, session: Session, request: Request, *, history: bool) -> RequestPublic:

@@ -36,24 +36,12 @@ async def _recorded(rt: Runtime, job: str, work: Callable[[], Awaitable[int]]) -
 
 async def deadline_sweep(rt: Runtime) -> None:
     async def work() -> int:
-        series = frozenset({deadlines.DEADLINES})
-        report = await asyncio.to_thread(deadlines.sweep, rt, series=series)
+        report = await asyncio.to_thread(deadlines.sweep, rt)
         if report.queued or report.errors:
             log.info("deadline sweep: %d queued, %d errors", report.queued, report.errors)
         return report.errors
 
     await _recorded(rt, "deadline_sweep", work)
-
-
-async def identity_wait_sweep(rt: Runtime) -> None:
-    async def work() -> int:
-        series = frozenset({deadlines.IDENTITY})
-        report = await asyncio.to_thread(deadlines.sweep, rt, series=series)
-        if report.queued or report.errors:
-            log.info("identity-wait sweep: %d queued, %d errors", report.queued, report.errors)
-        return report.errors
-
-    await _recorded(rt, "identity_wait_sweep", work)
 
 
 async def art39_alert(rt: Runtime) -> None:

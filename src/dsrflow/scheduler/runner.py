@@ -32,14 +32,18 @@ def _jobs(rt: Runtime) -> list[tuple[str, Job, object, int]]:
     tz = rt.settings.tz
     digest_at = min(wf.reminders.send_at for wf in rt.definitions.workflows.values())
     table: list[tuple[str, Job, object, int]] = [
-        ("deadline_sweep", jobs.deadline_sweep, IntervalTrigger(minutes=1, timezone=tz), 600),
         (
-            "identity_wait_sweep",
-            jobs.identity_wait_sweep,
-            IntervalTrigger(minutes=5, timezone=tz),
-            1800,
+            "deadline_sweep",
+            jobs.deadline_sweep,
+            IntervalTrigger(seconds=rt.settings.sweep_interval_seconds, timezone=tz),
+            600,
         ),
-        ("outbox_dispatch", jobs.outbox_dispatch, IntervalTrigger(seconds=15, timezone=tz), 300),
+        (
+            "outbox_dispatch",
+            jobs.outbox_dispatch,
+            IntervalTrigger(seconds=rt.settings.outbox_interval_seconds, timezone=tz),
+            300,
+        ),
         ("package_sweep", jobs.package_sweep, IntervalTrigger(minutes=10, timezone=tz), 3600),
         # Daily per request (dedup key per day); checked often so a restart never skips a day.
         ("art39_alert", jobs.art39_alert, IntervalTrigger(minutes=15, timezone=tz), 3600),

@@ -10,7 +10,12 @@ from dsrflow.config import Settings
 
 
 def uvicorn_config(app: Any, settings: Settings, *, host: str, port: int, **extra: Any) -> Any:
-    """The uvicorn.Config for ``dsrflow serve`` (and the tests' live servers).
+    """The uvicorn.Config for ``dsrflow serve`` (and the tests' live servers)."""
+    return uvicorn.Config(app, **uvicorn_options(settings, host=host, port=port, **extra))
+
+
+def uvicorn_options(settings: Settings, *, host: str, port: int, **extra: Any) -> dict[str, Any]:
+    """uvicorn's options for ``dsrflow serve``, one process or ``--workers N``.
 
     The h11 parser, not httptools: h11 bounds the request line plus headers
     (``MAX_HEADER_BYTES``) and answers 400 past it, where httptools accepts any size.
@@ -18,8 +23,7 @@ def uvicorn_config(app: Any, settings: Settings, *, host: str, port: int, **extr
     connection's peer (uvicorn would otherwise believe any local client).
     """
     proxies = settings.forwarded_allow_ips
-    return uvicorn.Config(
-        app,
+    return dict(
         host=host,
         port=port,
         http="h11",
