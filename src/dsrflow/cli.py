@@ -113,17 +113,22 @@ def cmd_handlers_revoke(args: argparse.Namespace) -> int:
 
 def cmd_workflows_check(args: argparse.Namespace) -> int:
     from dsrflow.inbound_mail.reading import RULES_FILE, load_rules
+    from dsrflow.workflow.calendar import BusinessCalendar
     from dsrflow.workflow.definitions import load_definitions
     from dsrflow.workflow.engine import GUARDS, Engine
 
     settings = _settings()
-    definitions = load_definitions(settings.workflows_dir, guards=GUARDS)
+    calendar = BusinessCalendar(settings.tz, settings.closure_days)
+    definitions = load_definitions(settings.workflows_dir, guards=GUARDS, calendar=calendar)
     Engine(definitions)
     load_rules(settings.workflows_dir / RULES_FILE, definitions.workflows)
+    for warning in definitions.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    warned = f" ({len(definitions.warnings)} warnings)" if definitions.warnings else ""
     print(
         f"{settings.workflows_dir}: {len(definitions.workflows)} workflows "
         f"({', '.join(definitions.workflows)}), {len(definitions.reasons)} legal reasons, "
-        "mail-intake rules: OK"
+        f"mail-intake rules: OK{warned}"
     )
     return 0
 

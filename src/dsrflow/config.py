@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import EmailStr, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from dsrflow.workflow.calendar import parse_closures
+from dsrflow.workflow.calendar import DEFAULT_CLOSURE_DAYS, DEFAULT_TIMEZONE, parse_closures
 
 Security = Literal["none", "starttls", "tls"]
 
@@ -22,7 +22,7 @@ class Settings(BaseSettings):
     database_url: str | None = None
     workflows_dir: Path = Path("./workflows")
     base_url: str = "http://127.0.0.1:8000"
-    timezone: str = "Asia/Tokyo"
+    timezone: str = DEFAULT_TIMEZONE
 
     handler_email: EmailStr = "info@innovativeai.co.jp"
     escalation_email: EmailStr | None = None
@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = 64 * 1024
     rate_limit_per_minute: int = 20
     # Business-day closures, as MM-DD ranges (the default is the year-end closure 12/29-1/3).
-    closure_days: list[str] = Field(default_factory=lambda: ["12-29..12-31", "01-01..01-03"])
+    closure_days: list[str] = Field(default_factory=lambda: list(DEFAULT_CLOSURE_DAYS))
     verification_link_hours: int = 72
 
     @field_validator("timezone")

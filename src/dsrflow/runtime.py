@@ -29,12 +29,13 @@ class Runtime:
     @classmethod
     def load(cls, settings: Settings, db: DbEngine | None = None) -> Runtime:
         """Load and validate workflows/ (raises WorkflowError naming file and key)."""
-        definitions = load_definitions(settings.workflows_dir, guards=GUARDS)
+        calendar = BusinessCalendar(settings.tz, settings.closure_days)
+        definitions = load_definitions(settings.workflows_dir, guards=GUARDS, calendar=calendar)
         return cls(
             settings=settings,
             definitions=definitions,
             engine=Engine(definitions),
-            calendar=BusinessCalendar(settings.tz, settings.closure_days),
+            calendar=calendar,
             letters=LetterRenderer(settings.workflows_dir / "templates"),
             db=db if db is not None else make_engine(settings.resolved_database_url),
         )

@@ -11,10 +11,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import time
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+if TYPE_CHECKING:  # the calendar module imports this one
+    from dsrflow.workflow.calendar import BusinessCalendar
 
 # The contract (DESIGN.md): every workflow has these states and triggers.
 REQUIRED_STATES = (
@@ -195,6 +199,8 @@ class Definitions:
     reasons: dict[str, LegalReason]
     company: Company
     directory: Path
+    # What the law check found worth saying but not fatal (printed by `dsrflow workflows check`).
+    warnings: tuple[str, ...] = ()
 
     def workflow(self, request_type: str) -> WorkflowDef:
         return self.workflows[request_type]
@@ -266,8 +272,12 @@ def _check_letter(where: str, letter: str, templates: Path) -> Iterable[str]:
             yield f"{where}: no template {templates / language / (letter + '.txt.j2')}"
 
 
-def load_definitions(directory: Path, guards: Iterable[str] = ()) -> Definitions:
-    """Load and validate every file in ``directory``; raise WorkflowError listing all errors."""
+def load_definitions(
+    directory: Path, guards: Iterable[str] = (), calendar: BusinessCalendar | None = None
+) -> Definitions:
+    """Load and validate every file in ``directory``, the law included (``workflow/law.py``);
+    raise WorkflowError listing all errors. ``calendar`` (default: Asia/Tokyo with the year-end
+    closure) is the one deadlines are counted in, for the Art. 39 warnings."""
     errors: list[str] = []
     directory = Path(directory)
     guards = list(guards)
@@ -334,7 +344,36 @@ def load_definitions(directory: Path, guards: Iterable[str] = ()) -> Definitions
                 f"{directory / (wf.id + '.yaml')}: no reason in the catalog fits this type"
             )
 
+    law_errors, warnings = _review_law(directory, workflows, reasons, catalog_path, calendar)
+    errors.extend(law_errors)
+
     if errors or company is None:
         raise WorkflowError(errors)
     ordered = dict(sorted(workflows.items(), key=lambda item: (item[1].order, item[0])))
-    return Definitions(workflows=ordered, reasons=reasons, company=company, directory=directory)
+    return Definitions(
+        workflows=ordered,
+        reasons=reasons,
+        company=company,
+        directory=directory,
+        warnings=tuple(warnings),
+    )
+
+
+def _review_law(
+    directory: Path,
+    workflows: dict[str, WorkflowDef],
+    reasons: dict[str, LegalReason],
+    catalog_path: Path,
+    calendar: BusinessCalendar | None,
+) -> tuple[list[str], list[str]]:
+    from dsrflow.workflow import law
+    from dsrflow.workflow.calendar import (
+        DEFAULT_CLOSURE_DAYS,
+        DEFAULT_TIMEZONE,
+        BusinessCalendar,
+    )
+
+    if calendar is None:
+        calendar = BusinessCalendar(ZoneInfo(DEFAULT_TIMEZONE), list(DEFAULT_CLOSURE_DAYS))
+    paths = {request_type: directory / f"{request_type}.yaml" for request_type in workflows}
+    return law.review(workflows, paths, reasons, catalog_path, calendar)
