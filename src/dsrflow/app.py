@@ -13,6 +13,7 @@ from dsrflow.api import problems
 from dsrflow.api import requests as request_routes
 from dsrflow.api import workflows as workflow_routes
 from dsrflow.api.limits import BodySizeLimit, RateLimiter
+from dsrflow.pages import procedure as procedure_routes
 from dsrflow.pages import routes as page_routes
 from dsrflow.runtime import Runtime
 
@@ -54,6 +55,7 @@ def create_app(rt: Runtime, *, background: Background | None = None) -> FastAPI:
     app.include_router(workflow_routes.router)
     app.include_router(inbox_routes.router)
     app.include_router(page_routes.router)
+    app.include_router(procedure_routes.router)
 
     @app.get("/healthz", tags=["health"], summary="Liveness and database check")
     def healthz() -> dict[str, str]:

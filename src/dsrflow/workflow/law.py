@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # the calendar module imports the definitions that import thi
 # A provision of the Act: (article, paragraph); paragraph None means the article as a whole.
 Provision = tuple[int, int | None]
 
-# Art. 37(1): the requests (開示等の請求等) the business must accept, by the provision that
+# Art. 37(1): the requests (disclosure and the rest) the business must accept, by the provision that
 # grants each: purpose notice 32(2), disclosure 33(1), third-party provision records 33(5),
 # correction 34(1), suspension of use or erasure 35(1), cessation of third-party provision 35(3),
 # and either of the last two on the grounds of 35(5).
@@ -56,7 +56,7 @@ _PARA5 = frozenset({(35, 5)})
 # The family of each ground: which requests a reason citing that provision can answer. Keyed by
 # (article, paragraph), with (article, None) for every paragraph of the article.
 FAMILIES: Mapping[Provision, frozenset[Provision]] = {
-    # 保有個人データ and 個人データ are defined here; every request is about them.
+    # Retained personal data and personal data are defined here; every request is about them.
     (16, None): REQUESTS,
     # Purposes exempt from notice (applied to purpose notices by 32(2)(ii)).
     (21, 4): frozenset({(32, 2)}),
