@@ -27,8 +27,9 @@ from sqlmodel import Session, col, select
 
 from dsrflow.config import Settings
 from dsrflow.db import migrate
-from dsrflow.outbound_mail.dispatch import PermanentFailure, failure_notice, flush_outbox
+from dsrflow.outbound_mail.dispatch import failure_notice, flush_outbox
 from dsrflow.outbound_mail.models import OutboxMessage
+from dsrflow.outbound_mail.senders import PermanentFailure
 from dsrflow.requests import letters, service
 from dsrflow.requests.schemas import RequestCreate, TransitionIn
 from dsrflow.runtime import Runtime
