@@ -42,6 +42,8 @@ def _runtime(migrate: bool = True) -> Runtime:
 
     rt = Runtime.load(_settings())
     rules_for(rt)  # the mail-intake rules are part of workflows/: a bad file stops us too
+    for warning in rt.definitions.warnings:  # not fatal, but said at every start
+        logging.getLogger("dsrflow").warning("workflows: %s", warning)
     if migrate:
         run_migrations(rt.db)
     return rt

@@ -307,3 +307,20 @@ def test_families_by_article() -> None:
     assert family(provisions("37(2)")) == family(provisions("16(4)"))  # every request
     assert family(provisions("99(1)")) is None
     assert all(isinstance(found, frozenset) for found in FAMILIES.values())
+
+
+def test_every_start_says_the_warnings(
+    cli_env: None,
+    workflows: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    edit(workflows / "correction.yaml", lambda d: d["deadline"].update(days=20))
+    monkeypatch.setenv("DSRFLOW_WORKFLOWS_DIR", str(workflows))
+    caplog.set_level("WARNING", logger="dsrflow")
+    assert main(["audit", "verify"]) == 0
+    logged = [r.getMessage() for r in caplog.records if r.name == "dsrflow"]
+    assert (
+        f"workflows: {workflows / 'correction.yaml'}: deadline.days: 20 calendar days"
+        in "\n".join(logged)
+    ), logged
