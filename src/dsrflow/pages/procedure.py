@@ -73,7 +73,7 @@ def procedure_view(rt: Runtime, lang: str) -> dict[str, Any]:
     return {
         "m": m,
         "company_name": text(company.name),
-        "address": text(company.address),
+        "business_address": text(company.address),
         "representative": f"{text(company.representative.title)} "
         f"{text(company.representative.name)}",
         "purposes": [text(p) for p in company.purposes_of_use],
