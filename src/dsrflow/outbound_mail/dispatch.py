@@ -30,7 +30,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from urllib.parse import urlsplit
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -118,12 +117,6 @@ def _redact(answer: str) -> str:
     return _ADDRESS.sub("[address]", answer)
 
 
-def _mail_domain(settings: Settings) -> str:
-    return (
-        settings.mail_from.rpartition("@")[2] or urlsplit(settings.base_url).hostname or "localhost"
-    )
-
-
 def _record_sent(db_engine: Engine, row: OutboxMessage, at: datetime) -> bool:
     with Session(db_engine) as session:
         done = _update_claimed(
@@ -148,7 +141,7 @@ def _record_failed(
         ):
             session.rollback()
             return False, None
-        queued = enqueue(session, notice, _mail_domain(settings)) if notice else None
+        queued = enqueue(session, notice, settings.mail_domain) if notice else None
         session.commit()
         return True, queued.id if queued is not None else None
 

@@ -81,7 +81,9 @@ class SmtpSender:
             hostname=s.smtp_host,
             port=s.smtp_port or default_port,
             username=s.smtp_username or None,
-            password=s.smtp_password if s.smtp_username else None,
+            password=s.smtp_password.get_secret_value()
+            if s.smtp_username and s.smtp_password
+            else None,
             use_tls=s.smtp_security == "tls",
             # "starttls" insists on the upgrade; "none" never attempts it.
             start_tls=s.smtp_security == "starttls",
