@@ -152,8 +152,8 @@ def test_the_family_follows_the_article_not_the_code(workflows: Path, check: Che
         def change(data: Any) -> None:
             data["reasons"].append(
                 {
-                    **reason(data, "CEASE_NO_VIOLATION"),
-                    "code": "CEASE_NO_VIOLATION_PROVISION",
+                    **reason(data, "CEASE_P5_NOT_MET"),
+                    "code": "TEST_CESSATION_GROUND",
                     "article": "35(3)-(4)",
                     "types": types,
                 }
@@ -167,7 +167,7 @@ def test_the_family_follows_the_article_not_the_code(workflows: Path, check: Che
     code, _, err = check()
     assert code == 2
     assert (
-        f"{workflows / 'legal_reasons.yaml'}: reasons.CEASE_NO_VIOLATION_PROVISION.types: "
+        f"{workflows / 'legal_reasons.yaml'}: reasons.TEST_CESSATION_GROUND.types: "
         "'suspension' is a request under 35(1), 35(5), outside the family of 35(3)-(4)"
     ) in err
 
