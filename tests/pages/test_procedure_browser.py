@@ -85,7 +85,8 @@ def test_the_form_leads_to_the_japanese_procedure(live_url: str, browser: WebDri
     ]
     # The table is laid out, not collapsed: each fee sits in its own visible cell.
     cell = browser.find_element(By.CSS_SELECTOR, "#type-disclosure .fee")
-    assert cell.is_displayed() and cell.size["width"] > 0
+    assert cell.is_displayed()
+    assert cell.size["width"] > 0
 
 
 def test_the_english_procedure(live_url: str, browser: WebDriver) -> None:
