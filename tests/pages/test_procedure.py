@@ -124,7 +124,9 @@ def test_procedure_states_the_request_procedure(client: TestClient) -> None:
     assert "ご本人確認とさせていただくご請求：利用目的の通知の求め" in page
     # What happens and when.
     assert "法第37条第2項" in section(page, "flow-steps")
-    assert "書面" in section(page, "disclosure-methods")
+    disclosure = yaml.safe_load((WORKFLOWS / "disclosure.yaml").read_text(encoding="utf-8"))
+    for option in disclosure["disclosure_method_options"].values():
+        assert option["label"]["ja"] in section(page, "disclosure-methods")
 
 
 def test_procedure_in_english(client: TestClient) -> None:

@@ -19,8 +19,6 @@ from tests.conftest import WORKFLOWS
 from tests.services import free_port, require
 from tests.services.browser import chromium_driver
 
-pytestmark = pytest.mark.browser
-
 
 @pytest.fixture(scope="module")
 def live_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:

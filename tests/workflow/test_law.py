@@ -199,6 +199,42 @@ def test_a_zero_fee_is_no_fee_for_proc_fee_unpaid(workflows: Path, check: Check)
     assert "reasons.PROC_FEE_UNPAID.types: 'purpose_notice' charges no fee" in err
 
 
+def test_a_fee_ground_declares_it_needs_a_fee(workflows: Path, check: Check) -> None:
+    edit(
+        workflows / "legal_reasons.yaml",
+        lambda d: reason(d, "PROC_FEE_UNPAID").update(requires_fee=False),
+    )
+    code, _, err = check()
+    assert code == 2
+    assert (
+        f"{workflows / 'legal_reasons.yaml'}: reasons.PROC_FEE_UNPAID.requires_fee: must be true"
+    ) in err
+
+
+def test_a_ground_that_requires_a_fee_needs_one(workflows: Path, check: Check) -> None:
+    # requires_fee is the catalog's own word for a fee ground, whatever its article.
+    edit(
+        workflows / "legal_reasons.yaml",
+        lambda d: reason(d, "PROC_NONCONFORMING").update(requires_fee=True),
+    )
+    code, _, err = check()
+    assert code == 2
+    assert "reasons.PROC_NONCONFORMING.types: 'correction' charges no fee" in err
+
+
+def test_a_procedural_ground_is_never_a_withheld_part(workflows: Path, check: Check) -> None:
+    edit(
+        workflows / "legal_reasons.yaml",
+        lambda d: reason(d, "PROC_ID_UNVERIFIED").update(uses=["refuse", "withheld"]),
+    )
+    code, _, err = check()
+    assert code == 2
+    assert (
+        f"{workflows / 'legal_reasons.yaml'}: reasons.PROC_ID_UNVERIFIED.uses: 'withheld': "
+        "a procedural ground"
+    ) in err
+
+
 def test_a_reason_must_cite_a_known_provision(workflows: Path, check: Check) -> None:
     edit(
         workflows / "legal_reasons.yaml",

@@ -58,14 +58,17 @@ def procedure_view(rt: Runtime, lang: str) -> dict[str, Any]:
     company = rt.definitions.company
     workflows = list(rt.definitions.workflows.values())
     m = procedure_messages(lang)
-    page = routes.messages(lang)
 
     def text(value: Text) -> str:
         return value.for_language(lang)
 
     methods = list(dict.fromkeys(method for wf in workflows for method in wf.identity_methods))
     disclosure_methods = list(
-        dict.fromkeys(method for wf in workflows for method in wf.disclosure_methods)
+        dict.fromkeys(
+            text(wf.disclosure_method_options[method].label)
+            for wf in workflows
+            for method in wf.disclosure_methods
+        )
     )
     fee_types = [wf for wf in workflows if wf.fee is not None and wf.fee.amount_jpy]
     documents = company.accepted_documents
@@ -102,9 +105,7 @@ def procedure_view(rt: Runtime, lang: str) -> dict[str, Any]:
             for wf in fee_types
         ],
         "payment_methods": [text(p) for p in company.fees.payment_methods],
-        "disclosure_methods": [
-            page[f"disclosure_method_{method}"] for method in disclosure_methods
-        ],
+        "disclosure_methods": disclosure_methods,
         "security_measures": [
             {"title": text(s.title), "body": text(s.body)} for s in company.security_measures
         ],

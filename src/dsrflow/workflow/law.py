@@ -192,12 +192,23 @@ def review(
                     f"{where}.types: '{request_type}' is a request under {wf.article}, outside "
                     f"the family of {reason.article} (it answers requests under {_show(fits)})"
                 )
-            elif FEE_ARTICLE in articles and not charges_fee(wf):
+            elif (FEE_ARTICLE in articles or reason.requires_fee) and not charges_fee(wf):
                 errors.append(
                     f"{where}.types: '{request_type}' charges no fee "
-                    f"({paths[request_type].name} fee), so a ground under Art. 38 cannot fit it"
+                    f"({paths[request_type].name} fee), so a fee ground (Art. 38) cannot fit it"
                 )
-        if not articles & PROCEDURAL_ARTICLES:
+        if FEE_ARTICLE in articles and not reason.requires_fee:
+            errors.append(
+                f"{where}.requires_fee: must be true for a ground under Art. 38 (it fits only "
+                "while no payment covers the fee)"
+            )
+        if articles & PROCEDURAL_ARTICLES:
+            if "withheld" in reason.uses:
+                errors.append(
+                    f"{where}.uses: 'withheld': a procedural ground ({reason.article}) refuses "
+                    "a request as a whole; it is never a withheld part of a fulfilment"
+                )
+        else:
             for state in reason.states:
                 if state in PROCEDURAL_ONLY_STATES:
                     errors.append(
