@@ -274,7 +274,19 @@ def test_business_days_that_can_pass_art39_warn(workflows: Path, check: Check) -
         f"warning: {workflows / 'correction.yaml'}: deadline.days: 14 business days can put "
         "the target on or after the Art. 39 date"
     ) in err
+    assert "it is cut back to the day before unless deadline.confirm_past_art39 is true" in err
     assert "warnings)" in out
+
+
+def test_a_confirmed_crossing_warns_that_it_stays(workflows: Path, check: Check) -> None:
+    edit(
+        workflows / "correction.yaml",
+        lambda d: d["deadline"].update(counting="business", confirm_past_art39=True),
+    )
+    code, _, err = check()
+    assert code == 0
+    line = next(x for x in err.splitlines() if "correction.yaml: deadline.days" in x)
+    assert line.endswith("deadline.confirm_past_art39 is true, so it stays there")
 
 
 def test_calendar_days_past_two_weeks_warn(workflows: Path, check: Check) -> None:

@@ -224,16 +224,25 @@ def _deadline_warnings(path: Path, wf: WorkflowDef, calendar: BusinessCalendar) 
     deadline = wf.deadline
     late = _first_late_arrival(calendar, wf, extra_days=0)
     key, what = "deadline.days", f"{deadline.days} {deadline.counting} days"
-    if late is None and deadline.extension_max_days:
+    if late is not None:
+        # The service cuts such a target back to the day before, unless the workflow confirms.
+        then = (
+            "deadline.confirm_past_art39 is true, so it stays there"
+            if deadline.confirm_past_art39
+            else "it is cut back to the day before unless deadline.confirm_past_art39 is true"
+        )
+    elif deadline.extension_max_days:
         late = _first_late_arrival(calendar, wf, extra_days=deadline.extension_max_days)
         key = "deadline.extension_max_days"
         what = f"an extension of {deadline.extension_max_days} {deadline.counting} days"
+        then = "a handler must confirm such an extension with confirm_past_art39"
     if late is None:
         return []
     arrival, due, art39 = late
     return [
         f"{path}: {key}: {what} can put the target on or after the Art. 39 date, when the "
-        f"requester may already sue (arriving {arrival}: due {due}, Art. 39 date {art39})"
+        f"requester may already sue (arriving {arrival}: due {due}, Art. 39 date {art39}); "
+        f"{then}"
     ]
 
 
