@@ -22,6 +22,7 @@ from dsrflow.config import Settings
 from dsrflow.console import routes as console_routes
 from dsrflow.db import reading
 from dsrflow.pages import downloads as download_routes
+from dsrflow.pages import procedure as procedure_routes
 from dsrflow.pages import routes as page_routes
 from dsrflow.runtime import Runtime
 from dsrflow.web.csrf import Csrf
@@ -83,6 +84,7 @@ def create_app(rt: Runtime, *, background: Background | None = None) -> FastAPI:
     app.include_router(page_routes.router)
     app.include_router(download_routes.router)
     app.include_router(console_routes.router)
+    app.include_router(procedure_routes.router)
     openapi.install(app)
     app.include_router(docs_routes.router)
 

@@ -44,6 +44,8 @@ def _runtime(*, migrate: bool = False) -> Runtime:
 
     rt = Runtime.load(_settings())
     rules_for(rt)  # the mail-intake rules are part of workflows/: a bad file stops us too
+    for warning in rt.definitions.warnings:  # not fatal, but said at every start
+        logging.getLogger("dsrflow").warning("workflows: %s", warning)
     if migrate:
         run_migrations(rt.db)
     else:
@@ -205,17 +207,22 @@ def cmd_handlers_revoke(args: argparse.Namespace) -> int:
 
 def cmd_workflows_check(args: argparse.Namespace) -> int:
     from dsrflow.inbound_mail.rules_file import RULES_FILE, load_rules
+    from dsrflow.workflow.calendar import BusinessCalendar
     from dsrflow.workflow.definitions import load_definitions
     from dsrflow.workflow.engine import GUARDS, Engine
 
     settings = _settings()
-    definitions = load_definitions(settings.workflows_dir, guards=GUARDS)
+    calendar = BusinessCalendar(settings.tz, settings.closure_days)
+    definitions = load_definitions(settings.workflows_dir, guards=GUARDS, calendar=calendar)
     Engine(definitions)
     load_rules(settings.workflows_dir / RULES_FILE, definitions.workflows)
+    for warning in definitions.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    warned = f" ({len(definitions.warnings)} warnings)" if definitions.warnings else ""
     print(
         f"{settings.workflows_dir}: {len(definitions.workflows)} workflows "
         f"({', '.join(definitions.workflows)}), {len(definitions.reasons)} legal reasons, "
-        "mail-intake rules: OK"
+        f"mail-intake rules: OK{warned}"
     )
     return 0
 

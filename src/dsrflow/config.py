@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import EmailStr, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from dsrflow.workflow.calendar import parse_closures
+from dsrflow.workflow.calendar import DEFAULT_CLOSURE_DAYS, DEFAULT_TIMEZONE, parse_closures
 
 Security = Literal["none", "starttls", "tls"]
 
@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     database_url: str | None = None
     workflows_dir: Path = Path("./workflows")
     base_url: str = "http://127.0.0.1:8000"
-    timezone: str = "Asia/Tokyo"
+    timezone: str = DEFAULT_TIMEZONE
 
     handler_email: EmailStr = "info@innovativeai.co.jp"
     escalation_email: EmailStr | None = None
@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     # The same type, address and details from the form within this time is the same request.
     duplicate_window_hours: int = 24
     # Business-day closures, as MM-DD ranges (the default is the year-end closure 12/29-1/3).
-    closure_days: list[str] = Field(default_factory=lambda: ["12-29..12-31", "01-01..01-03"])
+    closure_days: list[str] = Field(default_factory=lambda: list(DEFAULT_CLOSURE_DAYS))
     verification_link_hours: int = 72
     # A console sign-in lasts this long (it also ends on logout or when the token is revoked).
     console_session_hours: int = 12

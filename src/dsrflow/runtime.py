@@ -40,13 +40,14 @@ class Runtime:
 
         ``definitions`` already loaded from ``settings.workflows_dir`` may be passed in (the
         tests load them once per session)."""
+        calendar = BusinessCalendar(settings.tz, settings.closure_days)
         if definitions is None:
-            definitions = load_definitions(settings.workflows_dir, guards=GUARDS)
+            definitions = load_definitions(settings.workflows_dir, guards=GUARDS, calendar=calendar)
         return cls(
             settings=settings,
             definitions=definitions,
             engine=Engine(definitions),
-            calendar=BusinessCalendar(settings.tz, settings.closure_days),
+            calendar=calendar,
             letters=LetterRenderer(settings.workflows_dir / "templates"),
             db=db
             if db is not None

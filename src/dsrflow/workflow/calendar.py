@@ -16,6 +16,9 @@ import holidays
 from dsrflow.workflow.definitions import DeadlineDef
 
 END_OF_DAY = time(23, 59, 59)
+# The company's year-end closure (not public holidays); DSRFLOW_CLOSURE_DAYS replaces it.
+DEFAULT_CLOSURE_DAYS = ("12-29..12-31", "01-01..01-03")
+DEFAULT_TIMEZONE = "Asia/Tokyo"
 
 
 def parse_closures(closure_days: list[str]) -> list[tuple[tuple[int, int], tuple[int, int]]]:

@@ -11,12 +11,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import time
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dsrflow.yamlio import read_yaml
+
+if TYPE_CHECKING:  # the calendar module imports this one
+    from dsrflow.workflow.calendar import BusinessCalendar
 
 # The contract (DESIGN.md): every workflow has these states and triggers.
 REQUIRED_STATES = (
@@ -242,9 +246,74 @@ class Branding(_Strict):
     hours: Text | None = None
 
 
+class Representative(_Strict):
+    title: Text
+    name: Text
+
+
+class SecurityMeasure(_Strict):
+    title: Text
+    body: Text
+
+
+class ComplaintsDesk(_Strict):
+    """Cabinet Order Art. 10(ii): where complaints go (e-mail: the handlers' mailbox unless set)."""
+
+    desk: Text
+    email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+$")
+    phone: str | None = None
+    postal_address: Text | None = None
+    hours: Text | None = None
+
+
+class AccreditedOrganization(_Strict):
+    """Cabinet Order Art. 10(iii): the accredited protection organisation the company is in."""
+
+    name: Text
+    complaints_contact: Text
+
+
+class PostalDesk(_Strict):
+    """Cabinet Order Art. 12(i): where requests are sent by post."""
+
+    addressee: Text
+    postal_address: Text
+
+
+class AcceptedDocuments(_Strict):
+    """Cabinet Order Arts. 12(iii) and 13: documents for identity and for an agent."""
+
+    identity: list[Text] = Field(min_length=1)
+    legal_representative: list[Text] = Field(min_length=1)
+    appointed_agent: list[Text] = Field(min_length=1)
+    notes: list[Text] = []
+
+
+class FeePayment(_Strict):
+    """Art. 38, Cabinet Order Art. 12(iv): how a fee is paid."""
+
+    tax_included: bool = True
+    payment_methods: list[Text] = []
+
+
 class Company(_Strict):
     name: Text
     branding: Branding = Branding()
+    # True while the address, representative and the like are placeholders (check warns).
+    sample_values: bool = False
+    # What Art. 32(1) and Cabinet Order Art. 10 require to be knowable (GET /procedure).
+    address: Text
+    representative: Representative
+    purposes_of_use: list[Text] = Field(min_length=1)
+    security_measures: list[SecurityMeasure] = Field(min_length=1)
+    complaints: ComplaintsDesk
+    accredited_organization: AccreditedOrganization | None = None
+    # The request procedure (Art. 37(1), Cabinet Order Art. 12), and the form's purpose (21(1)).
+    requests_by_post: PostalDesk
+    form_data_purpose: Text
+    identity_methods: dict[str, Text] = Field(min_length=1)
+    accepted_documents: AcceptedDocuments
+    fees: FeePayment = FeePayment()
 
 
 @dataclass(frozen=True)
@@ -255,6 +324,8 @@ class Definitions:
     reasons: dict[str, LegalReason]
     company: Company
     directory: Path
+    # What the law check found worth saying but not fatal (printed by `dsrflow workflows check`).
+    warnings: tuple[str, ...] = ()
 
     def workflow(self, request_type: str) -> WorkflowDef:
         return self.workflows[request_type]
@@ -377,8 +448,12 @@ def _check_letter(where: str, letter: str, templates: Path) -> Iterable[str]:
             yield f"{where}: no template {templates / language / (letter + '.txt.j2')}"
 
 
-def load_definitions(directory: Path, guards: Iterable[str] = ()) -> Definitions:
-    """Load and validate every file in ``directory``; raise WorkflowError listing all errors."""
+def load_definitions(
+    directory: Path, guards: Iterable[str] = (), calendar: BusinessCalendar | None = None
+) -> Definitions:
+    """Load and validate every file in ``directory``, the law included (``workflow/law.py``);
+    raise WorkflowError listing all errors. ``calendar`` (default: Asia/Tokyo with the year-end
+    closure) is the one deadlines are counted in, for the Art. 39 warnings."""
     errors: list[str] = []
     directory = Path(directory)
     guards = list(guards)
@@ -451,7 +526,67 @@ def load_definitions(directory: Path, guards: Iterable[str] = ()) -> Definitions
                 f"{directory / (wf.id + '.yaml')}: no reason in the catalog fits this type"
             )
 
+    law_errors, warnings = _review_law(directory, workflows, reasons, catalog_path, calendar)
+    errors.extend(law_errors)
+    if company is not None:
+        company_errors, company_warnings = _check_company(company_path, company, workflows)
+        errors.extend(company_errors)
+        warnings.extend(company_warnings)
+
     if errors or company is None:
         raise WorkflowError(errors)
     ordered = dict(sorted(workflows.items(), key=lambda item: (item[1].order, item[0])))
-    return Definitions(workflows=ordered, reasons=reasons, company=company, directory=directory)
+    return Definitions(
+        workflows=ordered,
+        reasons=reasons,
+        company=company,
+        directory=directory,
+        warnings=tuple(warnings),
+    )
+
+
+def _check_company(
+    path: Path, company: Company, workflows: dict[str, WorkflowDef]
+) -> tuple[list[str], list[str]]:
+    """What the published procedure needs from company.yaml, given the workflows."""
+    errors: list[str] = []
+    for wf in workflows.values():
+        for method in wf.identity_methods:
+            if method not in company.identity_methods:
+                errors.append(
+                    f"{path}: identity_methods.{method}: missing (how the procedure page "
+                    f"describes this method of {wf.id}.yaml)"
+                )
+    charging = [wf.id for wf in workflows.values() if wf.fee is not None and wf.fee.amount_jpy]
+    if charging and not company.fees.payment_methods:
+        errors.append(
+            f"{path}: fees.payment_methods: at least one is needed, since "
+            f"{', '.join(charging)} charge a fee (Cabinet Order Art. 12(iv))"
+        )
+    warnings = []
+    if company.sample_values:
+        warnings.append(
+            f"{path}: sample_values: true: the address, representative and other sample values "
+            "are placeholders; replace them with the company's own before publishing"
+        )
+    return errors, warnings
+
+
+def _review_law(
+    directory: Path,
+    workflows: dict[str, WorkflowDef],
+    reasons: dict[str, LegalReason],
+    catalog_path: Path,
+    calendar: BusinessCalendar | None,
+) -> tuple[list[str], list[str]]:
+    from dsrflow.workflow import law
+    from dsrflow.workflow.calendar import (
+        DEFAULT_CLOSURE_DAYS,
+        DEFAULT_TIMEZONE,
+        BusinessCalendar,
+    )
+
+    if calendar is None:
+        calendar = BusinessCalendar(ZoneInfo(DEFAULT_TIMEZONE), list(DEFAULT_CLOSURE_DAYS))
+    paths = {request_type: directory / f"{request_type}.yaml" for request_type in workflows}
+    return law.review(workflows, paths, reasons, catalog_path, calendar)
