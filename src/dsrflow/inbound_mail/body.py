@@ -210,6 +210,19 @@ def read_body(message: Message, limits: Limits) -> Body:
     )
 
 
+_QUOTED_MESSAGE_ID = re.compile(
+    r"^[ \t>]*message-id:[ \t]*(?:\r?\n[ \t>]*)?(<[^<>\s]{1,246}>)", re.I | re.M
+)
+
+
+def quoted_message_ids(text: str) -> tuple[str, ...]:
+    """The Message-IDs of header blocks quoted in a text (the original a bounce returns
+    inline: Exim, qmail, Yahoo, Gmail's plain-text format, the Japanese carriers)."""
+    return tuple(
+        dict.fromkeys(m for m in _QUOTED_MESSAGE_ID.findall(text[:200_000]) if m.isascii())
+    )[:20]
+
+
 def header_block(raw: bytes) -> bytes:
     end = min((i for i in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if i >= 0), default=len(raw))
     return raw[: min(end, HEADER_ONLY_LIMIT)] + b"\r\n\r\n"

@@ -141,7 +141,7 @@ def _record(
             )
         )
 
-    if status == "ignored" and mail.returned_ids:
+    if status == "ignored" and mail.is_bounce:
         _bounced(rt, session, row, mail)
     if status == "joined":
         assert request is not None
@@ -201,11 +201,19 @@ def _join(
 
 def _bounced(rt: Runtime, session: Session, row: InboundMessage, mail: InboundMail) -> None:
     """A letter of ours came back: the handlers get the ``delivery_failed`` notice, once per
-    letter (the same dedup key as a failure at sending), never the requester."""
+    letter (the same dedup key as a failure at sending), never the requester.
+
+    The letter is the one whose Message-ID the bounce returns (attached or quoted); failing
+    that, a bounce that names only a request's reference returns that request's latest letter
+    to the requester."""
+    letters = repository.letters_by_message_id(session, mail.returned_ids)
+    if not letters and row.request_id and mail.body_references:
+        latest = repository.letters_to_requester(session, row.request_id, rt.settings.handler_email)
+        letters = latest[:1]
     answer = f"returned by a delivery report (inbox message #{row.id})"
     if mail.bounce_diagnostic:
         answer += f": {mail.bounce_diagnostic}"
-    for letter in repository.letters_by_message_id(session, mail.returned_ids):
+    for letter in letters:
         notice = failure_notice(rt.letters, rt.settings, letter, answer, mail.received_at)
         if notice is not None and enqueue(session, notice, rt.mail_domain) is not None:
             log.warning(
