@@ -161,6 +161,15 @@ def letters_to_requester(session: Session, request_id: str, handler: str) -> lis
     return list(session.exec(query))
 
 
+def failure_noticed(session: Session, request_id: str) -> bool:
+    """Whether the handlers have been told that a letter of this request did not arrive."""
+    query = select(OutboxMessage.id).where(
+        col(OutboxMessage.request_id) == request_id,
+        col(OutboxMessage.letter) == "delivery_failed",
+    )
+    return session.exec(query.limit(1)).first() is not None
+
+
 def request_for_thread(session: Session, message_ids: Sequence[str]) -> Request | None:
     """The request a message answers: one of ``message_ids`` is a letter we sent about it, or
     an earlier message of the requester that joined or created it. Nearest (first) id wins."""

@@ -204,10 +204,12 @@ def _bounced(rt: Runtime, session: Session, row: InboundMessage, mail: InboundMa
     letter (the same dedup key as a failure at sending), never the requester.
 
     The letter is the one whose Message-ID the bounce returns (attached or quoted); failing
-    that, a bounce that names only a request's reference returns that request's latest letter
-    to the requester."""
+    that, a bounce linked to a request only by its reference returns that request's latest
+    letter to the requester, and tells the handlers only if nothing of it has bounced yet."""
     letters = repository.letters_by_message_id(session, mail.returned_ids)
-    if not letters and row.request_id and mail.body_references:
+    if not letters and row.request_id and not repository.failure_noticed(session, row.request_id):
+        # Which letter it returns is unknown: the latest, unless the handlers already know
+        # that this request's mail does not arrive.
         latest = repository.letters_to_requester(session, row.request_id, rt.settings.handler_email)
         letters = latest[:1]
     answer = f"returned by a delivery report (inbox message #{row.id})"
