@@ -75,7 +75,7 @@ def test_an_ascii_only_utf16_part_is_text(rules: IntakeRules) -> None:
 
 def test_a_message_that_starts_with_a_byte_order_mark_is_read(rules: IntakeRules) -> None:
     raw = b"\xef\xbb\xbf" + mail(
-        "From: taro@example.jp\nSubject: =?utf-8?B?6ZaL56S66KuL5rGC?=\nMessage-ID: <bom@example.jp>",
+        "From: taro@example.jp\nSubject: =?utf-8?B?6ZaL56S66KuL5rGC?=\nMessage-ID: <bom@x.jp>",
         "開示を請求します。".encode(),
     )
     got = read(raw, rules)
