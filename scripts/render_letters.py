@@ -27,9 +27,10 @@ from sqlmodel import Session, col, select
 
 from dsrflow.config import Settings
 from dsrflow.db import migrate
-from dsrflow.outbound_mail.dispatch import PermanentFailure, failure_notice, flush_outbox
+from dsrflow.outbound_mail.dispatch import failure_notice, flush_outbox
 from dsrflow.outbound_mail.models import OutboxMessage
-from dsrflow.requests import service
+from dsrflow.outbound_mail.senders import PermanentFailure
+from dsrflow.requests import letters, service
 from dsrflow.requests.schemas import RequestCreate, TransitionIn
 from dsrflow.runtime import Runtime
 
@@ -102,7 +103,7 @@ def handler_notice_in(rt: Runtime, request_id: str, language: str) -> OutboxMess
     with Session(rt.db) as session:
         request = service.repository.get(session, request_id)
         assert request is not None
-        context = service.letter_context(rt, request, language=language)
+        context = letters.letter_context(rt, request, language=language)
     rendered = rt.letters.render("handler_notice", language, context)
     return queued.model_copy(update={"subject": rendered.subject, "body": rendered.body})
 

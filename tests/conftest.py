@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -181,3 +182,12 @@ PATHS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     ],
     "withdrawn": [("withdraw", {})],
 }
+
+
+def with_secrets(update: dict[str, Any]) -> dict[str, Any]:
+    """A settings update with passwords wrapped as Settings would read them (model_copy does
+    not validate)."""
+    return {
+        key: SecretStr(value) if key.endswith("_password") and isinstance(value, str) else value
+        for key, value in update.items()
+    }

@@ -35,7 +35,9 @@ def _settings() -> Settings:
         raise CliError(f"configuration (environment or .env): {problems}") from exc
 
 
-def _runtime(migrate: bool = True) -> Runtime:
+def _runtime(*, migrate: bool = False) -> Runtime:
+    """Settings, definitions and the database. Only the long-running processes (``serve``,
+    ``scheduler``) and ``db upgrade`` migrate; every other command refuses an outdated schema."""
     from dsrflow.db import migrate as run_migrations
     from dsrflow.inbound_mail.rules_file import rules_for
     from dsrflow.runtime import Runtime
@@ -44,7 +46,48 @@ def _runtime(migrate: bool = True) -> Runtime:
     rules_for(rt)  # the mail-intake rules are part of workflows/: a bad file stops us too
     if migrate:
         run_migrations(rt.db)
+    else:
+        _require_current_schema(rt)
     return rt
+
+
+def _database_name(rt: Runtime) -> str:
+    return rt.db.url.render_as_string(hide_password=True)
+
+
+def _require_current_schema(rt: Runtime) -> None:
+    from dsrflow.db import schema_revisions
+
+    current, head = schema_revisions(rt.db)
+    if current != head:
+        raise CliError(
+            f"the database {_database_name(rt)} is at schema {current or 'none (empty)'}, "
+            f"this version needs {head}: run `dsrflow db upgrade` first"
+        )
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from dsrflow.db import make_engine, migrate
+
+    db = make_engine(_settings().resolved_database_url)
+    before, after = migrate(db)
+    name = db.url.render_as_string(hide_password=True)
+    if before == after:
+        print(f"{name}: already at schema {after}")
+    else:
+        print(f"{name}: upgraded from schema {before or 'none (empty)'} to {after}")
+    return 0
+
+
+def cmd_db_current(args: argparse.Namespace) -> int:
+    from dsrflow.db import make_engine, schema_revisions
+
+    settings = _settings()
+    db = make_engine(settings.resolved_database_url)
+    current, head = schema_revisions(db)
+    state = "current" if current == head else "outdated: run `dsrflow db upgrade`"
+    print(f"schema {current or 'none (empty)'} (this version: {head}; {state})")
+    return 0 if current == head else 1
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -52,7 +95,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from dsrflow.app import create_app
 
-    rt = _runtime()
+    rt = _runtime(migrate=True)
     background = None
     if not args.no_scheduler:
         from dsrflow.scheduler.runner import running_scheduler
@@ -71,7 +114,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_scheduler(args: argparse.Namespace) -> int:
     from dsrflow.scheduler.runner import run_forever
 
-    run_forever(_runtime())
+    run_forever(_runtime(migrate=True))
     return 0
 
 
@@ -253,6 +296,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     sub.add_parser("scheduler", help="the scheduler alone").set_defaults(func=cmd_scheduler)
+
+    db = sub.add_parser("db", help="the database schema").add_subparsers(
+        dest="db_command", required=True
+    )
+    db.add_parser(
+        "upgrade", help="apply the migrations under a lock (serve and scheduler do it at start)"
+    ).set_defaults(func=cmd_db_upgrade)
+    db.add_parser("current", help="the schema revision, and whether it is current").set_defaults(
+        func=cmd_db_current
+    )
 
     handlers = sub.add_parser("handlers", help="handler tokens").add_subparsers(
         dest="action", required=True

@@ -5,9 +5,10 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import EmailStr, Field, field_validator
+from pydantic import EmailStr, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dsrflow.workflow.calendar import parse_closures
@@ -16,7 +17,10 @@ Security = Literal["none", "starttls", "tls"]
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DSRFLOW_", env_file=".env", extra="ignore")
+    # An empty variable (DSRFLOW_ESCALATION_EMAIL=) means "not set", not an invalid value.
+    model_config = SettingsConfigDict(
+        env_prefix="DSRFLOW_", env_file=".env", extra="ignore", env_ignore_empty=True
+    )
 
     data_dir: Path = Path("./var")
     database_url: str | None = None
@@ -30,7 +34,7 @@ class Settings(BaseSettings):
     smtp_host: str | None = None
     smtp_port: int | None = None
     smtp_username: str | None = None
-    smtp_password: str | None = None
+    smtp_password: SecretStr | None = None
     smtp_security: Security = "none"
     smtp_timeout_seconds: float = 30.0
     smtp_validate_certs: bool = True
@@ -38,7 +42,7 @@ class Settings(BaseSettings):
     imap_host: str | None = None
     imap_port: int | None = None
     imap_username: str | None = None
-    imap_password: str | None = None
+    imap_password: SecretStr | None = None
     imap_folder: str = "INBOX"
     imap_security: Security = "tls"
 
@@ -73,6 +77,15 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'dsrflow.sqlite3').resolve()}"
+
+    @property
+    def mail_domain(self) -> str:
+        """The domain of our own Message-IDs: MAIL_FROM's, else BASE_URL's host."""
+        return (
+            str(self.mail_from).rpartition("@")[2]
+            or urlsplit(self.base_url).hostname
+            or "localhost"
+        )
 
     @property
     def maildir_path(self) -> Path:

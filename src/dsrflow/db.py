@@ -88,6 +88,43 @@ def alembic_config(engine: Engine) -> Config:
     return config
 
 
-def migrate(engine: Engine) -> None:
-    """Bring an empty or older database up to the current schema."""
-    command.upgrade(alembic_config(engine), "head")
+# Any constant both sides agree on: the key of the PostgreSQL advisory lock for migrations.
+MIGRATION_LOCK_KEY = 0x64737266  # "dsrf"
+
+
+def migrate(engine: Engine) -> tuple[str | None, str | None]:
+    """Bring an empty or older database up to the current schema, under a lock.
+
+    Many processes may start at once (API workers, schedulers): the first takes the lock and
+    migrates, the others wait for it and then find nothing to do. PostgreSQL: a transaction-level
+    advisory lock, held by the transaction that runs the migrations. SQLite: the write lock,
+    taken by ``BEGIN IMMEDIATE`` on the connection that runs them. Returns the revision before
+    and after, as seen under the lock.
+    """
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
+        else:
+            connection.exec_driver_sql("SELECT 1")  # begins: BEGIN IMMEDIATE takes the lock
+        before = MigrationContext.configure(connection).get_current_revision()
+        config = alembic_config(engine)
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+        after = MigrationContext.configure(connection).get_current_revision()
+        connection.commit()
+    return before, after
+
+
+def schema_revisions(engine: Engine) -> tuple[str | None, str]:
+    """The database's migration revision (None when empty) and the code's head revision."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
+    assert head is not None
+    with engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+        connection.rollback()
+    return current, head

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
-from urllib.parse import urlsplit
 
 from sqlalchemy.engine import Engine as DbEngine
 
@@ -39,13 +38,9 @@ class Runtime:
             db=db if db is not None else make_engine(settings.resolved_database_url),
         )
 
-    @cached_property
+    @property
     def mail_domain(self) -> str:
-        return (
-            self.settings.mail_from.rpartition("@")[2]
-            or urlsplit(self.settings.base_url).hostname
-            or "localhost"
-        )
+        return self.settings.mail_domain
 
     @cached_property
     def internal_addresses(self) -> list[str]:

@@ -18,7 +18,7 @@ from dsrflow.inbound_mail.models import InboundMessage
 from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.requests.models import Request
 from dsrflow.runtime import Runtime
-from tests.conftest import make_request
+from tests.conftest import make_request, with_secrets
 from tests.services import require
 from tests.services.imap import ImapServer, SslMode
 
@@ -90,7 +90,7 @@ def imap_runtime(rt: Runtime, server: ImapServer, **settings: Any) -> Runtime:
         "imap_security": server.ssl_mode,
         **settings,
     }
-    return Runtime.load(rt.settings.model_copy(update=update_), db=rt.db)
+    return Runtime.load(rt.settings.model_copy(update=with_secrets(update_)), db=rt.db)
 
 
 @contextmanager

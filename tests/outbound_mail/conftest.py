@@ -15,6 +15,7 @@ from sqlmodel import Session, col, select
 from dsrflow.outbound_mail.dispatch import FlushReport, flush_outbox
 from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.runtime import Runtime
+from tests.conftest import with_secrets
 from tests.services import require
 from tests.services.smtp import SmtpMessage, SmtpServer
 
@@ -34,7 +35,7 @@ def pointed_at(rt: Runtime, server: SmtpServer, **settings: Any) -> Runtime:
         "smtp_timeout_seconds": 5.0,
         **settings,
     }
-    return Runtime.load(rt.settings.model_copy(update=update), db=rt.db)
+    return Runtime.load(rt.settings.model_copy(update=with_secrets(update)), db=rt.db)
 
 
 @pytest.fixture

@@ -19,18 +19,11 @@ from sqlmodel import Session
 from dsrflow.cli import main
 from dsrflow.config import Settings
 from dsrflow.db import make_engine, utcnow
-from dsrflow.outbound_mail.dispatch import (
-    FlushReport,
-    MaildirSender,
-    RetryPolicy,
-    SmtpSender,
-    build_message,
-    claim_due,
-    flush_outbox,
-    sender_for,
-)
+from dsrflow.outbound_mail.dispatch import FlushReport, RetryPolicy, claim_due, flush_outbox
+from dsrflow.outbound_mail.message import build_message
 from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.outbound_mail.outbox import make_message_id
+from dsrflow.outbound_mail.senders import MaildirSender, SmtpSender, sender_for
 from dsrflow.runtime import Runtime
 from tests.conftest import make_request
 from tests.outbound_mail.conftest import (

@@ -9,6 +9,7 @@ from sqlmodel import Session, col, select
 
 from dsrflow.audit.chain import verify_chains
 from dsrflow.audit.models import Event
+from dsrflow.errors import Conflict
 from dsrflow.requests import service
 from dsrflow.requests.schemas import RequestCreate, TransitionIn
 from dsrflow.runtime import Runtime
@@ -26,7 +27,7 @@ def race(rt: Runtime, request_id: str, bodies: list[TransitionIn]) -> list[str]:
             try:
                 service.transition(rt, session, request_id, body, actor="racer")
                 return "won"
-            except service.Conflict:
+            except Conflict:
                 return "conflict"
 
     with ThreadPoolExecutor(max_workers=len(bodies)) as pool:

@@ -7,11 +7,12 @@ from typing import Any, cast
 
 import pytest
 
+from dsrflow.errors import Invalid
 from dsrflow.outbound_mail.render import LetterRenderer
-from dsrflow.requests.service import _reason_context
+from dsrflow.requests.letters import reason_context
 from dsrflow.runtime import Runtime
 from dsrflow.workflow.definitions import load_definitions
-from dsrflow.workflow.engine import GUARDS, Engine, InvalidFields, Subject
+from dsrflow.workflow.engine import GUARDS, Engine, Subject
 from tests.conftest import WORKFLOWS
 
 ALL = {
@@ -68,7 +69,7 @@ def test_reason_fits_only_where_the_catalog_says(code: str, state: str, request_
         outcome = ENGINE.fire(request_type, Subject(state), "refuse", fields)
         assert outcome.dest == "refused"
     else:
-        with pytest.raises(InvalidFields) as caught:
+        with pytest.raises(Invalid) as caught:
             ENGINE.fire(request_type, Subject(state), "refuse", fields)
         assert "reason_code" in caught.value.errors
 
@@ -100,7 +101,7 @@ def test_refusal_letter_cites_the_reason(code: str, language: str) -> None:
         "reference": "DSR-2024-0001",
         "type_title": "保有個人データの開示",
         "requester_name": "山田 太郎",
-        "reason": _reason_context(rt, code, language),
+        "reason": reason_context(rt, code, language),
         "explanation": "説明",
     }
     letter = LetterRenderer(WORKFLOWS / "templates").render("refused", language, context)

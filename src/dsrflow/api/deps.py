@@ -1,4 +1,5 @@
-"""Dependencies: the runtime, a database session, the current handler, rate limits."""
+"""Dependencies: the runtime, a database session, the current handler, rate limits, and the
+load-or-404 of the things a path names (``CurrentRequest``, ``CurrentMessage``)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,14 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
-from dsrflow.api.problems import Problem
 from dsrflow.auth.models import Handler
 from dsrflow.auth.repository import handler_by_token
 from dsrflow.auth.tokens import may
+from dsrflow.errors import Forbidden, NotFound, TooManyRequests, Unauthorized
+from dsrflow.inbound_mail import repository as inbound_repository
+from dsrflow.inbound_mail.models import InboundMessage
+from dsrflow.requests import repository as requests_repository
+from dsrflow.requests.models import Request as DsrRequest
 from dsrflow.runtime import Runtime
 
 
@@ -39,13 +44,13 @@ def current_handler(
 ) -> Handler:
     challenge = {"WWW-Authenticate": 'Bearer realm="dsrflow"'}
     if credentials is None or credentials.scheme.lower() != "bearer":
-        raise Problem(
-            401, "A handler token is required (Authorization: Bearer ...).", headers=challenge
+        raise Unauthorized(
+            "A handler token is required (Authorization: Bearer ...).", headers=challenge
         )
     handler = handler_by_token(session, credentials.credentials)
     session.rollback()  # end the read transaction (SQLite holds its lock until then)
     if handler is None:
-        raise Problem(401, "The token is unknown or revoked.", headers=challenge)
+        raise Unauthorized("The token is unknown or revoked.", headers=challenge)
     return handler
 
 
@@ -55,7 +60,7 @@ CurrentHandler = Annotated[Handler, Depends(current_handler)]
 def permission(name: str) -> Callable[[Handler], Handler]:
     def check(handler: CurrentHandler) -> Handler:
         if not may(handler.role, name):
-            raise Problem(403, f"The role '{handler.role}' may not {name}.")
+            raise Forbidden(f"The role '{handler.role}' may not {name}.")
         return handler
 
     return check
@@ -74,8 +79,28 @@ def rate_limited(bucket: str) -> Callable[[Request], None]:
         limiter = request.app.state.rate_limiter
         wait = limiter.retry_after(bucket, client_address(request))
         if wait is not None:
-            raise Problem(
-                429, "Too many requests; try again later.", headers={"Retry-After": str(wait)}
-            )
+            raise TooManyRequests(wait)
 
     return check
+
+
+def current_request(request_id: str, session: SessionDep, _: CurrentHandler) -> DsrRequest:
+    """The request the path names, or a 404 (only to a handler: nobody learns what exists)."""
+    request = requests_repository.get(session, request_id)
+    if request is None:
+        raise NotFound("No such request.")
+    return request
+
+
+CurrentRequest = Annotated[DsrRequest, Depends(current_request)]
+
+
+def current_message(inbound_id: int, session: SessionDep, _: CurrentHandler) -> InboundMessage:
+    """The inbound message the path names, or a 404 (only to a handler)."""
+    row = inbound_repository.get(session, inbound_id)
+    if row is None:
+        raise NotFound("No such message.")
+    return row
+
+
+CurrentMessage = Annotated[InboundMessage, Depends(current_message)]

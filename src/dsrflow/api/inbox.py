@@ -7,11 +7,17 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Response
 
-from dsrflow.api.deps import Decider, Reader, RuntimeDep, SessionDep
+from dsrflow.api.deps import (
+    CurrentMessage,
+    CurrentRequest,
+    Decider,
+    Reader,
+    RuntimeDep,
+    SessionDep,
+)
 from dsrflow.api.problems import HANDLER_PROBLEMS as PROBLEMS
-from dsrflow.api.problems import Problem
+from dsrflow.errors import NotFound
 from dsrflow.inbound_mail import repository, service
-from dsrflow.inbound_mail.models import InboundMessage
 from dsrflow.inbound_mail.schemas import (
     ConvertedPublic,
     ConvertIn,
@@ -20,7 +26,6 @@ from dsrflow.inbound_mail.schemas import (
     InboxPage,
     Status,
 )
-from dsrflow.requests import repository as requests
 
 router = APIRouter(prefix="/api/v1", tags=["inbox"])
 
@@ -48,8 +53,8 @@ def list_inbox(
 @router.get(
     "/inbox/{inbound_id}", response_model=InboxMessage, responses=PROBLEMS, summary="One message"
 )
-def get_message(inbound_id: int, session: SessionDep, _: Reader) -> InboxMessage:
-    return service.describe(session, _message(session, inbound_id))
+def get_message(message: CurrentMessage, session: SessionDep, _: Reader) -> InboxMessage:
+    return service.describe(session, message)
 
 
 @router.get(
@@ -61,7 +66,7 @@ def get_message(inbound_id: int, session: SessionDep, _: Reader) -> InboxMessage
 def get_raw(inbound_id: int, session: SessionDep, _: Reader) -> Response:
     row = repository.get(session, inbound_id, with_raw=True)
     if row is None:
-        raise Problem(404, "No such message.")
+        raise NotFound("No such message.")
     return _download(row.raw, "message/rfc822", f"message-{inbound_id}.eml")
 
 
@@ -86,12 +91,7 @@ def get_inbox_attachment(
 def convert_message(
     inbound_id: int, body: ConvertIn, rt: RuntimeDep, session: SessionDep, handler: Decider
 ) -> ConvertedPublic:
-    try:
-        row, request = service.convert(rt, session, inbound_id, body, actor=f"handler:{handler.id}")
-    except service.NotFound as exc:
-        raise Problem(404, "No such message.") from exc
-    except service.Conflict as exc:
-        raise Problem(409, exc.detail, status_now=exc.status) from exc
+    row, request = service.convert(rt, session, inbound_id, body, actor=f"handler:{handler.id}")
     return ConvertedPublic(
         message=service.describe(session, row),
         request_id=request.id,
@@ -110,13 +110,8 @@ def convert_message(
 def dismiss_message(
     inbound_id: int, body: DismissIn, rt: RuntimeDep, session: SessionDep, handler: Decider
 ) -> InboxMessage:
-    try:
-        service.dismiss(rt, session, inbound_id, body.note, actor=f"handler:{handler.id}")
-    except service.NotFound as exc:
-        raise Problem(404, "No such message.") from exc
-    except service.Conflict as exc:
-        raise Problem(409, exc.detail, status_now=exc.status) from exc
-    return service.describe(session, _message(session, inbound_id))
+    row = service.dismiss(rt, session, inbound_id, body.note, actor=f"handler:{handler.id}")
+    return service.describe(session, row)
 
 
 @router.get(
@@ -125,10 +120,8 @@ def dismiss_message(
     responses=PROBLEMS,
     summary="The mail of a request, oldest first",
 )
-def request_messages(request_id: str, session: SessionDep, _: Reader) -> list[InboxMessage]:
-    if requests.get(session, request_id) is None:
-        raise Problem(404, "No such request.")
-    return [service.describe(session, row) for row in repository.for_request(session, request_id)]
+def request_messages(request: CurrentRequest, session: SessionDep, _: Reader) -> list[InboxMessage]:
+    return [service.describe(session, row) for row in repository.for_request(session, request.id)]
 
 
 @router.get(
@@ -138,28 +131,24 @@ def request_messages(request_id: str, session: SessionDep, _: Reader) -> list[In
     summary="An attachment of a request's message",
 )
 def get_request_attachment(
-    request_id: str, inbound_id: int, attachment_id: int, session: SessionDep, _: Reader
+    request: CurrentRequest,
+    message: CurrentMessage,
+    attachment_id: int,
+    session: SessionDep,
+    _: Reader,
 ) -> Response:
-    row = repository.get(session, inbound_id)
-    if row is None or row.request_id != request_id:
-        raise Problem(404, "No such message for this request.")
-    return _attachment(session, inbound_id, attachment_id)
-
-
-def _message(session: SessionDep, inbound_id: int) -> InboundMessage:
-    row = repository.get(session, inbound_id)
-    if row is None:
-        raise Problem(404, "No such message.")
-    return row
+    if message.request_id != request.id:
+        raise NotFound("No such message for this request.")
+    assert message.id is not None
+    return _attachment(session, message.id, attachment_id)
 
 
 def _attachment(session: SessionDep, inbound_id: int, attachment_id: int) -> Response:
     attachment = repository.attachment(session, inbound_id, attachment_id)
     if attachment is None:
-        raise Problem(404, "No such attachment.")
+        raise NotFound("No such attachment.")
     if attachment.content is None:
-        raise Problem(
-            404,
+        raise NotFound(
             "This attachment was over the size or count limit and is not kept on its own; "
             f"it is in the raw message (/api/v1/inbox/{inbound_id}/raw).",
         )

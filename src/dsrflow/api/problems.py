@@ -1,4 +1,8 @@
-"""RFC 9457 problem details for every error the API returns."""
+"""RFC 9457 problem details for every error the API returns.
+
+Every ``dsrflow.errors.DsrflowError`` maps here once, with its status and problem type; routes
+and services never build error responses themselves.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from dsrflow.requests.service import Conflict, Invalid, NotFound
+from dsrflow.errors import DsrflowError
 
 PROBLEM_JSON = "application/problem+json"
 # What every handler route may answer besides its own success (for the OpenAPI document).
@@ -21,35 +25,18 @@ HANDLER_PROBLEMS: dict[int | str, dict[str, Any]] = {
 }
 
 
-class Problem(Exception):
-    """Raise to answer with a problem document."""
-
-    def __init__(
-        self,
-        status: int,
-        detail: str,
-        *,
-        title: str | None = None,
-        headers: dict[str, str] | None = None,
-        **extensions: Any,
-    ):
-        super().__init__(detail)
-        self.status, self.detail, self.headers = status, detail, headers
-        self.title = title or HTTPStatus(status).phrase
-        self.extensions = extensions
-
-
 def problem_response(
     status: int,
     detail: str,
     *,
     title: str | None = None,
+    type: str = "about:blank",
     instance: str | None = None,
     headers: dict[str, str] | None = None,
     **extensions: Any,
 ) -> JSONResponse:
     body = {
-        "type": "about:blank",
+        "type": type,
         "title": title or HTTPStatus(status).phrase,
         "status": status,
         "detail": detail,
@@ -70,12 +57,13 @@ def _field_errors(exc: RequestValidationError) -> dict[str, str]:
 def install(app: FastAPI) -> None:
     """Map every exception the API can raise to a problem document (never a stack trace)."""
 
-    @app.exception_handler(Problem)
-    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+    @app.exception_handler(DsrflowError)
+    async def _domain_error(request: Request, exc: DsrflowError) -> JSONResponse:
         return problem_response(
             exc.status,
             exc.detail,
             title=exc.title,
+            type=exc.type,
             instance=request.url.path,
             headers=exc.headers,
             **exc.extensions,
@@ -99,25 +87,6 @@ def install(app: FastAPI) -> None:
             instance=request.url.path,
             errors=errors,
         )
-
-    @app.exception_handler(Invalid)
-    async def _invalid(request: Request, exc: Invalid) -> JSONResponse:
-        return problem_response(422, str(exc), instance=request.url.path, errors=exc.errors)
-
-    @app.exception_handler(Conflict)
-    async def _conflict(request: Request, exc: Conflict) -> JSONResponse:
-        return problem_response(
-            409,
-            exc.detail,
-            instance=request.url.path,
-            state=exc.state,
-            version=exc.version,
-            allowed_triggers=exc.allowed,
-        )
-
-    @app.exception_handler(NotFound)
-    async def _not_found(request: Request, exc: NotFound) -> JSONResponse:
-        return problem_response(404, "No such request.", instance=request.url.path)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -7,12 +7,19 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from dsrflow.api.deps import Decider, Reader, RuntimeDep, SessionDep, rate_limited
+from dsrflow.api.deps import (
+    CurrentRequest,
+    Decider,
+    Reader,
+    RuntimeDep,
+    SessionDep,
+    rate_limited,
+)
 from dsrflow.api.problems import HANDLER_PROBLEMS as PROBLEMS
-from dsrflow.api.problems import Problem
 from dsrflow.db import utcnow
 from dsrflow.deadlines import service as deadlines
 from dsrflow.deadlines.schemas import DeadlineExtensionIn
+from dsrflow.errors import Invalid
 from dsrflow.requests import repository, service
 from dsrflow.requests.schemas import (
     RequestCreate,
@@ -55,7 +62,10 @@ def list_requests(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> RequestPage:
     if due_before is not None and due_before.tzinfo is None:
-        raise Problem(422, "due_before must carry a time zone (e.g. 2026-12-01T00:00:00+09:00).")
+        raise Invalid(
+            {"due_before": "must carry a time zone (e.g. 2026-12-01T00:00:00+09:00)"},
+            detail="due_before must carry a time zone (e.g. 2026-12-01T00:00:00+09:00).",
+        )
     now = utcnow()
     rows, total = repository.search(
         session,
@@ -90,10 +100,9 @@ def list_requests(
     responses=PROBLEMS,
     summary="One request with its history",
 )
-def get_request(request_id: str, rt: RuntimeDep, session: SessionDep, _: Reader) -> RequestPublic:
-    request = repository.get(session, request_id)
-    if request is None:
-        raise service.NotFound(request_id)
+def get_request(
+    request: CurrentRequest, rt: RuntimeDep, session: SessionDep, _: Reader
+) -> RequestPublic:
     return service.describe(rt, session, request, history=True)
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from dsrflow.api.deps import RuntimeDep
-from dsrflow.api.problems import Problem
+from dsrflow.errors import NotFound
 
 router = APIRouter(prefix="/api/v1", tags=["workflows"])
 
@@ -21,7 +21,7 @@ def list_workflows(rt: RuntimeDep) -> list[dict[str, Any]]:
 def get_workflow(request_type: str, rt: RuntimeDep) -> dict[str, Any]:
     wf = rt.definitions.workflows.get(request_type)
     if wf is None:
-        raise Problem(404, f"No workflow '{request_type}'.")
+        raise NotFound(f"No workflow '{request_type}'.")
     return wf.model_dump()
 
 

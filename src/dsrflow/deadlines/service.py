@@ -19,19 +19,14 @@ from dsrflow.audit.chain import append_event
 from dsrflow.db import utcnow
 from dsrflow.deadlines import repository
 from dsrflow.deadlines.schemas import PlannedMail, SweepReport
+from dsrflow.errors import Invalid, NotFound
 from dsrflow.inbound_mail import repository as inbox_repository
 from dsrflow.outbound_mail import repository as mail_repository
 from dsrflow.outbound_mail.outbox import OutgoingMail, enqueue
 from dsrflow.requests import repository as requests_repository
+from dsrflow.requests.letters import HANDLER_LANGUAGE, letter_context, queue_letter
 from dsrflow.requests.models import Request
-from dsrflow.requests.service import (
-    HANDLER_LANGUAGE,
-    Conflict,
-    Invalid,
-    NotFound,
-    letter_context,
-    queue_letter,
-)
+from dsrflow.requests.service import conflict
 from dsrflow.runtime import Runtime
 from dsrflow.workflow.definitions import AWAITING_STATE, WorkflowDef
 
@@ -320,17 +315,17 @@ def extend(
     workflow allows it; audited, and the requester is told why. The Art. 39 date stays."""
     request = requests_repository.get(session, request_id)
     if request is None:
-        raise NotFound(request_id)
+        raise NotFound("No such request.")
     wf: WorkflowDef = rt.definitions.workflow(request.type)
     allowed = rt.engine.allowed_triggers(request.type, request.state)
     if expected_version is not None and expected_version != request.version:
-        raise Conflict(
+        raise conflict(
             f"expected version {expected_version}, but the request is at version {request.version}",
             request,
             allowed,
         )
     if request.state in wf.terminal_states:
-        raise Conflict(f"the request is closed ('{request.state}')", request, allowed)
+        raise conflict(f"the request is closed ('{request.state}')", request, allowed)
     room = wf.deadline.extension_max_days - request.extension_days
     if room <= 0:
         raise Invalid({"days": f"no (further) extension is allowed for a {wf.id} request"})
@@ -345,7 +340,7 @@ def extend(
     values = {"due_at": due_at, "extension_days": request.extension_days + days, "updated_at": now}
     if not requests_repository.update_if_version(session, request.id, request.version, values):
         session.rollback()
-        raise Conflict("the request changed meanwhile", request, allowed)
+        raise conflict("the request changed meanwhile", request, allowed)
     append_event(
         session,
         request.id,

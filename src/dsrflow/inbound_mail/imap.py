@@ -116,7 +116,8 @@ async def connect(
         await client.wait_hello_from_server()
         if settings.imap_security == "starttls":
             await _starttls(client, host, context)
-        response = await client.login(settings.imap_username or "", settings.imap_password or "")
+        password = settings.imap_password.get_secret_value() if settings.imap_password else ""
+        response = await client.login(settings.imap_username or "", password)
         if response.result != "OK":
             raise ImapError(f"login refused: {_text(response.lines)}")
     except BaseException:

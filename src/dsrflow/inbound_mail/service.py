@@ -33,14 +33,13 @@ from dsrflow.inbound_mail.schemas import (
 )
 
 # The triage actions, which the inbox routes still reach through this module (re-exported).
-from dsrflow.inbound_mail.triage import Conflict as Conflict
-from dsrflow.inbound_mail.triage import NotFound as NotFound
 from dsrflow.inbound_mail.triage import convert as convert
 from dsrflow.inbound_mail.triage import dismiss as dismiss
 from dsrflow.outbound_mail.dispatch import failure_notice
 from dsrflow.outbound_mail.outbox import enqueue
+from dsrflow.requests.letters import HANDLER_LANGUAGE, letter_context, queue_letter
 from dsrflow.requests.models import Request
-from dsrflow.requests.service import HANDLER_LANGUAGE, letter_context, open_request, queue_letter
+from dsrflow.requests.service import open_request
 from dsrflow.runtime import Runtime
 from dsrflow.workflow.definitions import AWAITING_STATE
 

@@ -10,28 +10,17 @@ from sqlmodel import Session
 
 from dsrflow.audit.chain import append_event
 from dsrflow.db import utcnow
+from dsrflow.errors import Conflict, Invalid, NotFound
 from dsrflow.inbound_mail import repository
 from dsrflow.inbound_mail.decisions import request_details, requester_name
 from dsrflow.inbound_mail.models import OPEN_STATUSES, InboundMessage
 from dsrflow.inbound_mail.schemas import ConvertIn
 from dsrflow.requests.models import Request
 from dsrflow.requests.schemas import RequestCreate
-from dsrflow.requests.service import Invalid, open_request
+from dsrflow.requests.service import open_request
 from dsrflow.runtime import Runtime
 
 log = logging.getLogger(__name__)
-
-
-class NotFound(Exception):
-    pass
-
-
-class Conflict(Exception):
-    """The message is no longer waiting for a decision (someone decided first)."""
-
-    def __init__(self, detail: str, status: str):
-        super().__init__(detail)
-        self.detail, self.status = detail, status
 
 
 def convert(
@@ -45,9 +34,11 @@ def convert(
     """
     row = repository.get(session, inbound_id)
     if row is None:
-        raise NotFound(inbound_id)
+        raise NotFound("No such message.")
     if row.status not in OPEN_STATUSES:
-        raise Conflict(f"the message is '{row.status}', not waiting for a decision", row.status)
+        raise Conflict(
+            f"the message is '{row.status}', not waiting for a decision", status_now=row.status
+        )
     email = str(data.email) if data.email else row.from_address
     if not email:
         raise Invalid({"email": "the message has no usable sender address; give one"})
@@ -76,7 +67,7 @@ def convert(
         session.rollback()
         current = repository.get(session, inbound_id)
         status = current.status if current else "unknown"
-        raise Conflict(f"the message was decided meanwhile (now '{status}')", status)
+        raise Conflict(f"the message was decided meanwhile (now '{status}')", status_now=status)
     append_event(
         session,
         request.id,
@@ -95,16 +86,20 @@ def convert(
     return row, request
 
 
-def dismiss(rt: Runtime, session: Session, inbound_id: int, note: str, *, actor: str) -> None:
+def dismiss(
+    rt: Runtime, session: Session, inbound_id: int, note: str, *, actor: str
+) -> InboundMessage:
     """Close a triage (or quarantined) message with a note, and commit. No mail is sent."""
     row = repository.get(session, inbound_id)
     if row is None:
-        raise NotFound(inbound_id)
+        raise NotFound("No such message.")
     values = {"status": "dismissed", "note": note, "decided_by": actor, "decided_at": utcnow()}
     if not repository.update_if_status(session, inbound_id, OPEN_STATUSES, values):
         session.rollback()
         current = repository.get(session, inbound_id)
         status = current.status if current else row.status
-        raise Conflict(f"the message is '{status}', not waiting for a decision", status)
+        raise Conflict(f"the message is '{status}', not waiting for a decision", status_now=status)
     session.commit()
     log.info("inbound message #%s dismissed by %s", inbound_id, actor)
+    session.refresh(row)
+    return row

@@ -24,257 +24,36 @@ Logs name the row, the reference, the letter and the status, never a recipient o
 from __future__ import annotations
 
 import asyncio
-import email.policy
 import logging
-import mailbox
 import re
-import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from email.errors import NonASCIILocalPartDefect
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.utils import format_datetime
-from pathlib import Path
-from typing import Protocol
-from urllib.parse import urlsplit
 
-import aiosmtplib
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from dsrflow.config import Settings
 from dsrflow.db import utcnow
 from dsrflow.outbound_mail import repository
+from dsrflow.outbound_mail.message import build_message
 from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.outbound_mail.outbox import OutgoingMail, enqueue
-from dsrflow.outbound_mail.render import LetterRenderer, single_line
+from dsrflow.outbound_mail.render import LetterRenderer
+from dsrflow.outbound_mail.senders import (
+    EmailSender,
+    PermanentFailure,
+    ServerUnreachable,
+    TemporaryFailure,
+    sender_for,
+)
 
 log = logging.getLogger(__name__)
 
 DELIVERY_FAILED = "delivery_failed"
 DEFAULT_LEASE = timedelta(minutes=10)
 _ADDRESS = re.compile(r"[^\s<>()\[\],;:\"]+@[^\s<>()\[\],;:\"]+")
-
-
-# ---------------------------------------------------------------------------- failures
-
-
-class DeliveryError(Exception):
-    """A message was not delivered; ``answer`` is the server's reply (or what went wrong)."""
-
-    def __init__(self, answer: str):
-        super().__init__(answer)
-        self.answer = answer
-
-
-class TemporaryFailure(DeliveryError):
-    """Worth trying again later: a 4xx reply, a timeout, a dropped connection."""
-
-
-class PermanentFailure(DeliveryError):
-    """Will never work: a 5xx reply, a refused or malformed address."""
-
-
-class ServerUnreachable(TemporaryFailure):
-    """No message could be handed over at all (connect, TLS or AUTH failed): not the message's
-    fault, so it costs the message no attempt."""
-
-
-# ---------------------------------------------------------------------------- senders
-
-
-class EmailSender(Protocol):
-    """Delivers built messages. ``send`` opens the connection on first use and reuses it;
-    ``close`` ends it (a closed sender reconnects on its next ``send``)."""
-
-    async def send(self, message: EmailMessage, recipient: str) -> str:
-        """Deliver ``message`` to ``recipient``; return the server's answer, or raise a
-        DeliveryError (ServerUnreachable, TemporaryFailure or PermanentFailure)."""
-        ...
-
-    async def close(self) -> None: ...
-
-
-def _answer(code: int, text: str) -> str:
-    return f"{code} {text}".strip()
-
-
-def _by_code(code: int, text: str) -> DeliveryError:
-    if 500 <= code < 600:
-        return PermanentFailure(_answer(code, text))
-    return TemporaryFailure(_answer(code, text))
-
-
-class SmtpSender:
-    """SMTP submission with aiosmtplib: one connection for all messages of a flush, plain,
-    STARTTLS or implicit TLS, AUTH when a user name is configured."""
-
-    def __init__(self, settings: Settings, *, tls_context: ssl.SSLContext | None = None):
-        if not settings.smtp_host:
-            raise ValueError("SmtpSender needs DSRFLOW_SMTP_HOST")
-        self.settings = settings
-        self.tls_context = tls_context
-        self._smtp: aiosmtplib.SMTP | None = None
-
-    def _client(self) -> aiosmtplib.SMTP:
-        s = self.settings
-        default_port = {"none": 25, "starttls": 587, "tls": 465}[s.smtp_security]
-        return aiosmtplib.SMTP(
-            hostname=s.smtp_host,
-            port=s.smtp_port or default_port,
-            username=s.smtp_username or None,
-            password=s.smtp_password if s.smtp_username else None,
-            use_tls=s.smtp_security == "tls",
-            # "starttls" insists on the upgrade; "none" never attempts it.
-            start_tls=s.smtp_security == "starttls",
-            validate_certs=s.smtp_validate_certs,
-            tls_context=self.tls_context,
-            timeout=s.smtp_timeout_seconds,
-        )
-
-    async def _connected(self) -> aiosmtplib.SMTP:
-        if self._smtp is not None and self._smtp.is_connected:
-            return self._smtp
-        await self.close()
-        smtp = self._client()
-        try:
-            # connect() also runs EHLO, STARTTLS and AUTH as configured.
-            await smtp.connect()
-        except aiosmtplib.SMTPResponseException as exc:
-            smtp.close()
-            raise ServerUnreachable(_answer(exc.code, exc.message)) from exc
-        except (TimeoutError, aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
-            smtp.close()
-            raise ServerUnreachable(f"{type(exc).__name__}: {exc}") from exc
-        self._smtp = smtp
-        return smtp
-
-    async def send(self, message: EmailMessage, recipient: str) -> str:
-        smtp = await self._connected()
-        # Flattened here with the message's own policy (aiosmtplib's send_message would
-        # re-flatten with its own); base64 and encoded words keep it 7-bit unless an address
-        # is internationalised.
-        data = message.as_bytes()
-        sender = self.settings.mail_from
-        utf8 = not (data.isascii() and recipient.isascii() and sender.isascii())
-        try:
-            _, answer = await smtp.sendmail(
-                sender, [recipient], data, mail_options=["SMTPUTF8"] if utf8 else []
-            )
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            first = exc.recipients[0]
-            raise _by_code(first.code, first.message) from exc
-        except aiosmtplib.SMTPResponseException as exc:
-            if exc.code == 421 or not smtp.is_connected:
-                await self.close()
-            raise _by_code(exc.code, exc.message) from exc
-        except aiosmtplib.SMTPNotSupported as exc:
-            # e.g. an internationalised address and a server without SMTPUTF8
-            raise PermanentFailure(f"not supported by the server: {exc}") from exc
-        except ValueError as exc:  # an address aiosmtplib will not put on the wire
-            raise PermanentFailure(f"invalid address: {exc}") from exc
-        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
-            await self.close()
-            raise TemporaryFailure(f"{type(exc).__name__}: {exc}") from exc
-        return answer
-
-    async def close(self) -> None:
-        smtp, self._smtp = self._smtp, None
-        if smtp is None:
-            return
-        if smtp.is_connected:
-            try:
-                await smtp.quit()
-            except (TimeoutError, aiosmtplib.SMTPException, OSError):
-                smtp.close()
-        else:
-            smtp.close()
-
-
-class MaildirSender:
-    """The default with no SMTP server: every message becomes a file in a Maildir, so nothing
-    is lost and any client that reads a Maildir (`mutt -f var/maildir`) shows it."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def _add(self, message: EmailMessage) -> str:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        box = mailbox.Maildir(str(self.path), create=True)
-        # Maildir files use the local line ending, not SMTP's CRLF.
-        return box.add(message.as_bytes(policy=message.policy.clone(linesep="\n")))
-
-    async def send(self, message: EmailMessage, recipient: str) -> str:
-        try:
-            key = await asyncio.to_thread(self._add, message)
-        except OSError as exc:
-            raise ServerUnreachable(f"maildir {self.path}: {exc}") from exc
-        return f"stored in maildir as {key}"
-
-    async def close(self) -> None:
-        return None
-
-
-def sender_for(settings: Settings) -> EmailSender:
-    """SMTP when ``DSRFLOW_SMTP_HOST`` is set, otherwise the Maildir under ``DATA_DIR``."""
-    if settings.smtp_host:
-        return SmtpSender(settings)
-    return MaildirSender(settings.maildir_path)
-
-
-# ---------------------------------------------------------------------------- messages
-
-
-def _recipient(value: str) -> str:
-    address = single_line(value)
-    try:
-        Address(addr_spec=address)
-    except NonASCIILocalPartDefect:
-        pass  # valid with SMTPUTF8; the server says whether it takes it
-    except Exception as exc:  # the parser raises several kinds; all mean "not an address"
-        raise ValueError(f"invalid recipient address: {exc}") from exc
-    return address
-
-
-def build_message(
-    row: OutboxMessage, settings: Settings, *, from_name: str | None = None
-) -> EmailMessage:
-    """The RFC 5322 message for an outbox row: From ``from_name <MAIL_FROM>`` (the company),
-    Japanese headers as RFC 2047 encoded words, a UTF-8 text/plain body, the row's stable
-    Message-ID. Every header value is one line, so nothing a row holds can add a header.
-    Raises ValueError on an unusable address."""
-    recipient = _recipient(row.recipient)
-    subject = single_line(row.subject)
-    policy = email.policy.SMTP if recipient.isascii() else email.policy.SMTPUTF8
-    if subject.isascii():
-        # Python folds an ASCII subject that starts with "[DSR-...]" right after "Subject:",
-        # which a reader unfolds with a leading space. Plain ASCII may run to 998 characters;
-        # encoded Japanese keeps the 78-character folding that RFC 2047 needs.
-        policy = policy.clone(max_line_length=998)
-    message = EmailMessage(policy=policy)
-    message["From"] = Address(
-        display_name=single_line(from_name or ""), addr_spec=single_line(settings.mail_from)
-    )
-    message["To"] = recipient
-    message["Subject"] = subject
-    message["Date"] = format_datetime(row.created_at.astimezone(settings.tz))
-    message["Message-ID"] = single_line(row.message_id)
-    if row.in_reply_to:
-        message["In-Reply-To"] = single_line(row.in_reply_to)
-        message["References"] = single_line(row.in_reply_to)
-    message["Auto-Submitted"] = "auto-generated"
-    if row.body.isascii():
-        message.set_content(row.body, charset="utf-8")
-    else:
-        # base64 keeps the message 7-bit clean through any relay, with or without 8BITMIME.
-        message.set_content(row.body, charset="utf-8", cte="base64")
-    return message
-
-
-# ---------------------------------------------------------------------------- the outbox
 
 
 @dataclass(frozen=True)
@@ -338,32 +117,10 @@ def _redact(answer: str) -> str:
     return _ADDRESS.sub("[address]", answer)
 
 
-def _mail_domain(settings: Settings) -> str:
-    return (
-        settings.mail_from.rpartition("@")[2] or urlsplit(settings.base_url).hostname or "localhost"
-    )
-
-
 def _record_sent(db_engine: Engine, row: OutboxMessage, at: datetime) -> bool:
     with Session(db_engine) as session:
         done = _update_claimed(
             session, row, status="sent", sent_at=at, claimed_until=None, last_error=None
-        )
-        session.commit()
-    return done
-
-
-def _record_retry(
-    db_engine: Engine, row: OutboxMessage, next_attempt_at: datetime, answer: str
-) -> bool:
-    with Session(db_engine) as session:
-        done = _update_claimed(
-            session,
-            row,
-            status="pending",
-            next_attempt_at=next_attempt_at,
-            claimed_until=None,
-            last_error=answer,
         )
         session.commit()
     return done
@@ -384,27 +141,33 @@ def _record_failed(
         ):
             session.rollback()
             return False, None
-        queued = enqueue(session, notice, _mail_domain(settings)) if notice else None
+        queued = enqueue(session, notice, settings.mail_domain) if notice else None
         session.commit()
         return True, queued.id if queued is not None else None
 
 
-def _release_rows(
-    db_engine: Engine, rows: Sequence[OutboxMessage], next_attempt_at: datetime, answer: str
+def _back_to_pending(
+    db_engine: Engine,
+    rows: Sequence[OutboxMessage],
+    next_attempt_at: datetime,
+    answer: str,
+    *,
+    tried: bool,
 ) -> int:
-    """Give claimed rows back unsent, and their attempt with them (they were not tried)."""
+    """Put claimed rows back to 'pending' until ``next_attempt_at``; rows that were not
+    ``tried`` get their attempt back. Returns how many were still ours."""
     released = 0
     with Session(db_engine) as session:
         for row in rows:
-            released += _update_claimed(
-                session,
-                row,
-                status="pending",
-                next_attempt_at=next_attempt_at,
-                claimed_until=None,
-                last_error=answer,
-                attempts=row.attempts - 1,
-            )
+            values: dict[str, object] = {
+                "status": "pending",
+                "next_attempt_at": next_attempt_at,
+                "claimed_until": None,
+                "last_error": answer,
+            }
+            if not tried:
+                values["attempts"] = row.attempts - 1
+            released += _update_claimed(session, row, **values)
         session.commit()
     return released
 
@@ -551,7 +314,9 @@ class _Flush:
                 log.info("outbox %s (%s, %s): sent", row.id, row.reference, row.letter)
 
     async def _release(self, rows: Sequence[OutboxMessage], at: datetime, answer: str) -> None:
-        self.report.retried += await asyncio.to_thread(_release_rows, self.db, rows, at, answer)
+        self.report.retried += await asyncio.to_thread(
+            _back_to_pending, self.db, rows, at, answer, tried=False
+        )
 
     async def _retry_later(self, row: OutboxMessage, answer: str, at: datetime) -> None:
         """A temporary failure: back to pending with backoff, or failed once attempts run out."""
@@ -559,8 +324,9 @@ class _Flush:
             await self._fail(row, f"{answer} (gave up after {row.attempts} attempts)", at)
             return
         next_at = at + self.retry.delay(row.attempts)
-        if await asyncio.to_thread(_record_retry, self.db, row, next_at, answer):
-            self.report.retried += 1
+        self.report.retried += await asyncio.to_thread(
+            _back_to_pending, self.db, [row], next_at, answer, tried=True
+        )
         log.warning(
             "outbox %s (%s, %s): temporary failure, attempt %d, next at %s: %s",
             row.id,

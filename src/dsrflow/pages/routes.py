@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from dsrflow.api.deps import RuntimeDep, SessionDep, client_address
 from dsrflow.auth.tokens import token_digest
+from dsrflow.errors import Conflict, Invalid, NotFound
 from dsrflow.requests import repository, service
 from dsrflow.requests.models import Request as DsrRequest
 from dsrflow.requests.schemas import RequestCreate
@@ -145,7 +146,7 @@ async def submit_form(request: Request, rt: RuntimeDep, session: SessionDep) -> 
         submitted = await run_in_threadpool(service.submit, rt, session, data, channel="web")
     except ValidationError as exc:
         errors = _error_fields(exc)
-    except service.Invalid as exc:
+    except Invalid as exc:
         errors = list(exc.errors)
     if errors:
         return _render(
@@ -174,7 +175,7 @@ async def submit_form(request: Request, rt: RuntimeDep, session: SessionDep) -> 
 def verify(token: str, request: Request, rt: RuntimeDep, session: SessionDep) -> HTMLResponse:
     try:
         outcome, dsr = service.verify_email(rt, session, token)
-    except service.Conflict:  # the request changed at the same moment: the link still works
+    except Conflict:  # the request changed at the same moment: the link still works
         return _notice(
             request,
             rt,
@@ -245,9 +246,9 @@ def withdraw(token: str, request: Request, rt: RuntimeDep, session: SessionDep) 
         return _notice(request, rt, lang, "site_title", "too_many", status_code=429)
     try:
         service.withdraw_by_requester(rt, session, token)
-    except service.NotFound:
+    except NotFound:
         return _notice(request, rt, lang, "not_found_heading", "not_found_body", status_code=404)
-    except service.Conflict:
+    except Conflict:
         # Already closed: the status page shows the state it is in, with no "withdrawn" notice.
         return RedirectResponse(f"/status/{token}?lang={lang}", status_code=303)
     return RedirectResponse(f"/status/{token}?lang={lang}&done=1", status_code=303)

@@ -18,9 +18,9 @@ from sqlmodel import Session
 from dsrflow.audit.chain import append_event
 from dsrflow.auth.tokens import new_token, token_digest
 from dsrflow.db import utcnow
-from dsrflow.outbound_mail.outbox import OutgoingMail, enqueue
-from dsrflow.outbound_mail.repository import message_id_for
+from dsrflow.errors import Conflict, Invalid, NotFound, TriggerNotAllowed
 from dsrflow.requests import repository
+from dsrflow.requests.letters import HANDLER_LANGUAGE, letter_context, queue_letter
 from dsrflow.requests.models import Request, VerificationToken
 from dsrflow.requests.schemas import (
     AgentPublic,
@@ -31,32 +31,14 @@ from dsrflow.requests.schemas import (
 )
 from dsrflow.runtime import Runtime
 from dsrflow.workflow.definitions import AWAITING_STATE
-from dsrflow.workflow.engine import InvalidFields, Subject, TriggerNotAllowed
+from dsrflow.workflow.engine import Subject
 
 log = logging.getLogger(__name__)
-# Letters to the privacy desk are in Japanese, whatever the requester's language.
-HANDLER_LANGUAGE = "ja"
 
 
-class NotFound(Exception):
-    pass
-
-
-class Conflict(Exception):
-    """The request moved on: a stale version, or a trigger not allowed in its state."""
-
-    def __init__(self, detail: str, request: Request, allowed: list[str]):
-        super().__init__(detail)
-        self.detail = detail
-        self.state, self.version, self.allowed = request.state, request.version, allowed
-
-
-class Invalid(Exception):
-    """Input that names something the workflows do not allow; ``errors`` maps field to problem."""
-
-    def __init__(self, errors: dict[str, str]):
-        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
-        self.errors = errors
+def conflict(detail: str, request: Request, allowed: list[str]) -> Conflict:
+    """A 409 that tells the caller where the request is now (state, version, what may fire)."""
+    return Conflict(detail, state=request.state, version=request.version, allowed_triggers=allowed)
 
 
 @dataclass(frozen=True)
@@ -167,9 +149,9 @@ def transition(
     """Fire ``body.trigger`` on the request; raises NotFound, Conflict or Invalid."""
     request = repository.get(session, request_id)
     if request is None:
-        raise NotFound(request_id)
+        raise NotFound("No such request.")
     if body.expected_version is not None and body.expected_version != request.version:
-        raise Conflict(
+        raise conflict(
             f"expected version {body.expected_version}, but the request is at version "
             f"{request.version}",
             request,
@@ -184,7 +166,7 @@ def withdraw_by_requester(rt: Runtime, session: Session, status_token: str) -> R
     """The requester withdraws their own request from the status page."""
     request = repository.by_status_token(session, token_digest(status_token))
     if request is None:
-        raise NotFound("status token")
+        raise NotFound("No such request.")
     request = _apply(rt, session, request, "withdraw", {}, actor="requester")
     session.commit()
     return request
@@ -226,7 +208,7 @@ def verify_email(rt: Runtime, session: Session, token: str) -> tuple[EmailCheck,
             session, request.id, request.version, {"email_verified_at": now, "updated_at": now}
         ):
             session.rollback()
-            raise Conflict("the request changed meanwhile; try the link again", request, allowed)
+            raise conflict("the request changed meanwhile; try the link again", request, allowed)
         session.refresh(request)
     session.commit()
     return outcome, request
@@ -249,9 +231,7 @@ def _apply(
             request.type, Subject(request.state, request.resume_state), trigger, fields
         )
     except TriggerNotAllowed as exc:
-        raise Conflict(str(exc), request, allowed) from exc
-    except InvalidFields as exc:
-        raise Invalid(exc.errors) from exc
+        raise conflict(str(exc), request, allowed) from exc
     wf = rt.definitions.workflow(request.type)
     now = utcnow()
     values: dict[str, Any] = {"state": outcome.dest, "updated_at": now, **(extra or {})}
@@ -272,7 +252,7 @@ def _apply(
         current = repository.get(session, request.id)
         assert current is not None
         session.refresh(current)
-        raise Conflict(
+        raise conflict(
             f"the request changed meanwhile (now '{current.state}', version {current.version})",
             current,
             rt.engine.allowed_triggers(current.type, current.state),
@@ -315,94 +295,6 @@ def _send_verification(
     }
     wf = rt.definitions.workflow(request.type)
     queue_letter(rt, session, request, "verification", wf.letters["verification"], context)
-
-
-def queue_letter(
-    rt: Runtime,
-    session: Session,
-    request: Request,
-    key: str,
-    letter: str,
-    context: dict[str, Any],
-    *,
-    recipient: str | None = None,
-    language: str | None = None,
-) -> bool:
-    """Render ``letter`` and queue it under the key ``<request id>:<key>``, unless a letter with
-    that key was ever queued. Returns whether it was queued. The caller commits."""
-    rendered = rt.letters.render(letter, language or request.language, context)
-    return None is not enqueue(
-        session,
-        OutgoingMail(
-            dedup_key=f"{request.id}:{key}",
-            letter=letter,
-            recipient=recipient or request.agent_email or request.requester_email,
-            subject=rendered.subject,
-            body=rendered.body,
-            request_id=request.id,
-            reference=request.reference,
-            # Letters to the requester thread under the acknowledgment.
-            in_reply_to=None
-            if recipient or key == "acknowledgment"
-            else message_id_for(session, f"{request.id}:acknowledgment"),
-        ),
-        rt.mail_domain,
-    )
-
-
-def _reason_context(rt: Runtime, code: str, language: str) -> dict[str, str]:
-    reason = rt.definitions.reasons[code]
-    return {
-        "code": reason.code,
-        "article": reason.article,
-        "citation": reason.citation.for_language(language),
-        "label": reason.label.for_language(language),
-        "statutory_text": reason.statutory_text.for_language(language),
-    }
-
-
-def letter_context(
-    rt: Runtime,
-    request: Request,
-    *,
-    status_token: str | None = None,
-    fields: dict[str, Any] | None = None,
-    language: str | None = None,
-) -> dict[str, Any]:
-    """What a letter may show: only what its purpose needs (no details, phone or address).
-
-    ``language`` defaults to the requester's; letters to the handlers pass theirs.
-    """
-    wf = rt.definitions.workflow(request.type)
-    language = language or request.language
-    tz = rt.settings.tz
-    fields = dict(fields or {})
-    if "reason_code" in fields:
-        fields["reason"] = _reason_context(rt, fields["reason_code"], language)
-    fields["withheld"] = [
-        {"reason": _reason_context(rt, part["reason_code"], language), **part}
-        for part in fields.get("withheld") or []
-    ]
-    base = rt.settings.base_url
-    return {
-        **fields,
-        "company_name": rt.definitions.company.name.for_language(language),
-        "handler_email": rt.settings.handler_email,
-        "reference": request.reference,
-        "type_title": wf.title.for_language(language),
-        "state_label": wf.states[request.state].label.for_language(language),
-        "requester_name": request.agent_name or request.requester_name,
-        "channel": request.channel,
-        "received_at_local": request.received_at.astimezone(tz).strftime("%Y-%m-%d %H:%M"),
-        "due_on": request.due_at.astimezone(tz).date().isoformat(),
-        "art39_on": request.art39_date.isoformat() if request.art39_date else None,
-        "has_agent": request.agent_relation is not None,
-        "fee": wf.fee.model_dump() if wf.fee else None,
-        "identity_methods": wf.identity_methods,
-        "email_link_sufficient": wf.email_link_sufficient,
-        **({"status_url": f"{base}/status/{status_token}"} if status_token else {}),
-        "handler_url": f"{base}/api/v1/requests/{request.id}",
-    }
 
 
 def describe(rt: Runtime, session: Session, request: Request, *, history: bool) -> RequestPublic:

@@ -14,28 +14,13 @@ from typing import Any
 
 from transitions import EventData, Machine, MachineError
 
+from dsrflow.errors import Invalid, TriggerNotAllowed
 from dsrflow.workflow.definitions import (
     ANY_OPEN_STATE,
     Definitions,
     TransitionDef,
     WorkflowDef,
 )
-
-
-class TriggerNotAllowed(Exception):
-    """The trigger does not exist or cannot fire from the current state."""
-
-    def __init__(self, trigger: str, state: str, allowed: list[str]):
-        super().__init__(f"'{trigger}' is not allowed in state '{state}'")
-        self.trigger, self.state, self.allowed = trigger, state, allowed
-
-
-class InvalidFields(Exception):
-    """The body of a transition is incomplete or names something the workflow does not allow."""
-
-    def __init__(self, errors: dict[str, str]):
-        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
-        self.errors = errors
 
 
 @dataclass(eq=False)
@@ -114,7 +99,7 @@ class Engine:
     ) -> Outcome:
         """Check ``fields`` against the transition and return where ``trigger`` leads.
 
-        Raises TriggerNotAllowed (nothing to fire from here) or InvalidFields (bad body).
+        Raises TriggerNotAllowed (nothing to fire from here) or Invalid (bad body).
         ``subject`` is not changed; the caller persists the outcome.
         """
         wf = self.definitions.workflow(request_type)
@@ -174,7 +159,7 @@ class Engine:
             if not isinstance(part, Mapping) or not _non_empty(part.get("explanation")):
                 errors[f"withheld[{i}].explanation"] = "must not be empty"
         if errors:
-            raise InvalidFields(errors)
+            raise Invalid(errors)
 
     def _reason_problem(self, request_type: str, state: str, code: Any) -> str | None:
         reason = self.definitions.reasons.get(code) if isinstance(code, str) else None
