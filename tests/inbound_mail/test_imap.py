@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
@@ -253,8 +254,13 @@ sys.exit(0)
 
 
 def run_crashing_poller(rt: Runtime, database_url: str, where: str) -> None:
+    def plain(value: object) -> object:
+        if isinstance(value, SecretStr):
+            return value.get_secret_value()
+        return str(value) if isinstance(value, Path) else value
+
     settings = {
-        key: str(value) if isinstance(value, Path) else value
+        key: plain(value)
         for key, value in rt.settings.model_dump().items()
         if key in {"data_dir", "workflows_dir", "base_url"} or key.startswith("imap_")
     }
