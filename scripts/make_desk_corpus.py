@@ -1061,6 +1061,42 @@ def bounces() -> None:
         ("H", "MAILER-DAEMON <>"),
     ):
         kddi(key, sender)
+    # A Japanese MTA that writes the returned message's header straight after the boundary.
+    for key in ("G", "C"):
+        rcpt = SEEDS[key][2]
+        human = text_part(
+            "The original message was received at Mon, 2 Nov 2026 10:00:05 +0900\n"
+            f"from {DESK}\n\n---The following addresses had delivery errors---\n\n{rcpt} [User unknown]\n",
+            "iso-2022-jp",
+            "7bit",
+        )
+        returned = original(key).replace("\n", "\r\n").encode()
+        add(
+            f"bounce_japanese_mta_bare_part_{key}",
+            expect(key),
+            sender=address("Mail Deliver System", "MAILER-DAEMON@mail.example.co.jp"),
+            subject="Returned Mail: User unknown",
+            content=multipart("mixed", [human, returned], f"---fff{len(CORPUS):06d}"),
+        )
+    # au/KDDI (auone-net.jp): from a no-reply address, the original attached.
+    for key in ("D", "H"):
+        rcpt = SEEDS[key][2]
+        human = text_part(
+            f"Your mail sent on: Mon, 2 Nov 2026 10:00:00 +0900\n     Could not be delivered to: <{rcpt}>\n     As their mailbox is full.\n",
+            "iso-2022-jp",
+            "7bit",
+        )
+        attached = (
+            b"Content-Type: message/rfc822\r\n\r\n" + original(key).replace("\n", "\r\n").encode()
+        )
+        add(
+            f"bounce_kddi_auone_{key}",
+            expect(key),
+            sender="no-reply@00000000000000.dion.ne.jp",
+            subject="Mail",
+            content=multipart("mixed", [human, attached], f"==_0xAA/{len(CORPUS):04d}=/0xB"),
+            extra=[("Return-Path", "<>")],
+        )
     # A bounce that quotes only the body of our letter: linked by the reference.
     for key in ("F", "A"):
         add(

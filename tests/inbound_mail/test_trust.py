@@ -298,3 +298,19 @@ def test_recognisers_are_validated_when_loaded(tmp_path: Path) -> None:
     path.write_text(limits + "own_words: {disclaimer: []}\n", encoding="utf-8")
     with pytest.raises(IntakeRulesError, match=r"own_words\.disclaimer: Extra inputs"):
         load_rules(path)
+
+
+def test_a_returned_header_written_straight_after_the_boundary_is_found(
+    rules: IntakeRules,
+) -> None:
+    raw = mail(
+        "From: MAILER-DAEMON@mail.example.co.jp\nSubject: Returned Mail: User unknown\n"
+        "Message-ID: <bounce@mail.example.co.jp>",
+        b"--b\r\nContent-Type: text/plain\r\n\r\n---The following addresses had delivery errors---"
+        b"\r\n\r\n--b\r\nReturn-Path: <info@innovativeai.co.jp>\r\n"
+        b"Message-ID: <ack-3@innovativeai.co.jp>\r\nSubject: x\r\n\r\nYour request.\r\n--b--\r\n",
+        'multipart/mixed; boundary="b"',
+    )
+    got = read(raw, rules)
+    assert got.ignore_reason == "bounce (sender mailer-daemon)"
+    assert got.returned_ids == ("<ack-3@innovativeai.co.jp>",)

@@ -172,6 +172,10 @@ def read_body(message: Message, limits: Limits) -> Body:
         if ctype in ("message/rfc822", "text/rfc822-headers"):
             returned = email.message_from_bytes(data, policy=policy.compat32)
             returned_ids += (message_id_of(Headers(returned).first("message-id")) or "",)
+        elif part is not message:
+            # A part whose own header is a returned message's (its headers written straight
+            # after the boundary, without a Content-Type, as some Japanese MTAs do).
+            returned_ids += (message_id_of(Headers(part).first("message-id")) or "",)
         if ctype in ("text/plain", "text/html") and disposition != "attachment" and not filename:
             charset = safe(part.get_content_charset)
             data = _text_bytes(data, limits)
