@@ -28,7 +28,8 @@ def detect_type(subject: str, text: str, rules: IntakeRules) -> tuple[str | None
     subject names no type. A weak word counts only where the subject or the text also names
     personal data or another phrase."""
     words = own_words(text, rules).text
-    context = any(p.search(normalise(f"{subject}\n{words}")) for p in rules.personal_data)
+    both = normalise(f"{subject}\n{words}")
+    context = any(p.search(both) for p in rules.personal_data)
     weak_only: set[str] = set()
     for source in (subject, words):
         types, weak = _types_named(normalise(source), rules, context)
@@ -115,10 +116,10 @@ def _ends_own_words(lines: list[str], index: int, normal: str, rules: IntakeRule
         return True
     if own.signature_rule is not None and own.signature_rule.match(line.strip()):
         rest = lines[index + 1 :]
+        if len(rest) > own.signature_max_lines:
+            return False
         tail = normalise("\n".join(rest))
-        return len(rest) <= own.signature_max_lines and any(
-            m and m in tail for m in own.signature_markers
-        )
+        return any(m and m in tail for m in own.signature_markers)
     return False
 
 
@@ -149,6 +150,8 @@ def _paragraph_before_disclaimer(lines: list[str], markers: tuple[str, ...]) -> 
         normal = normalise(" ".join(part))
         return any(m in normal for m in markers)
 
+    if not names_one(lines):
+        return lines
     for end in range(1, len(lines) + 1):
         if names_one(lines[:end]):  # a phrase ends on line end-1; find where it begins
             start = end - 1
