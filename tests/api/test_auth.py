@@ -69,7 +69,7 @@ def test_roles(role: str, may_decide: bool, rt: Runtime, client: TestClient) -> 
     assert client.get(f"/api/v1/requests/{request.id}", headers=headers).status_code == 200
     response = client.post(
         f"/api/v1/requests/{request.id}/transitions",
-        json={"trigger": "withdraw"},
+        json={"trigger": "withdraw", "note": "本人から電話"},
         headers=headers,
     )
     assert response.status_code == (200 if may_decide else 403), response.text
@@ -81,4 +81,5 @@ def test_tokens_are_stored_hashed(rt: Runtime) -> None:
     assert len(token) > 40
     with rt.db.connect() as connection:
         stored = connection.exec_driver_sql("SELECT token_hash FROM handlers").scalar_one()
-    assert token not in stored and len(stored) == 64
+    assert token not in stored
+    assert len(stored) == 64

@@ -70,7 +70,8 @@ def test_not_understood() -> None:
 
 def test_not_understood_keeps_the_request_it_is_about() -> None:
     got = decisions.not_understood(facts(mail=mail(quarantine_reason="x"), answered=(A,)))
-    assert got is not None and got.about is A
+    assert got is not None
+    assert got.about is A
 
 
 def test_automatic_mail() -> None:
@@ -82,13 +83,17 @@ def test_automatic_mail() -> None:
 def test_our_own_letter() -> None:
     assert decisions.our_own_letter(facts()) is None
     got = decisions.our_own_letter(facts(ours=True))
-    assert got is not None and got.status == "ignored" and "our own" in (got.reason or "")
+    assert got is not None
+    assert got.status == "ignored"
+    assert "our own" in (got.reason or "")
 
 
 def test_answers_several_requests() -> None:
     assert decisions.answers_several_requests(facts(answered=(A,))) is None
     got = decisions.answers_several_requests(facts(answered=(B, A)))
-    assert got is not None and got.status == "triage" and got.about is None
+    assert got is not None
+    assert got.status == "triage"
+    assert got.about is None
     assert "DSR-2026-000001, DSR-2026-000002" in (got.reason or "")
 
 
@@ -96,7 +101,9 @@ def test_answers_a_closed_request() -> None:
     assert decisions.answers_a_closed_request(facts(answered=(A,))) is None
     closed = request(state="closed")
     got = decisions.answers_a_closed_request(facts(answered=(closed,)))
-    assert got is not None and got.status == "triage" and got.about is closed
+    assert got is not None
+    assert got.status == "triage"
+    assert got.about is closed
     assert "closed" in (got.reason or "")
     # Named in the text only counts as well.
     quoted = facts(mail=mail(body_references=("DSR-2026-000001",)), quoted=(closed,))
@@ -113,7 +120,9 @@ def test_names_an_unknown_reference() -> None:
     got = decisions.names_an_unknown_reference(
         facts(mail=mail(named_references=("DSR-2026-000099",)))
     )
-    assert got is not None and got.status == "triage" and "DSR-2026-000099" in (got.reason or "")
+    assert got is not None
+    assert got.status == "triage"
+    assert "DSR-2026-000099" in (got.reason or "")
 
 
 @pytest.mark.parametrize(
@@ -130,7 +139,8 @@ def test_text_names_a_request(
 ) -> None:
     message = mail(body_references=("DSR-2026-000001",), from_address=sender)
     got = decisions.text_names_a_request(facts(mail=message, quoted=quoted))
-    assert got is not None and got.status == status
+    assert got is not None
+    assert got.status == status
     if words:
         assert words in (got.reason or "")
     else:
@@ -145,7 +155,8 @@ def test_phishing_from_a_stranger() -> None:
     assert decisions.phishing_from_a_stranger(facts()) is None
     phishing = mail(subject="【重要】ご利用停止のお知らせ", phishing_like="ご利用停止のお知らせ")
     got = decisions.phishing_from_a_stranger(facts(mail=phishing))
-    assert got is not None and got.status == "triage"
+    assert got is not None
+    assert got.status == "triage"
     assert "phishing-like subject (ご利用停止のお知らせ)" in (got.reason or "")
     # A requester of ours may write so: their mail goes on to the other rules.
     assert decisions.phishing_from_a_stranger(facts(mail=phishing, known_sender=True)) is None
@@ -169,13 +180,16 @@ def test_sender_over_limit() -> None:
     policy = IntakePolicy(requests_per_sender=2, sender_window=timedelta(hours=12))
     assert decisions.sender_over_limit(facts(policy=policy, recent_requests=1)) is None
     got = decisions.sender_over_limit(facts(policy=policy, recent_requests=2))
-    assert got is not None and got.status == "triage"
+    assert got is not None
+    assert got.status == "triage"
     assert "2 request(s) in the last 12 hours" in (got.reason or "")
 
 
 def test_new_request() -> None:
     got = decisions.new_request(facts())
-    assert got is not None and got.status == "created" and got.create is not None
+    assert got is not None
+    assert got.status == "created"
+    assert got.create is not None
     assert (got.create.type, got.create.email, got.create.name) == (
         "disclosure",
         "taro@example.jp",
@@ -183,7 +197,8 @@ def test_new_request() -> None:
     )
     assert got.create.language == "ja"
     english = decisions.new_request(facts(mail=mail(language="en", from_name=None)))
-    assert english is not None and english.create is not None
+    assert english is not None
+    assert english.create is not None
     assert (english.create.language, english.create.name) == ("en", "taro")
 
 
@@ -194,7 +209,9 @@ def test_new_request_of_an_unconfigured_type_waits() -> None:
 
 def test_new_request_with_an_invalid_address_waits() -> None:
     got = decisions.new_request(facts(mail=mail(from_address="not-an-address@")))
-    assert got is not None and got.status == "triage" and "invalid email" in (got.reason or "")
+    assert got is not None
+    assert got.status == "triage"
+    assert "invalid email" in (got.reason or "")
 
 
 def test_the_first_rule_that_applies_decides() -> None:

@@ -214,7 +214,8 @@ def sender_over_limit(facts: Facts) -> Decision | None:
 def new_request(facts: Facts) -> Decision | None:
     """What is left names one type, from a sender we can answer: a request."""
     mail = facts.mail
-    assert mail.detected_type is not None and mail.from_address is not None
+    assert mail.detected_type is not None
+    assert mail.from_address is not None
     try:
         data = RequestCreate(
             type=mail.detected_type,

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dsrflow.runtime import Runtime
+from dsrflow.yamlio import read_yaml
 
 RULES_FILE = Path("intake") / "mail.yaml"
 
@@ -169,7 +170,7 @@ def rules_for(rt: Runtime) -> IntakeRules:
 
 def _compile_rules(path: Path, known: tuple[str, ...]) -> IntakeRules:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = read_yaml(path)
         data = RulesFile.model_validate(raw)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise IntakeRulesError([f"{path}: cannot be read as YAML: {exc}"]) from exc
