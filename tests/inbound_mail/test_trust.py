@@ -172,6 +172,15 @@ def test_a_weak_word_needs_personal_data(rules: IntakeRules) -> None:
     assert detect_type("登録情報", "住所を訂正してください", rules)[0] == "correction"
 
 
+def test_a_weak_word_in_the_subject_does_not_outvote_the_text(rules: IntakeRules) -> None:
+    assert detect_type("情報開示", "登録情報を開示してほしいです", rules)[0] == "disclosure"
+    assert detect_type("削除の件", "私の個人情報の開示をお願いします", rules) == (
+        None,
+        "names several request types (disclosure, suspension)",
+    )
+    assert detect_type("開示請求", "訂正もお願いします", rules)[0] == "disclosure", "a phrase"
+
+
 def test_references_are_found_inside_japanese_text() -> None:
     assert REFERENCE.findall("受付番号DSR-2026-000004の件") == ["DSR-2026-000004"]
     assert REFERENCE.findall("XDSR-2026-000004 DSR-2026-0000041") == []

@@ -24,30 +24,41 @@ def detect_type(subject: str, text: str, rules: IntakeRules) -> tuple[str | None
     """(request type, None) when the sender's own words name exactly one type; else (None, why
     not).
 
-    The subject is read first; the text (its own words only, see ``own_words``) when the
-    subject names no type. A weak word counts only where the subject or the text also names
-    personal data or another phrase."""
+    A phrase in the subject decides first; the text (its own words only, see ``own_words``)
+    counts when the subject has none. A weak word counts only where the subject or the text
+    also names personal data or another phrase."""
     words = own_words(text, rules).text
     both = normalise(f"{subject}\n{words}")
     context = any(p.search(both) for p in rules.personal_data)
-    weak_only: set[str] = set()
-    for source in (subject, words):
-        types, weak = _types_named(normalise(source), rules, context)
-        if len(types) == 1:
-            return next(iter(types)), None
-        if types:
-            return None, f"names several request types ({', '.join(sorted(types))})"
-        weak_only |= weak
-    if weak_only:
+    in_subject = _types_named(normalise(subject), rules, context)
+    named = in_subject
+    if not in_subject.strong:
+        in_text = _types_named(normalise(words), rules, context)
+        named = _Named(
+            types=_outranked(in_subject.types | in_text.types, rules),
+            strong=in_text.strong,
+            unused=in_subject.unused | in_text.unused,
+        )
+    if len(named.types) == 1:
+        return next(iter(named.types)), None
+    if named.types:
+        return None, f"names several request types ({', '.join(sorted(named.types))})"
+    if named.unused:
         return None, (
-            f"words that may name a request ({', '.join(sorted(weak_only))}), but no personal "
-            "data named: not enough to make a request"
+            f"words that may name a request ({', '.join(sorted(named.unused))}), but no "
+            "personal data named: not enough to make a request"
         )
     return None, "no request type recognised"
 
 
-def _types_named(text: str, rules: IntakeRules, context: bool) -> tuple[set[str], set[str]]:
-    """(types named, types named by weak words only, which did not count)."""
+@dataclass(frozen=True)
+class _Named:
+    types: set[str]  # the types named (after ``outranks``)
+    strong: set[str]  # named by phrases (not weak words)
+    unused: set[str]  # named by weak words that did not count
+
+
+def _types_named(text: str, rules: IntakeRules, context: bool) -> _Named:
     spans = [
         (m.start(), m.end(), request_type, weak)
         for weak, phrases in ((False, rules.phrases), (True, rules.weak_phrases))
@@ -63,11 +74,19 @@ def _types_named(text: str, rules: IntakeRules, context: bool) -> tuple[set[str]
             continue
         taken.append((start, end))
         (weak if is_weak else strong).add(request_type)
-    types = strong | weak if context or strong else set()
+    counted = context or bool(strong)
+    return _Named(
+        types=_outranked(strong | weak if counted else set(), rules),
+        strong=strong,
+        unused=set() if counted else weak,
+    )
+
+
+def _outranked(types: set[str], rules: IntakeRules) -> set[str]:
     for winner, losers in rules.outranks.items():
         if winner in types:
-            types -= losers
-    return types, (weak - types if not types else set())
+            types = types - losers
+    return types
 
 
 @dataclass(frozen=True)
