@@ -174,9 +174,9 @@ def test_a_weak_word_needs_personal_data(rules: IntakeRules) -> None:
 
 def test_a_weak_word_in_the_subject_does_not_outvote_the_text(rules: IntakeRules) -> None:
     assert detect_type("情報開示", "登録情報を開示してほしいです", rules)[0] == "disclosure"
-    assert detect_type("削除の件", "私の個人情報の開示をお願いします", rules) == (
+    assert detect_type("訂正のお願い", "私の個人情報の開示をお願いします", rules) == (
         None,
-        "names several request types (disclosure, suspension)",
+        "names several request types (correction, disclosure)",
     )
     assert detect_type("開示請求", "訂正もお願いします", rules)[0] == "disclosure", "a phrase"
 
