@@ -325,3 +325,23 @@ def test_a_returned_header_written_straight_after_the_boundary_is_found(
     got = read(raw, rules)
     assert got.ignore_reason == "bounce (sender mailer-daemon)"
     assert got.returned_ids == ("<ack-3@innovativeai.co.jp>",)
+
+
+def test_a_bounce_names_our_letter_by_its_threading_or_an_attached_original(
+    rules: IntakeRules,
+) -> None:
+    threaded = mail(
+        "From: postmaster@example.net\nSubject: Undeliverable\nMessage-ID: <t@x>\n"
+        "In-Reply-To: <ack-4@innovativeai.co.jp>",
+        b"Delivery has failed to these recipients or groups.",
+    )
+    assert read(threaded, rules).returned_ids == ("<ack-4@innovativeai.co.jp>",)
+    attached = mail(
+        "From: MAILER-DAEMON@example.net\nSubject: Returned mail\nMessage-ID: <a@x>",
+        b"--b\r\nContent-Type: text/plain\r\n\r\nUser unknown.\r\n--b\r\n"
+        b'Content-Type: text/plain; name="original.txt"\r\n'
+        b"Content-Disposition: attachment; filename=original.txt\r\n\r\n"
+        b"Message-ID: <ack-5@innovativeai.co.jp>\r\nSubject: x\r\n\r\n--b--\r\n",
+        'multipart/mixed; boundary="b"',
+    )
+    assert read(attached, rules).returned_ids == ("<ack-5@innovativeai.co.jp>",)

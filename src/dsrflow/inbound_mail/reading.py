@@ -195,8 +195,17 @@ def _threading(headers: Headers, subject: str, body: Body | None, *, bounce: boo
     text = body.text if body else ""
     returned: tuple[str, ...] = ()
     if bounce and body is not None:
-        # A bounce of one of our letters belongs with its request (it stays ignored).
-        returned = tuple(dict.fromkeys(body.returned_ids + quoted_message_ids(text)))
+        # A bounce of one of our letters belongs with its request (it stays ignored). The
+        # letter is named anywhere: an attached original, a header quoted in the text or in a
+        # text attachment ("original.txt"), else the report's own In-Reply-To/References.
+        attached = "\n".join(
+            a.content.decode("latin-1")
+            for a in body.attachments
+            if a.content is not None and a.content_type.startswith("text/")
+        )
+        found = body.returned_ids + quoted_message_ids(text) + quoted_message_ids(attached)
+        # The report's threading names the returned message first (and its thread after).
+        returned = tuple(dict.fromkeys(found or threads[:1]))
         threads = tuple(dict.fromkeys(threads + returned))[:50]
     quoted = REFERENCE.findall(unicodedata.normalize("NFKC", text))
     return _Threading(
