@@ -151,6 +151,17 @@ def test_text_names_no_request() -> None:
     assert decisions.text_names_a_request(facts()) is None
 
 
+def test_phishing_from_a_stranger() -> None:
+    assert decisions.phishing_from_a_stranger(facts()) is None
+    phishing = mail(subject="【重要】ご利用停止のお知らせ", phishing_like="ご利用停止のお知らせ")
+    got = decisions.phishing_from_a_stranger(facts(mail=phishing))
+    assert got is not None
+    assert got.status == "triage"
+    assert "phishing-like subject (ご利用停止のお知らせ)" in (got.reason or "")
+    # A requester of ours may write so: their mail goes on to the other rules.
+    assert decisions.phishing_from_a_stranger(facts(mail=phishing, known_sender=True)) is None
+
+
 def test_no_single_type() -> None:
     assert decisions.no_single_type(facts()) is None
     got = decisions.no_single_type(facts(mail=mail(detected_type=None)))

@@ -172,6 +172,10 @@ def read_body(message: Message, limits: Limits) -> Body:
         if ctype in ("message/rfc822", "text/rfc822-headers"):
             returned = email.message_from_bytes(data, policy=policy.compat32)
             returned_ids += (message_id_of(Headers(returned).first("message-id")) or "",)
+        elif part is not message:
+            # A part whose own header is a returned message's (its headers written straight
+            # after the boundary, without a Content-Type, as some Japanese MTAs do).
+            returned_ids += (message_id_of(Headers(part).first("message-id")) or "",)
         if ctype in ("text/plain", "text/html") and disposition != "attachment" and not filename:
             charset = safe(part.get_content_charset)
             data = _text_bytes(data, limits)
@@ -208,6 +212,19 @@ def read_body(message: Message, limits: Limits) -> Body:
         too_many_parts=too_many,
         diagnostic=diagnostic,
     )
+
+
+_QUOTED_MESSAGE_ID = re.compile(
+    r"^[ \t>]*message-id:[ \t]*(?:\r?\n[ \t>]*)?(<[^<>\s]{1,246}>)", re.I | re.M
+)
+
+
+def quoted_message_ids(text: str) -> tuple[str, ...]:
+    """The Message-IDs of header blocks quoted in a text (the original a bounce returns
+    inline: Exim, qmail, Yahoo, Gmail's plain-text format, the Japanese carriers)."""
+    return tuple(
+        dict.fromkeys(m for m in _QUOTED_MESSAGE_ID.findall(text[:200_000]) if m.isascii())
+    )[:20]
 
 
 def header_block(raw: bytes) -> bytes:

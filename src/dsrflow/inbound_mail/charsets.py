@@ -43,6 +43,25 @@ _EUC_JP = {
     "cp51932",
     "euc-jis-2004",
 }
+# Chinese labels: read as GB18030, the superset that mailers labelled gb2312 really send.
+_CHINESE = {
+    "gb2312",
+    "gbk",
+    "gb18030",
+    "x-gbk",
+    "euc-cn",
+    "cp936",
+    "ms936",
+    "csgb2312",
+    "gb_2312-80",
+}
+_UTF16 = re.compile(r"^(utf-?16|utf-?32|ucs-?2|ucs-?4|unicode)(-?[bl]e)?$")
+_BOMS = (
+    (b"\xff\xfe\x00\x00", "utf-32"),
+    (b"\x00\x00\xfe\xff", "utf-32"),
+    (b"\xff\xfe", "utf-16"),
+    (b"\xfe\xff", "utf-16"),
+)
 _UTF8 = {"utf-8", "utf8", "utf_8", "unicode-1-1-utf-8", "x-unicode20utf8"}
 _UNKNOWN = {"", "us-ascii", "ascii", "unknown-8bit", "x-unknown", "unknown", "default", "8bit"}
 _WESTERN = re.compile(r"^(iso-?8859-\d+|latin-?\d|windows-125\d|cp125\d)$")
@@ -59,6 +78,9 @@ def decode_bytes(data: bytes, charset: str | None) -> str:
     if not data:
         return ""
     label = (charset or "").strip().strip('"').lower()
+    wide = _wide(data, label)
+    if wide is not None:
+        return wide
     seven_bit = data.isascii()
     if label in _ISO2022JP and seven_bit:
         return _strict(data, "iso2022_jp") or _iso2022jp_cp932(data, strict=False)
@@ -70,6 +92,8 @@ def decode_bytes(data: bytes, charset: str | None) -> str:
         return _strict(data, "euc_jp") or _eucjp_cp932(data, strict=True) or _guess(data)
     if label in _UTF8:
         return _strict(data, "utf-8") or _guess(data)
+    if label in _CHINESE:
+        return _strict(data, "gb18030") or data.decode("gb18030", "replace")
     if seven_bit:
         return data.decode("ascii")
     if label in _UNKNOWN or label in _ISO2022JP:
@@ -83,6 +107,32 @@ def decode_bytes(data: bytes, charset: str | None) -> str:
         if _strict(data, "utf-8") is not None or KANA.search(guessed):
             return guessed
     return declared
+
+
+def _wide(data: bytes, label: str) -> str | None:
+    """UTF-16 or UTF-32 text: as labelled, or recognised by its byte-order mark or by the zero
+    bytes of ASCII written in 16 bits (which would otherwise pass for 7-bit text)."""
+    codec = None
+    match = _UTF16.match(label)
+    if match:
+        codec = (
+            label.replace("ucs-2", "utf-16").replace("ucs-4", "utf-32").replace("unicode", "utf-16")
+        )
+    else:
+        for bom, name in _BOMS:
+            if data.startswith(bom):
+                codec = name
+                break
+        else:
+            if len(data) >= 4 and data.count(0) * 3 >= len(data):
+                odd = data[1::2].count(0)
+                codec = "utf-16-le" if odd > data[0::2].count(0) else "utf-16-be"
+    if codec is None or (0 not in data and data.isascii()):  # plain ASCII, mislabelled
+        return None
+    if codec in ("utf-16", "utf16") and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        # No mark: RFC 2781 says big-endian, but the zero bytes tell.
+        codec = "utf-16-le" if data[1::2].count(0) > data[0::2].count(0) else "utf-16-be"
+    return _strict(data, codec) or data.decode(codec, "replace")
 
 
 def _strict(data: bytes, codec: str) -> str | None:
@@ -167,7 +217,7 @@ def _iso2022jp_cp932(data: bytes, *, strict: bool) -> str:
         elif mode == "jis":
             nxt = data[i + 1] if i + 1 < len(data) else 0
             if 0x21 <= byte <= 0x7E and 0x21 <= nxt <= 0x7E:
-                out += _jis_to_sjis(byte, nxt)
+                out += _cp932_pair(byte, nxt)
                 i += 2
             else:
                 out.append(byte if byte in (0x20, 0x09) else 0x3F)
@@ -180,6 +230,24 @@ def _iso2022jp_cp932(data: bytes, *, strict: bool) -> str:
     if strict and (bad or "\ufffd" in text):
         raise UnicodeDecodeError("iso-2022-jp", data, 0, len(data), "not CP50220 text")
     return text
+
+
+# What stands for a character no table has (U+3013 GETA MARK, the customary placeholder):
+# au (KDDI) writes its pictograms into ISO-2022-JP as codes in rows no character set defines.
+PLACEHOLDER = "\u3013"
+_PLACEHOLDER_CP932 = PLACEHOLDER.encode("cp932")
+
+
+def _cp932_pair(j1: int, j2: int) -> bytes:
+    """A JIS code as CP932 bytes, or the placeholder's for a code CP932 does not have (an au
+    pictogram), so that one unknown character is one placeholder, never a replacement
+    character and a stray byte."""
+    pair = _jis_to_sjis(j1, j2)
+    try:
+        pair.decode("cp932")
+    except UnicodeDecodeError:
+        return _PLACEHOLDER_CP932
+    return pair
 
 
 _ESCAPES = (

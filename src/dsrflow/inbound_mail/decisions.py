@@ -49,6 +49,8 @@ class Facts:
     ours: bool = False
     # Requests this sender's mail created within the policy's window.
     recent_requests: int = 0
+    # The sender is the requester or agent of a request (has a relation to us).
+    known_sender: bool = False
     policy: IntakePolicy = field(default_factory=IntakePolicy)
     closed_states: frozenset[str] = frozenset()
     configured_types: frozenset[str] = frozenset()
@@ -89,6 +91,8 @@ def facts_for(
         quoted=tuple(quoted),
         ours=repository.is_our_message_id(session, mail.message_id),
         recent_requests=recent,
+        known_sender=bool(mail.from_address)
+        and repository.is_known_sender(session, mail.from_address or ""),
         policy=policy,
         closed_states=closed_states,
         configured_types=configured_types,
@@ -179,6 +183,17 @@ def text_names_a_request(facts: Facts) -> Decision | None:
     return Decision("joined", about=about)
 
 
+def phishing_from_a_stranger(facts: Facts) -> Decision | None:
+    """A phishing-like subject ("ご利用停止のお知らせ", "verify your account") from a sender
+    with no request of theirs is never a request: a handler looks at it."""
+    words = facts.mail.phishing_like
+    if words and not facts.known_sender:
+        return Decision(
+            "triage", f"phishing-like subject ({words}) from a sender with no relation to us"
+        )
+    return None
+
+
 def no_single_type(facts: Facts) -> Decision | None:
     """A new request needs exactly one request type named."""
     mail = facts.mail
@@ -238,6 +253,7 @@ RULES: tuple[Rule, ...] = (
     answers_a_request,
     names_an_unknown_reference,
     text_names_a_request,
+    phishing_from_a_stranger,
     no_single_type,
     no_sender,
     sender_over_limit,

@@ -7,6 +7,8 @@ import base64
 import binascii
 import hashlib
 import re
+import unicodedata
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import utils
 from email.message import Message
@@ -17,7 +19,9 @@ _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,3}")
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 _MESSAGE_ID = re.compile(r"<([^<>\s]{1,246})>")
-_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+# An address, ASCII or UTF-8 (RFC 6532: a Japanese local part or domain).
+_ADDRESS = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
+_SPACE = re.compile(r"\s")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
@@ -108,23 +112,70 @@ class Headers:
         return decode_header_text(value) if value is not None else None
 
 
-def sender(value: str | None) -> tuple[str | None, str | None]:
-    """(display name, address) of a From field; (None, None) when there is no address."""
-    if not value:
-        return None, None
+@dataclass(frozen=True)
+class Sender:
+    """Who a From field names: a display name and an address, or what stands in the address's
+    place when there is none (``MAILER-DAEMON`` without a domain, ``<>``)."""
+
+    name: str | None = None
+    address: str | None = None
+    token: str = ""
+    present: bool = True  # there is a From field at all
+
+    @property
+    def local(self) -> str:
+        """The address's local part, else the bare word written instead (lower case)."""
+        if self.address:
+            return self.address.rpartition("@")[0].lower()
+        if self.token:
+            return self.token.lower()
+        name = (self.name or "").strip()
+        return name.lower() if name and " " not in name else ""
+
+    @property
+    def domain(self) -> str:
+        return self.address.rpartition("@")[2] if self.address else ""
+
+    @property
+    def empty(self) -> bool:
+        """The field names nobody (``From: <>``, or nothing)."""
+        return self.present and not self.address and not self.token and not self.name
+
+
+def sender(value: str | None) -> Sender:
+    """The sender a From field names. Read leniently: an address without angle brackets after
+    the name (``Name addr@domain``), addresses in UTF-8 (RFC 6532), raw 8-bit text."""
+    if value is None:
+        return Sender(present=False)
+    if not value.strip():
+        return Sender()
+    if _has_raw_bytes(value):
+        value = decode_bytes(value.encode("ascii", "surrogateescape"), None)
     name, address = utils.parseaddr(value)
-    if not address or "@" not in address:
-        match = _ADDRESS.search(value)
+    address = address.strip()
+    if "@" not in address or _SPACE.search(address):
+        where = address if "@" in address else value
+        match = _ADDRESS.search(where)
         if match is None:
-            return one_line(decode_header_text(value), 200), None
+            token = address.strip("<> ") if address and not _SPACE.search(address) else ""
+            return Sender(name=_display(name or ("" if token else value)), token=token)
+        name = name or where.replace(match.group(0), " ").strip(' <>"\t')
         address = match.group(0)
-    address = decode_header_text(address).strip().strip("<>")
+    address = unicodedata.normalize("NFC", decode_header_text(address).strip().strip("<>"))
     local, _, domain = address.rpartition("@")
     if not local or not _ADDRESS.fullmatch(f"{local}@{domain}"):
-        return one_line(decode_header_text(name or value), 200), None
-    address = f"{local}@{domain.lower()}"
-    display = one_line(decode_header_text(name), 200) if name else None
-    return display, address[:320]
+        return Sender(name=_display(name or value), token="")
+    return Sender(name=_display(name), address=f"{local}@{domain.lower()}"[:320])
+
+
+def _display(name: str | None) -> str | None:
+    if not name or name.strip() in ("<>", ""):
+        return None
+    return one_line(decode_header_text(name), 200)
+
+
+def _has_raw_bytes(value: str) -> bool:
+    return any("\udc80" <= c <= "\udcff" for c in value)
 
 
 def message_id_of(value: str | None) -> str | None:

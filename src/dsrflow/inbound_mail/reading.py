@@ -27,8 +27,22 @@ from sqlmodel import Session
 
 from dsrflow.db import utcnow
 from dsrflow.inbound_mail import service
-from dsrflow.inbound_mail.body import Body, header_block, read_body, too_many_parts
-from dsrflow.inbound_mail.classify import REFERENCE, arrival, detect_type, language_of, loop_reason
+from dsrflow.inbound_mail.body import (
+    Body,
+    header_block,
+    quoted_message_ids,
+    read_body,
+    too_many_parts,
+)
+from dsrflow.inbound_mail.classify import (
+    REFERENCE,
+    arrival,
+    detect_type,
+    language_of,
+    loop_reason,
+    own_words,
+    phishing_like,
+)
 from dsrflow.inbound_mail.headers import (
     Headers,
     message_id_of,
@@ -43,6 +57,8 @@ from dsrflow.inbound_mail.schemas import ImapOrigin, InboundMail, IngestOutcome,
 from dsrflow.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+BOM = b"\xef\xbb\xbf"
 
 
 def read_message(
@@ -97,20 +113,26 @@ def _read(
         raw = header_block(raw)
     # Too many parts: only the header is parsed (the raw message is kept whole).
     too_many = not too_large and too_many_parts(raw, limits.max_parts)
+    readable = raw.removeprefix(BOM)  # a byte-order mark some programs put before the header
     message = email.message_from_bytes(
-        header_block(raw) if too_many else raw, policy=policy.compat32
+        header_block(readable) if too_many else readable, policy=policy.compat32
     )
     headers = Headers(message)
     body = None if too_large or too_many else read_body(message, limits)
     too_many = too_many or bool(body and body.too_many_parts)
-    from_name, from_address = sender(headers.first("from"))
-    subject = one_line(headers.text("subject"), 998)
+    who = sender(headers.first("from"))
+    subject = one_line(headers.text("subject"), 998) or ""
     date_header = parse_date(headers.first("date"))
-    arrived, arrived_source = arrival(received_at, headers, date_header, now, limits)
-    threading = _threading(headers, subject or "", body, message.get_content_type())
+    own_hosts = rules.own_mail_hosts + tuple(a.rpartition("@")[2] for a in own_addresses)
+    arrived, arrived_source = arrival(received_at, headers, date_header, now, limits, own_hosts)
+    ignore = loop_reason(headers, message, body, who, subject, rules, own_addresses)
+    report = body is not None and (
+        body.delivery_report or message.get_content_type() == "multipart/report"
+    )
+    bounce = report or (ignore or "").startswith("bounce")
+    threading = _threading(headers, subject, body, bounce=bounce)
     text = body.text if body else ""
-    ignore = loop_reason(headers, message, body, from_address, subject or "", rules, own_addresses)
-    detected, problem = _type_of(subject or "", text, body, rules)
+    detected, problem = _type_of(subject, text, body, rules)
     return InboundMail(
         message_id=message_id_of(headers.first("message-id")) or synthetic_id(raw),
         raw=raw,
@@ -119,11 +141,11 @@ def _read(
         received_at=arrived,
         received_at_source=arrived_source,
         date_header=date_header,
-        from_address=from_address,
-        from_name=from_name,
-        subject=subject,
+        from_address=who.address,
+        from_name=who.name,
+        subject=subject or None,
         text=text,
-        language=language_of(f"{subject or ''}\n{text}"),
+        language=language_of(f"{subject}\n{text}"),
         in_reply_to=one_line(threading.in_reply_to, 2000),
         references=one_line(threading.references, 10_000),
         thread_ids=threading.thread_ids,
@@ -131,6 +153,7 @@ def _read(
         body_references=threading.quoted,
         detected_type=detected,
         type_problem=problem,
+        phishing_like=phishing_like(subject, rules),
         ignore_reason=ignore,
         quarantine_reason=_quarantine_reason(
             size,
@@ -139,12 +162,14 @@ def _read(
             too_many=too_many,
             headers=headers,
             body=body,
-            has_sender=from_address is not None,
+            # An automatic message without a sender (From: <>, MAILER-DAEMON without a
+            # domain) is read as what it is; only mail to answer needs an address.
+            has_sender=who.address is not None or ignore is not None,
             threading=threading,
         ),
-        **_body_facts(
-            body, bounce=threading.report or (ignore or "").startswith("bounce"), too_many=too_many
-        ),
+        returned_ids=threading.returned[:20],
+        bounce_diagnostic=body.diagnostic if bounce and body is not None else None,
+        **_attachments(body, too_many=too_many),
     )
 
 
@@ -154,23 +179,34 @@ class _Threading:
 
     in_reply_to: str | None
     references: str | None
-    # Message-IDs it answers; for a delivery report, also those of the messages it returns.
+    # Message-IDs it answers; for a bounce, also those of the messages it returns.
     thread_ids: tuple[str, ...]
     named: tuple[str, ...]  # references in the subject
     quoted: tuple[str, ...]  # references in the text only
-    report: bool  # a delivery status report
+    # A bounce: the Message-IDs of the messages it returns (attached, or quoted inline).
+    returned: tuple[str, ...]
 
 
-def _threading(headers: Headers, subject: str, body: Body | None, ctype: str) -> _Threading:
+def _threading(headers: Headers, subject: str, body: Body | None, *, bounce: bool) -> _Threading:
     in_reply_to = headers.first("in-reply-to")
     references = headers.first("references")
     threads = thread_ids(in_reply_to, references)
     named = tuple(dict.fromkeys(REFERENCE.findall(unicodedata.normalize("NFKC", subject))))
-    report = body is not None and (body.delivery_report or ctype == "multipart/report")
-    if report and body is not None:
-        # A bounce of one of our letters belongs with its request (it stays ignored).
-        threads = tuple(dict.fromkeys(threads + body.returned_ids))[:50]
     text = body.text if body else ""
+    returned: tuple[str, ...] = ()
+    if bounce and body is not None:
+        # A bounce of one of our letters belongs with its request (it stays ignored). The
+        # letter is named anywhere: an attached original, a header quoted in the text or in a
+        # text attachment ("original.txt"), else the report's own In-Reply-To/References.
+        attached = "\n".join(
+            a.content.decode("latin-1")
+            for a in body.attachments
+            if a.content is not None and a.content_type.startswith("text/")
+        )
+        found = body.returned_ids + quoted_message_ids(text) + quoted_message_ids(attached)
+        # The report's threading names the returned message first (and its thread after).
+        returned = tuple(dict.fromkeys(found or threads[:1]))
+        threads = tuple(dict.fromkeys(threads + returned))[:50]
     quoted = REFERENCE.findall(unicodedata.normalize("NFKC", text))
     return _Threading(
         in_reply_to=in_reply_to,
@@ -178,7 +214,7 @@ def _threading(headers: Headers, subject: str, body: Body | None, ctype: str) ->
         thread_ids=threads,
         named=named,
         quoted=tuple(r for r in dict.fromkeys(quoted) if r not in named)[:20],
-        report=report,
+        returned=returned,
     )
 
 
@@ -213,27 +249,20 @@ def _type_of(
     """(the request type named, why none) as ``detect_type``; a forwarded message never has
     one, since its sender may not be the requester."""
     detected, problem = detect_type(subject, text, rules)
-    forwarded = bool(body and body.forwarded) or bool(
-        rules.forwarded and rules.forwarded.match(normalise(subject))
+    forwarded = (
+        bool(body and body.forwarded)
+        or bool(rules.forwarded and rules.forwarded.match(normalise(subject)))
+        or own_words(text, rules).forwarded
     )
     if forwarded:
         return detected, "forwarded message: the sender may not be the requester"
     return detected, problem
 
 
-def _body_facts(body: Body | None, *, bounce: bool, too_many: bool) -> dict[str, Any]:
-    """The parts of InboundMail that come from the body: attachments, and for a bounce what
-    it returns and why."""
-    if body is None:
+def _attachments(body: Body | None, *, too_many: bool) -> dict[str, Any]:
+    if body is None or too_many:
         return {}
-    facts: dict[str, Any] = {}
-    if bounce:
-        facts["returned_ids"] = body.returned_ids[:20]
-        facts["bounce_diagnostic"] = body.diagnostic
-    if not too_many:
-        facts["attachments"] = tuple(body.attachments)
-        facts["attachments_omitted"] = body.attachments_omitted
-    return facts
+    return {"attachments": tuple(body.attachments), "attachments_omitted": body.attachments_omitted}
 
 
 # --------------------------------------------------------------------------- ingest

@@ -164,6 +164,40 @@ def requests_created_from(session: Session, address: str, since: datetime) -> in
     return int(session.exec(query).one())
 
 
+def is_known_sender(session: Session, address: str) -> bool:
+    """Whether ``address`` is the requester or agent of any request (a relation to us)."""
+    lowered = address.lower()
+    query = select(Request.id).where(
+        (func.lower(col(Request.requester_email)) == lowered)
+        | (func.lower(col(Request.agent_email)) == lowered)
+    )
+    return session.exec(query.limit(1)).first() is not None
+
+
+def letters_to_requester(session: Session, request_id: str, handler: str) -> list[OutboxMessage]:
+    """The letters sent about a request to anyone but the handlers, newest first (a bounce
+    that names only the request's reference returns one of them)."""
+    query = (
+        select(OutboxMessage)
+        .where(
+            col(OutboxMessage.request_id) == request_id,
+            func.lower(col(OutboxMessage.recipient)) != handler.lower(),
+            col(OutboxMessage.status) == "sent",
+        )
+        .order_by(col(OutboxMessage.id).desc())
+    )
+    return list(session.exec(query))
+
+
+def failure_noticed(session: Session, request_id: str) -> bool:
+    """Whether the handlers have been told that a letter of this request did not arrive."""
+    query = select(OutboxMessage.id).where(
+        col(OutboxMessage.request_id) == request_id,
+        col(OutboxMessage.letter) == "delivery_failed",
+    )
+    return session.exec(query.limit(1)).first() is not None
+
+
 def request_for_thread(session: Session, message_ids: Sequence[str]) -> Request | None:
     """The request a message answers: one of ``message_ids`` is a letter we sent about it, or
     an earlier message of the requester that joined or created it. Nearest (first) id wins."""

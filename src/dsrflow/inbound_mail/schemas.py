@@ -52,6 +52,9 @@ class InboundMail:
     detected_type: str | None = None
     # Why no single type was recognised ("no request type recognised", "names several types").
     type_problem: str | None = None
+    # The words of the subject that read like phishing (for a sender with no relation to us,
+    # never a request).
+    phishing_like: str | None = None
     # Set for auto-replies, bounces and our own mail: never a request, never answered.
     ignore_reason: str | None = None
     # Set when the message could not be understood; it waits for a handler.
@@ -62,6 +65,10 @@ class InboundMail:
     attachments: tuple[AttachmentIn, ...] = field(default_factory=tuple)
     # Attachments beyond ``max_attachments``: counted, not described (they are in ``raw``).
     attachments_omitted: int = 0
+
+    @property
+    def is_bounce(self) -> bool:
+        return (self.ignore_reason or "").startswith("bounce")
 
     @property
     def attachment_count(self) -> int:

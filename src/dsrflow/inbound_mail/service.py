@@ -140,7 +140,7 @@ def _record(
             )
         )
 
-    if status == "ignored" and mail.returned_ids:
+    if status == "ignored" and mail.is_bounce:
         _bounced(rt, session, row, mail)
     if decision.sender_differs and request is not None:
         _sender_differs(rt, session, request, row, mail)
@@ -214,11 +214,21 @@ def _sender_differs(
 
 def _bounced(rt: Runtime, session: Session, row: InboundMessage, mail: InboundMail) -> None:
     """A letter of ours came back: the handlers get the ``delivery_failed`` notice, once per
-    letter (the same dedup key as a failure at sending), never the requester."""
+    letter (the same dedup key as a failure at sending), never the requester.
+
+    The letter is the one whose Message-ID the bounce returns (attached or quoted); failing
+    that, a bounce linked to a request only by its reference returns that request's latest
+    letter to the requester, and tells the handlers only if nothing of it has bounced yet."""
+    letters = repository.letters_by_message_id(session, mail.returned_ids)
+    if not letters and row.request_id and not repository.failure_noticed(session, row.request_id):
+        # Which letter it returns is unknown: the latest, unless the handlers already know
+        # that this request's mail does not arrive.
+        latest = repository.letters_to_requester(session, row.request_id, rt.settings.handler_email)
+        letters = latest[:1]
     answer = f"returned by a delivery report (inbox message #{row.id})"
     if mail.bounce_diagnostic:
         answer += f": {mail.bounce_diagnostic}"
-    for letter in repository.letters_by_message_id(session, mail.returned_ids):
+    for letter in letters:
         from dsrflow.outbound_mail.dispatch import failure_notice  # not on every intake's path
 
         notice = failure_notice(rt.letters, rt.settings, letter, answer, mail.received_at)
