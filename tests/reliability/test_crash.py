@@ -213,8 +213,10 @@ def test_sigkill_loop_loses_nothing_acknowledged(
     delivered = by_message_id(sink.messages)
     assert {r.message_id for r in rows} == set(delivered)
     twice = [m for m, copies in delivered.items() if len(copies) > 1]
-    assert len(twice) <= KILLS
-    assert all(len(copies) <= 2 for copies in delivered.values())
+    # Each kill can leave at most the one letter in flight to go again (the same letter may be
+    # the one in flight at two kills).
+    extra = sum(len(copies) - 1 for copies in delivered.values())
+    assert extra <= KILLS
 
     # No personal data or token in the logs of the whole scenario.
     text = log.read_text(errors="replace")
