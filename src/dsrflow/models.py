@@ -4,7 +4,7 @@ from dsrflow.audit.models import AuditHead, Event
 from dsrflow.auth.models import Handler
 from dsrflow.inbound_mail.models import ImapSyncState, InboundAttachment, InboundMessage
 from dsrflow.outbound_mail.models import OutboxMessage
-from dsrflow.requests.models import ReferenceCounter, Request, VerificationToken
+from dsrflow.requests.models import Payment, ReferenceCounter, Request, VerificationToken
 
 __all__ = [
     "AuditHead",
@@ -14,6 +14,7 @@ __all__ = [
     "InboundAttachment",
     "InboundMessage",
     "OutboxMessage",
+    "Payment",
     "ReferenceCounter",
     "Request",
     "VerificationToken",

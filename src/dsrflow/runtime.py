@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from functools import cached_property
 
 from sqlalchemy.engine import Engine as DbEngine
@@ -71,9 +71,22 @@ class Runtime:
             if wf.deadline.pause_while_awaiting_requester
         ]
 
-    def is_overdue(self, request_type: str, state: str, due_at: datetime, now: datetime) -> bool:
+    def is_overdue(
+        self,
+        request_type: str,
+        state: str,
+        due_at: datetime,
+        now: datetime,
+        art39_date: date | None = None,
+    ) -> bool:
+        """Past the internal target (unless its clock is paused), or on or past the Art. 39 date
+        whatever any pause or extension says; never once closed."""
+        if state in self.closed_states:
+            return False
+        if art39_date is not None and now.astimezone(self.settings.tz).date() >= art39_date:
+            return True
         paused = state == AWAITING_STATE and request_type in self.paused_types
-        return due_at < now and state not in self.closed_states and not paused
+        return due_at < now and not paused
 
     @cached_property
     def open_states(self) -> list[str]:

@@ -14,13 +14,15 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from dsrflow.inbound_mail import imap as poller
-from dsrflow.inbound_mail import reading as mail
+from dsrflow.inbound_mail import reading
 from dsrflow.inbound_mail.imap import KEYWORD, PollReport, poll_once, watch
 from dsrflow.inbound_mail.models import ImapSyncState, InboundMessage
+from dsrflow.inbound_mail.rules_file import rules_for
 from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.requests.models import Request
 from dsrflow.runtime import Runtime
@@ -181,11 +183,13 @@ def test_the_same_message_delivered_twice_is_one(imap_rt: Runtime, imap: ImapSer
 def test_a_message_over_the_size_limit_is_kept_as_its_header(
     imap_rt: Runtime, imap: ImapServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rules = mail.rules_for(imap_rt)
+    rules = rules_for(imap_rt)
     small = dataclasses.replace(
         rules, limits=rules.limits.model_copy(update={"max_message_bytes": 2000})
     )
-    monkeypatch.setattr(mail, "rules_for", lambda rt: small)
+    # The poller reads the size limit; intake reads the same rules.
+    monkeypatch.setattr(poller, "rules_for", lambda rt: small)
+    monkeypatch.setattr(reading, "rules_for", lambda rt: small)
     big = message(1).replace(b"\r\n\r\n", b"\r\n\r\n" + b"x" * 5000 + b"\r\n", 1)
     imap.deliver(big)
     report = poll(imap_rt)
@@ -233,7 +237,7 @@ CRASHING_POLLER = """
 import asyncio, json, os, sys
 from dsrflow.config import Settings
 from dsrflow.db import make_engine
-from dsrflow.inbound_mail import service
+from dsrflow.inbound_mail import mailbox
 from dsrflow.inbound_mail import imap
 from dsrflow.runtime import Runtime
 
@@ -241,14 +245,14 @@ settings = Settings(_env_file=None, **json.loads(sys.argv[1]))
 rt = Runtime.load(settings, db=make_engine(settings.database_url))
 calls = []
 if sys.argv[2] == "before-commit":
-    advance = service._advance
+    advance = mailbox.advance
     def crash(session, origin, now):
         calls.append(origin.uid)
         if len(calls) == 2:  # the second message is written, not committed: die here
             session.flush()
             os._exit(3)
         return advance(session, origin, now)
-    service._advance = crash
+    mailbox.advance = crash
 else:
     async def crash(client, uids, flags):  # the first message is committed, not flagged
         os._exit(3)
@@ -260,7 +264,11 @@ sys.exit(0)
 
 def run_crashing_poller(rt: Runtime, database_url: str, where: str) -> None:
     settings = {
-        key: str(value) if isinstance(value, Path) else value
+        key: value.get_secret_value()
+        if isinstance(value, SecretStr)
+        else str(value)
+        if isinstance(value, Path)
+        else value
         for key, value in rt.settings.model_dump().items()
         if key in {"data_dir", "workflows_dir", "base_url"} or key.startswith("imap_")
     }

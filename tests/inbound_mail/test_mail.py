@@ -11,19 +11,12 @@ from typing import Any
 
 import pytest
 
+from dsrflow.inbound_mail.charsets import decode_bytes
+from dsrflow.inbound_mail.classify import detect_type, language_of
+from dsrflow.inbound_mail.headers import decode_header_text, message_id_of, thread_ids
 from dsrflow.inbound_mail.imap import parse_internaldate, quote_mailbox
-from dsrflow.inbound_mail.reading import (
-    IntakeRules,
-    IntakeRulesError,
-    decode_bytes,
-    decode_header_text,
-    detect_type,
-    language_of,
-    load_rules,
-    message_id_of,
-    read_message,
-    thread_ids,
-)
+from dsrflow.inbound_mail.reading import read_message
+from dsrflow.inbound_mail.rules_file import IntakeRules, IntakeRulesError, load_rules
 from dsrflow.inbound_mail.schemas import InboundMail
 from tests.conftest import WORKFLOWS
 

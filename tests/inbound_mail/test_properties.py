@@ -8,14 +8,8 @@ from sqlmodel import Session
 
 from dsrflow.inbound_mail import repository
 from dsrflow.inbound_mail.models import STATUSES, InboundMessage
-from dsrflow.inbound_mail.reading import (
-    IntakeRules,
-    ingest,
-    load_rules,
-    own_addresses,
-    read_message,
-    rules_for,
-)
+from dsrflow.inbound_mail.reading import ingest, own_addresses, read_message
+from dsrflow.inbound_mail.rules_file import IntakeRules, load_rules, rules_for
 from dsrflow.runtime import Runtime
 from tests.conftest import WORKFLOWS
 from tests.inbound_mail.conftest import CORPUS, count

@@ -7,7 +7,8 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session, col, func, select
 
 from dsrflow.inbound_mail.models import InboundAttachment, InboundMessage
-from dsrflow.inbound_mail.reading import ingest, rules_for
+from dsrflow.inbound_mail.reading import ingest
+from dsrflow.inbound_mail.rules_file import rules_for
 from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.requests import repository as requests
 from dsrflow.requests.models import Request

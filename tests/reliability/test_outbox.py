@@ -80,7 +80,7 @@ class SlowSender(SmtpSender):
     """A real SMTP sender that takes its time, so the lease must be renewed meanwhile."""
 
     async def send(self, message: EmailMessage, recipient: str) -> str:
-        await asyncio.sleep(0.4)
+        await asyncio.sleep(1.2)
         return await super().send(message, recipient)
 
 
@@ -88,14 +88,16 @@ def test_a_live_dispatcher_renews_its_lease(mail_rt: Runtime, smtp: SmtpServer) 
     for _ in range(2):
         make_request(mail_rt, "disclosure")
     total = len(outbox(mail_rt))
-    lease = timedelta(seconds=0.9)
+    # Each send outlasts a third of the lease, and the batch outlasts the lease twice over; the
+    # margins are wide so that a loaded machine does not steal a renewed lease.
+    lease = timedelta(seconds=3)
     stolen: list[int] = []
 
     async def run() -> None:
         async def thief() -> None:
             # Tries to take rows over as soon as a lease that was not renewed would end.
-            for _ in range(12):
-                await asyncio.sleep(0.3)
+            for _ in range(10):
+                await asyncio.sleep(1.0)
                 rows = await asyncio.to_thread(claim_due, mail_rt.db, utcnow(), 100, lease)
                 stolen.extend(r.id for r in rows if r.id is not None)
 

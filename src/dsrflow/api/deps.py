@@ -68,6 +68,19 @@ def current_handler(
 CurrentHandler = Annotated[Handler, Depends(current_handler)]
 
 
+def optional_handler(
+    rt: RuntimeDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Handler | None:
+    """The handler behind a bearer token, or None for a public call (a bad token is 401)."""
+    if credentials is None:
+        return None
+    return current_handler(rt, credentials)
+
+
+OptionalHandler = Annotated[Handler | None, Depends(optional_handler)]
+
+
 def permission(name: str) -> Callable[[Handler], Handler]:
     def check(handler: CurrentHandler) -> Handler:
         if not may(handler.role, name):

@@ -40,6 +40,8 @@ def _jobs(rt: Runtime) -> list[tuple[str, Job, object, int]]:
             1800,
         ),
         ("outbox_dispatch", jobs.outbox_dispatch, IntervalTrigger(seconds=15, timezone=tz), 300),
+        # Daily per request (dedup key per day); checked often so a restart never skips a day.
+        ("art39_alert", jobs.art39_alert, IntervalTrigger(minutes=15, timezone=tz), 3600),
         (
             "daily_digest",
             jobs.daily_digest,
