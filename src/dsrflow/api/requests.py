@@ -43,7 +43,11 @@ router = APIRouter(prefix="/api/v1/requests", tags=["requests"])
     status_code=201,
     response_model=RequestCreated,
     dependencies=[Depends(rate_limited("intake"))],
-    responses={422: {"description": "Invalid body"}, 429: {"description": "Rate limited"}},
+    responses={
+        403: {"description": "A public call set channel or received_at (handlers only)"},
+        422: {"description": "Invalid body"},
+        429: {"description": "Rate limited"},
+    },
     summary="Submit a request (public, no auth)",
 )
 def submit_request(
