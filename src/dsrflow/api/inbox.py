@@ -44,7 +44,7 @@ def list_inbox(
     _: Reader,
     status: Status | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
 ) -> InboxPage:
     """Every inbound message, newest arrival first; ``status=triage`` (or ``quarantined``) is
     what waits for a handler."""

@@ -44,6 +44,7 @@ router = APIRouter(prefix="/api/v1/requests", tags=["requests"])
     response_model=RequestCreated,
     dependencies=[Depends(rate_limited("intake"))],
     responses={
+        401: {"description": "A token was sent but is unknown or revoked"},
         403: {"description": "A public call set channel or received_at (handlers only)"},
         422: {"description": "Invalid body"},
         429: {"description": "Rate limited"},
@@ -88,7 +89,7 @@ def list_requests(
     overdue: bool = False,
     due_before: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
 ) -> RequestPage:
     if due_before is not None and due_before.tzinfo is None:
         raise Invalid(
