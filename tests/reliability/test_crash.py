@@ -8,8 +8,8 @@ default, 20 under `make reliability`). Afterwards:
 - every acknowledged operation (a 201 intake, a 200 decision) is in the database;
 - no request is in a state without the event that put it there, and `dsrflow audit verify`
   passes;
-- after a final flush every letter reached the sink, and only a letter in flight at a kill was
-  delivered twice (at most one per kill), under its stable Message-ID;
+- after a final flush every letter reached the sink, and a letter went again only if it was in
+  flight at a kill (at most one extra copy per kill), under its stable Message-ID;
 - the server's logs of the whole scenario hold no requester name, address or token.
 """
 
@@ -213,8 +213,10 @@ def test_sigkill_loop_loses_nothing_acknowledged(
     delivered = by_message_id(sink.messages)
     assert {r.message_id for r in rows} == set(delivered)
     twice = [m for m, copies in delivered.items() if len(copies) > 1]
-    assert len(twice) <= KILLS
-    assert all(len(copies) <= 2 for copies in delivered.values())
+    # Each kill can leave at most the one letter in flight to go again (the same letter may be
+    # the one in flight at two kills).
+    extra = sum(len(copies) - 1 for copies in delivered.values())
+    assert extra <= KILLS
 
     # No personal data or token in the logs of the whole scenario.
     text = log.read_text(errors="replace")
@@ -229,5 +231,6 @@ def test_sigkill_loop_loses_nothing_acknowledged(
     print(
         f"\ncrash loop ({rt.db.dialect.name}): {KILLS} kills, {tally.attempts} intake attempts, "
         f"{len(tally.created)} intakes and {len(tally.refused)} decisions acknowledged, 0 lost; "
-        f"{len(events)} events verified; {len(rows)} letters, {len(twice)} delivered twice"
+        f"{len(events)} events verified; {len(rows)} letters, {len(twice)} delivered more than "
+        f"once, {extra} extra copies"
     )

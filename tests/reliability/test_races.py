@@ -15,11 +15,11 @@ from sqlmodel import Session, col, select
 
 from dsrflow.audit.chain import verify_chains
 from dsrflow.audit.models import Event
-from dsrflow.errors import Conflict
+from dsrflow.errors import Conflict, Invalid
 from dsrflow.inbound_mail.reading import ingest
 from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.requests import repository, service
-from dsrflow.requests.schemas import RequestCreate, TransitionIn
+from dsrflow.requests.schemas import PaymentIn, RequestCreate, RetypeIn, TransitionIn
 from dsrflow.runtime import Runtime
 from tests.conftest import request_body
 
@@ -37,6 +37,8 @@ def together(*actions: Callable[[], Outcome]) -> list[Outcome]:
             return action()
         except Conflict:
             return "conflict"
+        except Invalid:  # e.g. a payment on a request just retyped to a type without a fee
+            return "invalid"
 
     with ThreadPoolExecutor(max_workers=len(actions)) as pool:
         return list(pool.map(run, actions))
@@ -167,4 +169,25 @@ def test_two_decisions(rt: Runtime, round_: int) -> None:
     # request_info then refuse is allowed (refuse from awaiting_requester), so both may pass.
     assert "decided" in outcomes
     assert set(outcomes) <= {"decided", "conflict"}
+    assert_consistent(rt, request_id)
+
+
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def test_retype_and_payment_against_a_decision(rt: Runtime, round_: int) -> None:
+    request_id, _, _ = submitted(rt, "disclosure")
+
+    def retype() -> Outcome:
+        with Session(rt.db, expire_on_commit=False) as s:
+            body = RetypeIn(type="correction", note="訂正の請求でした。")
+            service.retype(rt, s, request_id, body, actor="handler:2")
+        return "retyped"
+
+    def pay() -> Outcome:
+        with Session(rt.db, expire_on_commit=False) as s:
+            body = PaymentIn(amount_jpy=1000, method="bank_transfer")
+            service.record_payment(rt, s, request_id, body, actor="handler:3")
+        return "paid"
+
+    outcomes = together(retype, pay, decide(rt, request_id, REFUSE))
+    assert set(outcomes) <= {"retyped", "paid", "decided", "conflict", "invalid"}
     assert_consistent(rt, request_id)

@@ -90,7 +90,12 @@ def _due_before(rt: Runtime, value: str | None) -> datetime | None:
     status_code=201,
     response_model=RequestCreated,
     dependencies=[Depends(rate_limited("intake"))],
-    responses={422: {"description": "Invalid body"}, 429: {"description": "Rate limited"}},
+    responses={
+        401: {"description": "A token was sent but is unknown or revoked"},
+        403: {"description": "A public call set channel or received_at (handlers only)"},
+        422: {"description": "Invalid body"},
+        429: {"description": "Rate limited"},
+    },
     summary="Submit a request (public, no auth)",
 )
 def submit_request(

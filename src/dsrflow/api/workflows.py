@@ -26,7 +26,9 @@ def get_workflow(request_type: str, rt: RuntimeDep) -> dict[str, Any]:
 
 
 @router.get(
-    "/legal-reasons", summary="The reason catalog, or the reasons that fit a type and state"
+    "/legal-reasons",
+    summary="The reason catalog, or the reasons that fit a type and state",
+    responses={404: {"description": "Unknown type or state"}},
 )
 def list_legal_reasons(
     rt: RuntimeDep, type: str | None = None, state: str | None = None

@@ -1,0 +1,100 @@
+"""Durable by default (issue 12, section 3): SQLite syncs each commit; a 201 or 200 is only
+ever sent after the commit succeeded; read-only work never takes SQLite's write lock."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.exc import OperationalError
+from sqlmodel import Session, func, select
+
+from dsrflow.app import create_app
+from dsrflow.db import ReadOnlyViolation, make_engine, read_session
+from dsrflow.requests.models import Request
+from dsrflow.runtime import Runtime
+from tests.conftest import make_request, request_body
+
+
+@pytest.fixture
+def backend() -> str:
+    return "sqlite"
+
+
+def synchronous(url: str, **kwargs: str) -> int:
+    engine = make_engine(url, **kwargs)  # type: ignore[arg-type]
+    with engine.connect() as c:
+        value = int(c.exec_driver_sql("PRAGMA synchronous").scalar_one())
+    engine.dispose()
+    return value
+
+
+def test_sqlite_syncs_every_commit_unless_told(database_url: str) -> None:
+    assert synchronous(database_url) == 2  # FULL
+    assert synchronous(database_url, sqlite_synchronous="NORMAL") == 1
+
+
+def count(rt: Runtime) -> int:
+    with Session(rt.db) as s:
+        return int(s.exec(select(func.count()).select_from(Request)).one())
+
+
+def test_no_success_is_sent_before_the_commit(
+    rt: Runtime, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    request = make_request(rt, "disclosure")
+    before = count(rt)
+
+    def failing_commit(self: Session) -> None:
+        raise OperationalError("COMMIT", {}, sqlite3.OperationalError("disk I/O error"))
+
+    monkeypatch.setattr(Session, "commit", failing_commit)
+    with TestClient(create_app(rt), raise_server_exceptions=False) as client:
+        created = client.post("/api/v1/requests", json=request_body())
+        refused = client.post(
+            f"/api/v1/requests/{request.id}/transitions",
+            json={"trigger": "withdraw", "note": "x"},
+            headers=auth,
+        )
+    assert created.status_code >= 500
+    assert refused.status_code >= 500
+    monkeypatch.undo()
+    assert count(rt) == before
+    with Session(rt.db) as s:
+        current = s.get(Request, request.id)
+        assert current is not None
+        assert current.state == "received"
+
+
+def test_read_sessions_do_not_take_the_write_lock(rt: Runtime, database_url: str) -> None:
+    make_request(rt, "disclosure")
+    path = Path(database_url.removeprefix("sqlite:///"))
+    holder = sqlite3.connect(path, timeout=0.1, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        with read_session(rt.db) as s:
+            assert s.exec(select(func.count()).select_from(Request)).one() == 1
+            with pytest.raises(ReadOnlyViolation):
+                s.add(Request(**{**make_fields(), "reference": "DSR-1999-000001"}))
+                s.flush()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def make_fields() -> dict[str, object]:
+    from dsrflow.db import utcnow
+
+    now = utcnow()
+    return {
+        "type": "disclosure",
+        "state": "received",
+        "requester_name": "x",
+        "requester_email": "x@example.jp",
+        "details": "x",
+        "received_at": now,
+        "due_at": now,
+        "status_token_hash": "x" * 64,
+    }
