@@ -99,6 +99,9 @@ class RulesFile(_Strict):
     forward_subject_prefixes: list[str] = []
     reply_separators: list[str] = []
     ignore: IgnoreRules
+    # Words that mark a mail as sent by an agent for someone else: it waits in triage, so that a
+    # handler converts it with the agent recorded (Art. 37(3)).
+    agent_phrases: Phrases = Phrases()
 
 
 class IntakeRulesError(Exception):
@@ -125,6 +128,7 @@ class IntakeRules:
     bounce_headers: tuple[str, ...]
     autoreply_subjects: tuple[str, ...]
     bounce_subjects: tuple[str, ...]
+    agent_phrases: tuple[re.Pattern[str], ...] = ()
 
 
 _RULES_CACHE: dict[tuple[Path, int, tuple[str, ...]], IntakeRules] = {}
@@ -194,6 +198,11 @@ def _compile_rules(path: Path, known: tuple[str, ...]) -> IntakeRules:
         bounce_headers=tuple(h.lower() for h in ignore.bounce_headers),
         autoreply_subjects=tuple(normalise(s).strip() for s in ignore.autoreply_subjects),
         bounce_subjects=tuple(normalise(s).strip() for s in ignore.bounce_subjects),
+        agent_phrases=tuple(
+            _phrase_pattern(normalise(p).strip())
+            for p in [*data.agent_phrases.ja, *data.agent_phrases.en]
+            if normalise(p).strip()
+        ),
     )
 
 
@@ -801,6 +810,17 @@ def detect_type(subject: str, text: str, rules: IntakeRules) -> tuple[str | None
         if types:
             return None, f"names several request types ({', '.join(sorted(types))})"
     return None, "no request type recognised"
+
+
+def agent_phrase(subject: str, text: str, rules: IntakeRules) -> str | None:
+    """The words (if any) by which a mail says its sender acts for someone else."""
+    for source in (subject, _unquoted(text, rules)):
+        normal = normalise(source)
+        for pattern in rules.agent_phrases:
+            found = pattern.search(normal)
+            if found:
+                return found.group(0)
+    return None
 
 
 def _types_named(text: str, rules: IntakeRules) -> set[str]:

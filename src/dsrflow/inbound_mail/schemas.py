@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
-from dsrflow.requests.schemas import Language
+from dsrflow.requests.schemas import AgentIn, Language
 
 Status = Literal["joined", "created", "triage", "quarantined", "dismissed", "ignored"]
 
@@ -146,6 +146,8 @@ class ConvertIn(_In):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     email: EmailStr | None = None
     language: Language | None = None
+    # The sender acts for the principal (name and email above are then the principal's).
+    agent: AgentIn | None = None
 
 
 class DismissIn(_In):
@@ -177,6 +179,9 @@ class InboxItem(BaseModel):
     request_id: str | None
     reference: str | None
     attachment_count: int
+    # The Art. 39 date this message would have as a request (its arrival + 15 days), for every
+    # type Art. 39 covers; a triage item's clock runs from its arrival.
+    art39_date: date | None = None
 
 
 class InboxMessage(InboxItem):

@@ -28,6 +28,7 @@ from dsrflow.inbound_mail.models import (
     InboundAttachment,
     InboundMessage,
 )
+from dsrflow.inbound_mail.reading import agent_phrase, rules_for
 from dsrflow.inbound_mail.schemas import (
     AttachmentPublic,
     Claim,
@@ -223,6 +224,10 @@ def _decide(
         return "triage", mail.type_problem or "no request type recognised", None, None
     if not mail.from_address:
         return "triage", "no usable sender address to answer", None, None
+    agent_words = agent_phrase(mail.subject or "", mail.text, rules_for(rt))
+    if agent_words:
+        reason = f"reads as sent by an agent ('{agent_words}'): convert it with the agent recorded"
+        return "triage", reason, None, None
     since = now - policy.sender_window
     if repository.requests_created_from(session, mail.from_address, since) >= (
         policy.requests_per_sender
@@ -448,6 +453,7 @@ def convert(
             email=email,
             details=_details(row.subject, row.text),
             language=data.language or ("en" if row.language == "en" else "ja"),
+            agent=data.agent,
         )
     except ValidationError as exc:
         raise Invalid(
