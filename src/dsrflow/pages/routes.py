@@ -114,8 +114,11 @@ def _request_view(rt: Runtime, request: DsrRequest, lang: str) -> dict[str, Any]
         "dsr": request,
         "type_title": wf.title.for_language(lang),
         "state_label": wf.states[request.state].label.for_language(lang),
-        "received_at_local": request.received_at.astimezone(tz).strftime("%Y-%m-%d %H:%M"),
-        "due_on": request.due_at.astimezone(tz).date().isoformat(),
+        # Dates as letters write them (templates/formats.yaml).
+        "received_at_local": rt.letters.format(
+            "long_datetime", request.received_at.astimezone(tz), lang
+        ),
+        "due_on": rt.letters.format("long_date", request.due_at.astimezone(tz).date(), lang),
     }
 
 
