@@ -264,6 +264,7 @@ def _moment(text: str) -> datetime:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from dsrflow.deadlines.art39 import art39_alerts
     from dsrflow.deadlines.service import sweep
 
     rt = _runtime()
@@ -271,6 +272,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if as_of is not None and as_of.tzinfo is None:
         as_of = as_of.replace(tzinfo=rt.settings.tz)
     report = sweep(rt, as_of, dry_run=args.dry_run)
+    # The Art. 39 alerts too, so that a cron-only setup (no scheduler) still sends them.
+    alerts = art39_alerts(rt, as_of, dry_run=args.dry_run)
+    report.planned += alerts.planned
+    report.already_sent += alerts.already_sent
+    report.errors += alerts.errors
     for mail in report.planned:
         print(f"{mail.reference}\t{mail.kind}:{mail.step}\t{mail.recipient}")
     verb = "would queue" if args.dry_run else "queued"
