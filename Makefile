@@ -24,7 +24,7 @@ test: install lint
 	$(BIN)/pytest -q -p no:cacheprovider
 
 test-fast: install
-	$(BIN)/pytest -q -x -k "not postgres" -p no:cacheprovider
+	$(BIN)/pytest -q -x -m "not postgres and not browser and not slow" -p no:cacheprovider
 
 lint: install
 	$(BIN)/ruff check src tests bench scripts

@@ -348,7 +348,8 @@ def samples(rt: Runtime) -> list[Sample]:
         ).first()
         assert notice is not None, "the bounce should have queued a delivery_failed notice"
         cause = session.get(OutboxMessage, int(notice.dedup_key.rpartition(":")[2]))
-        assert cause is not None and cause.last_error is not None
+        assert cause is not None
+        assert cause.last_error is not None
     english = failure_notice(
         rt.letters, rt.settings, cause, cause.last_error, failed_at, language="en"
     )

@@ -29,13 +29,36 @@ from dsrflow.requests import service
 from dsrflow.requests.models import Request
 from dsrflow.requests.schemas import PaymentIn, RequestCreate, TransitionIn
 from dsrflow.runtime import Runtime
+from dsrflow.workflow.definitions import Definitions, load_definitions
+from dsrflow.workflow.engine import GUARDS
 from tests.services import require
 from tests.services.postgres import PostgresCluster
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / "workflows"
-BACKENDS = ("sqlite", "postgres")
+BACKENDS = ("sqlite", pytest.param("postgres", marks=pytest.mark.postgres))
 _counter = itertools.count()
+
+
+# A test that uses one of these fixtures needs that server: it gets the marker, so that
+# `-m "not postgres and not browser"` (make test-fast) selects what it says.
+SERVER_FIXTURES = {
+    "pg_cluster": "postgres",
+    "smtp": "smtp",
+    "mail_rt": "smtp",
+    "imap": "imap",
+    "imap_rt": "imap",
+    "browser": "browser",
+    "live_url": "browser",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for name in {
+            SERVER_FIXTURES[f] for f in getattr(item, "fixturenames", ()) if f in SERVER_FIXTURES
+        }:
+            item.add_marker(name)
 
 
 @pytest.fixture(scope="session")
@@ -98,9 +121,15 @@ def settings(tmp_path: Path) -> Settings:
     )
 
 
+@pytest.fixture(scope="session")
+def definitions() -> Definitions:
+    """workflows/ parsed once per test session (a test that edits it loads its own copy)."""
+    return load_definitions(WORKFLOWS, guards=GUARDS)
+
+
 @pytest.fixture
-def rt(settings: Settings, db: Engine) -> Runtime:
-    return Runtime.load(settings, db=db)
+def rt(settings: Settings, db: Engine, definitions: Definitions) -> Runtime:
+    return Runtime.load(settings, db=db, definitions=definitions)
 
 
 @pytest.fixture

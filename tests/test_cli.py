@@ -16,7 +16,8 @@ def test_handlers_add_list_revoke(
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("handler 1 (handler) created")
     token = out[-1]
-    assert token.startswith("dsr_") and len(token) > 40
+    assert token.startswith("dsr_")
+    assert len(token) > 40
     assert main(["handlers", "add", "Audit", "--email", "a@example.jp", "--role", "auditor"]) == 0
     capsys.readouterr()
     assert main(["handlers", "list"]) == 0

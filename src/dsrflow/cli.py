@@ -13,7 +13,7 @@ from sqlmodel import Session
 
 from dsrflow import logs
 from dsrflow.config import Settings
-from dsrflow.inbound_mail.reading import IntakeRulesError
+from dsrflow.inbound_mail.rules_file import IntakeRulesError
 from dsrflow.workflow.definitions import WorkflowError
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ def _runtime(*, migrate: bool = False) -> Runtime:
     """Settings, definitions and the database. Only the long-running processes (``serve``,
     ``scheduler``) and ``db upgrade`` migrate; every other command refuses an outdated schema."""
     from dsrflow.db import migrate as run_migrations
-    from dsrflow.inbound_mail.reading import rules_for
+    from dsrflow.inbound_mail.rules_file import rules_for
     from dsrflow.runtime import Runtime
 
     rt = Runtime.load(_settings())
@@ -155,7 +155,7 @@ def cmd_handlers_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_workflows_check(args: argparse.Namespace) -> int:
-    from dsrflow.inbound_mail.reading import RULES_FILE, load_rules
+    from dsrflow.inbound_mail.rules_file import RULES_FILE, load_rules
     from dsrflow.workflow.definitions import load_definitions
     from dsrflow.workflow.engine import GUARDS, Engine
 
@@ -202,7 +202,8 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 def cmd_ingest_email(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from dsrflow.inbound_mail.reading import ingest, rules_for
+    from dsrflow.inbound_mail.reading import ingest
+    from dsrflow.inbound_mail.rules_file import rules_for
 
     name = args.file or "-"
     try:

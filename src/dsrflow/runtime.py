@@ -26,9 +26,19 @@ class Runtime:
     db: DbEngine
 
     @classmethod
-    def load(cls, settings: Settings, db: DbEngine | None = None) -> Runtime:
-        """Load and validate workflows/ (raises WorkflowError naming file and key)."""
-        definitions = load_definitions(settings.workflows_dir, guards=GUARDS)
+    def load(
+        cls,
+        settings: Settings,
+        db: DbEngine | None = None,
+        *,
+        definitions: Definitions | None = None,
+    ) -> Runtime:
+        """Load and validate workflows/ (raises WorkflowError naming file and key).
+
+        ``definitions`` already loaded from ``settings.workflows_dir`` may be passed in (the
+        tests load them once per session)."""
+        if definitions is None:
+            definitions = load_definitions(settings.workflows_dir, guards=GUARDS)
         return cls(
             settings=settings,
             definitions=definitions,

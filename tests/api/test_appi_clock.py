@@ -47,7 +47,8 @@ def test_a_paused_request_is_overdue_once_its_art39_date_has_come(
         rt, "disclosure", "awaiting_requester", received_at=now - timedelta(days=16)
     )
     shown = client.get(f"/api/v1/requests/{paused.id}", headers=auth).json()
-    assert shown["overdue"] is True and shown["art39_date"] is not None
+    assert shown["overdue"] is True
+    assert shown["art39_date"] is not None
     recent = make_request(
         rt, "disclosure", "awaiting_requester", received_at=now - timedelta(days=5)
     )
@@ -76,13 +77,15 @@ def test_the_art39_alert_goes_out_daily_from_near_to_past_and_never_twice(rt: Ru
     assert report.queued == 1
     (first,) = alerts(rt, paused.id)
     assert first.recipient == rt.settings.handler_email
-    assert "あと3日" in first.subject and "2026-04-16" in first.body
+    assert "あと3日" in first.subject
+    assert "2026-04-16" in first.body
     assert art39_alerts(rt, jst(2026, 4, 13, 15, 0)).queued == 0  # once a day
     art39_alerts(rt, jst(2026, 4, 17, 9, 30))  # passed: every day still
     assert len(alerts(rt, paused.id)) == 2
     assert "過ぎています" in alerts(rt, paused.id)[-1].subject
     # Closed requests and types outside Art. 39 get none.
-    assert alerts(rt, closed.id) == [] and alerts(rt, notice.id) == []
+    assert alerts(rt, closed.id) == []
+    assert alerts(rt, notice.id) == []
 
 
 def test_the_alert_lead_is_configurable(rt: Runtime, tmp_path: Path) -> None:
@@ -193,7 +196,8 @@ def test_retype_keeps_reference_arrival_and_history_and_recomputes_the_clocks(
         shown["art39_date"] == (arrived.astimezone(TOKYO).date() + timedelta(days=15)).isoformat()
     )
     kinds = [e["kind"] for e in shown["history"]]
-    assert kinds[0] == "submitted" and kinds[-1] == "retyped"
+    assert kinds[0] == "submitted"
+    assert kinds[-1] == "retyped"
     assert shown["history"][-1]["detail"] == {
         "from_type": "purpose_notice",
         "to_type": "correction",

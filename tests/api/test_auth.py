@@ -81,4 +81,5 @@ def test_tokens_are_stored_hashed(rt: Runtime) -> None:
     assert len(token) > 40
     with rt.db.connect() as connection:
         stored = connection.exec_driver_sql("SELECT token_hash FROM handlers").scalar_one()
-    assert token not in stored and len(stored) == 64
+    assert token not in stored
+    assert len(stored) == 64

@@ -28,7 +28,8 @@ def test_intake_answers_201_with_reference_and_due_date(
     assert timedelta(days=14) <= due - received < timedelta(days=15)
     second = client.post("/api/v1/requests", json=request_body("correction")).json()
     assert second["reference"] == f"DSR-{year}-000002"
-    assert len(created["id"]) == 32 and created["id"] != second["id"]
+    assert len(created["id"]) == 32
+    assert created["id"] != second["id"]
 
 
 def test_intake_queues_acknowledgment_verification_and_handler_notice(
@@ -174,7 +175,8 @@ def test_one_request_with_history(rt: Runtime, client: TestClient, auth: dict[st
         "fulfilled",
     ]
     assert shown["identity_method"] == "id_document_copy"
-    assert shown["identity_verified_at"] and shown["closed_at"]
+    assert shown["identity_verified_at"]
+    assert shown["closed_at"]
     assert shown["art39_date"]
 
 

@@ -192,7 +192,8 @@ def test_refusal_needs_a_fitting_reason_and_an_explanation(
     assert response.status_code == 422, response.text
     assert bad_field in response.json()["errors"]
     after = client.get(f"/api/v1/requests/{request.id}", headers=auth).json()
-    assert after["state"] == "received" and after["version"] == request.version
+    assert after["state"] == "received"
+    assert after["version"] == request.version
 
 
 def test_identity_method_must_be_accepted(
@@ -248,7 +249,8 @@ def test_fields_a_trigger_does_not_take_are_refused(
     assert fire(client, auth, request.id, "withdraw", colour="blue").status_code == 422
     # A handler's withdrawal says why.
     response = fire(client, auth, request.id, "withdraw")
-    assert response.status_code == 422 and "note" in response.json()["errors"]
+    assert response.status_code == 422
+    assert "note" in response.json()["errors"]
 
 
 def test_stale_expected_version_is_409_with_current_state(

@@ -40,7 +40,8 @@ def test_extension_moves_the_target_not_art39_and_tells_the_requester(
     assert shown["version"] == request.version + 1
     event = shown["history"][-1]
     assert event["kind"] == "deadline_extended"
-    assert event["detail"]["days"] == 7 and event["detail"]["reason"]
+    assert event["detail"]["days"] == 7
+    assert event["detail"]["reason"]
     assert event["detail"]["confirmed_past_art39"] is True
     with Session(rt.db) as session:
         letter = session.exec(
@@ -59,7 +60,8 @@ def test_extension_limits(rt: Runtime, client: TestClient, auth: dict[str, str])
         == 200
     )
     too_far = extend(client, auth, request.id, days=5, reason="b")
-    assert too_far.status_code == 422 and "at most 4" in too_far.json()["errors"]["days"]
+    assert too_far.status_code == 422
+    assert "at most 4" in too_far.json()["errors"]["days"]
     assert extend(client, auth, request.id, days=2, reason="").status_code == 422
     assert (
         extend(client, auth, request.id, days=2, reason="c", expected_version=1).status_code == 409

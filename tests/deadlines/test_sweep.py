@@ -60,7 +60,8 @@ def test_each_offset_fires_once_at_its_time_and_not_before(rt: Runtime) -> None:
             )
         ).one()
     assert row.recipient == handler
-    assert f"[{request.reference}]" in row.subject and "本日" in row.subject
+    assert f"[{request.reference}]" in row.subject
+    assert "本日" in row.subject
 
 
 def test_after_an_outage_only_the_latest_reminder_goes_out(rt: Runtime) -> None:
@@ -261,8 +262,10 @@ def test_daily_digest_once_a_day(rt: Runtime) -> None:
     sections = body.split("■ ")
     assert overdue.reference in sections[1]  # 期限超過
     assert soon.reference in sections[2]  # 3日以内
-    assert waiting.reference in sections[3] and waiting.reference in sections[4]  # new, waiting
-    assert "新規" in row.subject and "期限超過1件" in row.subject
+    assert waiting.reference in sections[3]
+    assert waiting.reference in sections[4]
+    assert "新規" in row.subject
+    assert "期限超過1件" in row.subject
     assert "受信箱で判断待ちのメール：1件" in body
 
 

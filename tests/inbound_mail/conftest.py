@@ -90,7 +90,9 @@ def imap_runtime(rt: Runtime, server: ImapServer, **settings: Any) -> Runtime:
         "imap_security": server.ssl_mode,
         **settings,
     }
-    return Runtime.load(rt.settings.model_copy(update=with_secrets(update_)), db=rt.db)
+    return Runtime.load(
+        rt.settings.model_copy(update=with_secrets(update_)), db=rt.db, definitions=rt.definitions
+    )
 
 
 @contextmanager

@@ -29,7 +29,8 @@ def test_the_corpus_is_complete() -> None:
     assert len(created) == 6, "each request type is created from mail"
     for request_type in created:  # in both languages
         names = [n for n, e in MANIFEST.items() if e.get("type") == request_type]
-        assert any("_ja_" in n for n in names) and any("_en_" in n for n in names), request_type
+        assert any("_ja_" in n for n in names), request_type
+        assert any("_en_" in n for n in names), request_type
 
 
 @pytest.mark.parametrize("name", sorted(MANIFEST))
@@ -48,7 +49,8 @@ def test_corpus_message(name: str, rt: Runtime, seeded: Seeded) -> None:
         assert row.status == expected["status"]
         assert row.source == "file"
         if "reason" in expected:
-            assert row.reason is not None and expected["reason"] in row.reason
+            assert row.reason is not None
+            assert expected["reason"] in row.reason
         for key, column in (("subject", "subject"), ("from", "from_address")):
             if key in expected:
                 assert getattr(row, column) == expected[key]
@@ -83,7 +85,8 @@ def test_corpus_message(name: str, rt: Runtime, seeded: Seeded) -> None:
 
     status = expected["status"]
     if status == "created":
-        assert request is not None and outcome.reference == request.reference
+        assert request is not None
+        assert outcome.reference == request.reference
         assert request.type == expected["type"]
         assert request.channel == "email"
         assert request.received_at == row.received_at, "the Art. 39 clock runs from arrival"
@@ -96,7 +99,8 @@ def test_corpus_message(name: str, rt: Runtime, seeded: Seeded) -> None:
         assert recipients["handler_notice"] == rt.settings.handler_email
         assert counts(rt) == (before[0] + 1, before[1] + 1, before[2] + len(letters))
     elif status == "joined":
-        assert request is not None and outcome.reference == request.reference
+        assert request is not None
+        assert outcome.reference == request.reference
         message_events = [e for e in history if e.kind == "message"]
         assert [e.detail["inbound_message_id"] for e in message_events] == [row.id]
         assert message_events[0].at == row.received_at
@@ -126,6 +130,7 @@ def test_corpus_message(name: str, rt: Runtime, seeded: Seeded) -> None:
     # The same message again is the same message: nothing more happens.
     after = counts(rt)
     again = ingest(rt, raw, source="file")
-    assert again.duplicate and again.inbound_id == outcome.inbound_id
+    assert again.duplicate
+    assert again.inbound_id == outcome.inbound_id
     assert again.status == status
     assert counts(rt) == after

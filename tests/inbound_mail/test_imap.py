@@ -14,13 +14,15 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from dsrflow.inbound_mail import imap as poller
-from dsrflow.inbound_mail import reading as mail
+from dsrflow.inbound_mail import reading
 from dsrflow.inbound_mail.imap import KEYWORD, PollReport, poll_once, watch
 from dsrflow.inbound_mail.models import ImapSyncState, InboundMessage
+from dsrflow.inbound_mail.rules_file import rules_for
 from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.requests.models import Request
 from dsrflow.runtime import Runtime
@@ -60,12 +62,14 @@ def assert_each_once(rt: Runtime, expected: int) -> None:
         acks = session.exec(
             select(OutboxMessage.request_id).where(OutboxMessage.letter == "acknowledgment")
         ).all()
-    assert len(acks) == expected and len(set(acks)) == expected
+    assert len(acks) == expected
+    assert len(set(acks)) == expected
 
 
 def assert_all_flagged(server: ImapServer) -> None:
     for uid, flags, _ in server.fetch_all():
-        assert "\\Seen" in flags and KEYWORD in flags, (uid, flags)
+        assert "\\Seen" in flags, (uid, flags)
+        assert KEYWORD in flags, (uid, flags)
 
 
 @pytest.mark.parametrize("ssl_mode", ["none", "starttls", "tls"])
@@ -103,14 +107,16 @@ def test_poll_reads_each_message_once_and_flags_it(
         if ssl_mode != "none":
             assert server.log_path is not None
             logins = [line for line in server.log_path.read_text().splitlines() if "Login:" in line]
-            assert logins and all("TLS" in line for line in logins), "never in plain text"
+            assert logins, "no login logged"
+            assert all("TLS" in line for line in logins), "never in plain text"
 
 
 def test_an_untrusted_certificate_is_refused(rt: Runtime) -> None:
     with imap_server("tls") as server:
         server.deliver(message(1))
         report = poll(imap_runtime(rt, server))
-        assert report.error is not None and "CERTIFICATE" in report.error.upper()
+        assert report.error is not None
+        assert "CERTIFICATE" in report.error.upper()
         assert rows(rt) == []
 
 
@@ -127,13 +133,15 @@ def test_starttls_is_required_when_configured(rt: Runtime, imap: ImapServer) -> 
 
 def test_not_configured_is_skipped(rt: Runtime) -> None:
     report = poll(rt)
-    assert report.skipped and not report.error
+    assert report.skipped
+    assert not report.error
     assert "not configured" in report.summary()
 
 
 def test_bad_password_is_reported(rt: Runtime, imap: ImapServer) -> None:
     report = poll(imap_runtime(rt, imap, imap_password="wrong"))
-    assert report.error is not None and "login" in report.error.lower()
+    assert report.error is not None
+    assert "login" in report.error.lower()
 
 
 def test_every_kind_of_message_is_flagged(imap_rt: Runtime, imap: ImapServer) -> None:
@@ -175,19 +183,23 @@ def test_the_same_message_delivered_twice_is_one(imap_rt: Runtime, imap: ImapSer
 def test_a_message_over_the_size_limit_is_kept_as_its_header(
     imap_rt: Runtime, imap: ImapServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rules = mail.rules_for(imap_rt)
+    rules = rules_for(imap_rt)
     small = dataclasses.replace(
         rules, limits=rules.limits.model_copy(update={"max_message_bytes": 2000})
     )
-    monkeypatch.setattr(mail, "rules_for", lambda rt: small)
+    # The poller reads the size limit; intake reads the same rules.
+    monkeypatch.setattr(poller, "rules_for", lambda rt: small)
+    monkeypatch.setattr(reading, "rules_for", lambda rt: small)
     big = message(1).replace(b"\r\n\r\n", b"\r\n\r\n" + b"x" * 5000 + b"\r\n", 1)
     imap.deliver(big)
     report = poll(imap_rt)
     assert [o.status for o in report.outcomes] == ["quarantined"]
     (row,) = rows(imap_rt)
     assert row.raw_size == len(big)
-    assert row.raw.startswith(b"From: Person 1") and b"xxxx" not in row.raw
-    assert row.reason is not None and "the limit is 2000" in row.reason
+    assert row.raw.startswith(b"From: Person 1")
+    assert b"xxxx" not in row.raw
+    assert row.reason is not None
+    assert "the limit is 2000" in row.reason
     assert row.from_address == "person1@example.jp", "the handlers still see who sent it"
     assert_all_flagged(imap)
 
@@ -217,14 +229,15 @@ def test_uidvalidity_change_reads_the_folder_again_without_duplicates(
     with Session(imap_rt.db) as session:
         state = session.exec(select(ImapSyncState)).one()
     assert state.uidvalidity == report.uidvalidity != 1
-    assert state.last_uid == 3 and state.claimed_by is None
+    assert state.last_uid == 3
+    assert state.claimed_by is None
 
 
 CRASHING_POLLER = """
 import asyncio, json, os, sys
 from dsrflow.config import Settings
 from dsrflow.db import make_engine
-from dsrflow.inbound_mail import service
+from dsrflow.inbound_mail import mailbox
 from dsrflow.inbound_mail import imap
 from dsrflow.runtime import Runtime
 
@@ -232,14 +245,14 @@ settings = Settings(_env_file=None, **json.loads(sys.argv[1]))
 rt = Runtime.load(settings, db=make_engine(settings.database_url))
 calls = []
 if sys.argv[2] == "before-commit":
-    advance = service._advance
+    advance = mailbox.advance
     def crash(session, origin, now):
         calls.append(origin.uid)
         if len(calls) == 2:  # the second message is written, not committed: die here
             session.flush()
             os._exit(3)
         return advance(session, origin, now)
-    service._advance = crash
+    mailbox.advance = crash
 else:
     async def crash(client, uids, flags):  # the first message is committed, not flagged
         os._exit(3)
@@ -251,7 +264,11 @@ sys.exit(0)
 
 def run_crashing_poller(rt: Runtime, database_url: str, where: str) -> None:
     settings = {
-        key: str(value) if isinstance(value, Path) else value
+        key: value.get_secret_value()
+        if isinstance(value, SecretStr)
+        else str(value)
+        if isinstance(value, Path)
+        else value
         for key, value in rt.settings.model_dump().items()
         if key in {"data_dir", "workflows_dir", "base_url"} or key.startswith("imap_")
     }
@@ -276,7 +293,8 @@ def test_a_crash_between_fetch_and_commit_loses_nothing_and_duplicates_nothing(
 
     assert [r.message_id for r in rows(imap_rt)] == ["<imap-0@example.jp>"]
     flags = {uid: flags for uid, flags, _ in imap.fetch_all()}
-    assert KEYWORD in flags[1] and KEYWORD not in flags[2], "flagged only after the commit"
+    assert KEYWORD in flags[1], "flagged after the commit"
+    assert KEYWORD not in flags[2], "flagged only after the commit"
 
     time.sleep(1.2)  # the dead poller's claim runs out
     report = poll(imap_rt)
@@ -324,7 +342,9 @@ def test_a_second_poller_waits_while_the_first_holds_the_folder(
         assert holding.wait(30)
         monkeypatch.setattr(poller, "_read", read)
         second = poll(imap_rt)
-        assert second.busy and second.fetched == 0 and rows(imap_rt) == []
+        assert second.busy
+        assert second.fetched == 0
+        assert rows(imap_rt) == []
     finally:
         release.set()
         thread.join(60)
@@ -386,7 +406,8 @@ def test_watch_reads_new_mail_as_it_arrives(imap_rt: Runtime, imap: ImapServer) 
     finally:
         loop = state["loop"]
         stop = state["stop"]
-        assert isinstance(loop, asyncio.AbstractEventLoop) and isinstance(stop, asyncio.Event)
+        assert isinstance(loop, asyncio.AbstractEventLoop)
+        assert isinstance(stop, asyncio.Event)
         loop.call_soon_threadsafe(stop.set)
         thread.join(30)
     assert not thread.is_alive()
@@ -402,8 +423,10 @@ def test_a_folder_with_a_japanese_name(rt: Runtime, imap: ImapServer) -> None:
     client.logout()
     imap.deliver(message(1), folder=poller.quote_mailbox("請求窓口"))
     report = poll(imap_runtime(rt, imap, imap_folder="請求窓口"))
-    assert report.error is None and report.recorded == 1
-    assert report.mailbox is not None and report.mailbox.endswith("/請求窓口")
+    assert report.error is None
+    assert report.recorded == 1
+    assert report.mailbox is not None
+    assert report.mailbox.endswith("/請求窓口")
 
 
 def test_a_server_without_custom_flags_still_reads_each_message_once(

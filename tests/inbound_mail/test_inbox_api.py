@@ -41,7 +41,8 @@ def test_list_filters_and_pages(rt: Runtime, client: TestClient, auth: dict[str,
     rest = client.get("/api/v1/inbox?status=triage&limit=2&offset=2", headers=auth).json()
     assert [i["subject"] for i in rest["items"]] == ["Question 0"]
     item = page["items"][0]
-    assert item["from_name"] == "山田 太郎" and item["reason"] == "no request type recognised"
+    assert item["from_name"] == "山田 太郎"
+    assert item["reason"] == "no request type recognised"
     assert "text" not in item, "lists stay light"
     created = client.get("/api/v1/inbox?status=created", headers=auth).json()["items"]
     assert created[0]["reference"].startswith("DSR-2026-")
@@ -56,14 +57,16 @@ def test_show_a_message_and_its_raw_bytes(
     raw = corpus("08_ja_disclosure_with_attachments.eml")
     outcome = ingest(rt, raw)
     shown = client.get(f"/api/v1/inbox/{outcome.inbound_id}", headers=auth).json()
-    assert shown["status"] == "created" and shown["reference"] == outcome.reference
+    assert shown["status"] == "created"
+    assert shown["reference"] == outcome.reference
     assert "開示請求書と本人確認書類を添付します。" in shown["text"]
     assert [a["filename"] for a in shown["attachments"]] == ["本人確認書類.pdf", "保険証.png"]
     assert all(a["stored"] for a in shown["attachments"])
     assert shown["raw_size"] == len(raw)
 
     response = client.get(f"/api/v1/inbox/{outcome.inbound_id}/raw", headers=auth)
-    assert response.status_code == 200 and response.content == raw
+    assert response.status_code == 200
+    assert response.content == raw
     assert response.headers["content-type"] == "message/rfc822"
     assert response.headers["content-disposition"].startswith("attachment;")
 
@@ -93,8 +96,10 @@ def test_convert_keeps_the_original_arrival_for_the_deadline(
     assert datetime.fromisoformat(converted["due_at"]) == rt.calendar.due_at(arrived, wf.deadline)
 
     request = client.get(f"/api/v1/requests/{converted['request_id']}", headers=auth).json()
-    assert request["channel"] == "email" and request["type"] == "disclosure"
-    assert request["email"] == "person1@example.jp" and request["name"] == "山田 太郎"
+    assert request["channel"] == "email"
+    assert request["type"] == "disclosure"
+    assert request["email"] == "person1@example.jp"
+    assert request["name"] == "山田 太郎"
     assert datetime.fromisoformat(request["received_at"]) == arrived
     kinds = [e["kind"] for e in request["history"]]
     assert kinds == ["submitted", "message"]
@@ -108,7 +113,8 @@ def test_convert_keeps_the_original_arrival_for_the_deadline(
     again = client.post(
         f"/api/v1/inbox/{outcome.inbound_id}/convert", headers=auth, json={"type": "disclosure"}
     )
-    assert again.status_code == 409 and again.headers["content-type"].startswith(PROBLEM)
+    assert again.status_code == 409
+    assert again.headers["content-type"].startswith(PROBLEM)
     assert again.json()["status_now"] == "created"
     dismissed = client.post(
         f"/api/v1/inbox/{outcome.inbound_id}/dismiss", headers=auth, json={"note": "dup"}
@@ -124,9 +130,11 @@ def test_convert_with_overrides_and_errors(
     url = f"/api/v1/inbox/{no_sender.inbound_id}/convert"
 
     response = client.post(url, headers=auth, json={"type": "disclosure"})
-    assert response.status_code == 422 and "email" in response.json()["errors"]
+    assert response.status_code == 422
+    assert "email" in response.json()["errors"]
     response = client.post(url, headers=auth, json={"type": "no_such_type", "email": "a@b.jp"})
-    assert response.status_code == 422 and "type" in response.json()["errors"]
+    assert response.status_code == 422
+    assert "type" in response.json()["errors"]
     response = client.post(url, headers=auth, json={"type": "disclosure", "extra": 1})
     assert response.status_code == 422
 
@@ -145,7 +153,8 @@ def test_convert_with_overrides_and_errors(
         request = requests.get(session, response.json()["request_id"])
     assert request is not None
     assert (request.requester_name, request.requester_email) == ("匿名 希望", "anon@example.jp")
-    assert request.language == "en" and request.type == "suspension"
+    assert request.language == "en"
+    assert request.type == "suspension"
     assert request.received_at == datetime(2026, 11, 29, 2, tzinfo=UTC)
 
     missing = client.post("/api/v1/inbox/999999/convert", headers=auth, json={"type": "x"})
@@ -160,8 +169,10 @@ def test_dismiss_with_a_note(rt: Runtime, client: TestClient, auth: dict[str, st
     response = client.post(url, headers=auth, json={"note": "営業メール"})
     assert response.status_code == 200
     shown = response.json()
-    assert shown["status"] == "dismissed" and shown["note"] == "営業メール"
-    assert shown["decided_by"].startswith("handler:") and shown["decided_at"]
+    assert shown["status"] == "dismissed"
+    assert shown["note"] == "営業メール"
+    assert shown["decided_by"].startswith("handler:")
+    assert shown["decided_at"]
     assert client.post(url, headers=auth, json={"note": "again"}).status_code == 409
     assert (
         client.post("/api/v1/inbox/999999/dismiss", headers=auth, json={"note": "x"}).status_code
@@ -188,14 +199,16 @@ def test_a_requests_messages_and_attachments(
         (autoreply.inbound_id, "ignored"),
     ]
     (attachment,) = messages[0]["attachments"]
-    assert attachment["filename"] == "licence.jpg" and attachment["content_type"] == "image/jpeg"
+    assert attachment["filename"] == "licence.jpg"
+    assert attachment["content_type"] == "image/jpeg"
 
     url = (
         f"/api/v1/requests/{request_id}/messages/{reply.inbound_id}/attachments/{attachment['id']}"
     )
     response = client.get(url, headers=auth)
     assert response.status_code == 200
-    assert response.content.startswith(b"\xff\xd8") and len(response.content) == attachment["size"]
+    assert response.content.startswith(b"\xff\xd8")
+    assert len(response.content) == attachment["size"]
     assert response.headers["content-type"] == "image/jpeg"
     assert response.headers["content-disposition"].startswith('attachment; filename="licence.jpg"')
     assert response.headers["x-content-type-options"] == "nosniff"
@@ -242,7 +255,8 @@ def test_roles(rt: Runtime, client: TestClient, role: str, may_decide: bool) -> 
         f"/api/v1/inbox/{outcome.inbound_id}/dismiss", headers=headers, json={"note": "x"}
     )
     if may_decide:
-        assert convert.status_code == 200 and dismiss.status_code == 409
+        assert convert.status_code == 200
+        assert dismiss.status_code == 409
     else:
         assert (convert.status_code, dismiss.status_code) == (403, 403)
         assert convert.headers["content-type"].startswith(PROBLEM)

@@ -11,19 +11,12 @@ from typing import Any
 
 import pytest
 
+from dsrflow.inbound_mail.charsets import decode_bytes
+from dsrflow.inbound_mail.classify import detect_type, language_of
+from dsrflow.inbound_mail.headers import decode_header_text, message_id_of, thread_ids
 from dsrflow.inbound_mail.imap import parse_internaldate, quote_mailbox
-from dsrflow.inbound_mail.reading import (
-    IntakeRules,
-    IntakeRulesError,
-    decode_bytes,
-    decode_header_text,
-    detect_type,
-    language_of,
-    load_rules,
-    message_id_of,
-    read_message,
-    thread_ids,
-)
+from dsrflow.inbound_mail.reading import read_message
+from dsrflow.inbound_mail.rules_file import IntakeRules, IntakeRulesError, load_rules
 from dsrflow.inbound_mail.schemas import InboundMail
 from tests.conftest import WORKFLOWS
 
@@ -251,7 +244,8 @@ def test_text_is_clean_for_any_database(rules: IntakeRules) -> None:
     )
     mail = read(raw, rules)
     for value in (mail.subject, mail.text, mail.from_name):
-        assert value is not None and "\x00" not in value
+        assert value is not None
+        assert "\x00" not in value
         value.encode("utf-8")  # no lone surrogates
     assert mail.subject == "開示 x"
     assert mail.text.startswith("abcdef")
@@ -272,7 +266,8 @@ def test_attachment_limits(rules: IntakeRules) -> None:
     files = [(a.filename, a.size, a.content) for a in mail.attachments]
     # Over the size limit: described, not kept; over the count: only counted.
     assert files == [("a.bin", 5, b"12345"), ("b.bin", 50, None)]
-    assert mail.attachments_omitted == 1 and mail.attachment_count == 3
+    assert mail.attachments_omitted == 1
+    assert mail.attachment_count == 3
     assert all(len(a.sha256) == 64 for a in mail.attachments)
 
 
@@ -288,7 +283,8 @@ def test_part_limit(rules: IntakeRules, monkeypatch: pytest.MonkeyPatch) -> None
             )
         mail = read(raw, few)
         assert mail.quarantine_reason == "message has more than 3 MIME parts (the limit)"
-        assert mail.attachments == () and mail.raw == raw
+        assert mail.attachments == ()
+        assert mail.raw == raw
     # Lines that merely start with "--" are not parts.
     text = BASE + b"\r\n" + b"-- \r\nsignature\r\n" * 10
     assert read(text, few).quarantine_reason is None
@@ -299,7 +295,8 @@ def test_text_parts_are_decoded_only_as_far_as_they_are_kept(rules: IntakeRules)
     body = "開示請求\r\n".encode("iso2022_jp") * 50
     raw = BASE + b"Content-Type: text/plain; charset=iso-2022-jp\r\n\r\n" + body
     mail = read(raw, small)
-    assert mail.text.startswith("開示請求") and "\ufffd" not in mail.text
+    assert mail.text.startswith("開示請求")
+    assert "\ufffd" not in mail.text
 
 
 def test_a_message_without_message_id_gets_a_stable_one(rules: IntakeRules) -> None:

@@ -8,14 +8,8 @@ from sqlmodel import Session
 
 from dsrflow.inbound_mail import repository
 from dsrflow.inbound_mail.models import STATUSES, InboundMessage
-from dsrflow.inbound_mail.reading import (
-    IntakeRules,
-    ingest,
-    load_rules,
-    own_addresses,
-    read_message,
-    rules_for,
-)
+from dsrflow.inbound_mail.reading import ingest, own_addresses, read_message
+from dsrflow.inbound_mail.rules_file import IntakeRules, load_rules, rules_for
 from dsrflow.runtime import Runtime
 from tests.conftest import WORKFLOWS
 from tests.inbound_mail.conftest import CORPUS, count
@@ -106,8 +100,10 @@ def test_reading_never_fails(raw: bytes) -> None:
     assert mail.raw == raw or mail.quarantine_reason
     # A parser failure is caught, but it is a bug: the parser copes with anything.
     assert not (mail.quarantine_reason or "").startswith("could not be parsed")
-    assert mail.message_id.startswith("<") and mail.message_id.endswith(">")
-    assert len(mail.message_id) <= 250 and mail.message_id.isascii()
+    assert mail.message_id.startswith("<")
+    assert mail.message_id.endswith(">")
+    assert len(mail.message_id) <= 250
+    assert mail.message_id.isascii()
     assert mail.received_at.tzinfo is not None
     assert_storable(mail.subject, 998)
     assert_storable(mail.from_name, 200)
@@ -141,7 +137,8 @@ def test_every_message_ends_as_a_row_with_a_status(rt: Runtime, raw: bytes) -> N
     with Session(rt.db) as session:
         row = repository.get(session, outcome.inbound_id)
         assert row is not None
-        assert row.status in STATUSES and row.status == outcome.status
+        assert row.status in STATUSES
+        assert row.status == outcome.status
         assert row.message_id == expected_id
         if row.status in ("ignored", "quarantined", "triage"):
             assert row.reason

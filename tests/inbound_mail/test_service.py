@@ -7,7 +7,8 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session, col, func, select
 
 from dsrflow.inbound_mail.models import InboundAttachment, InboundMessage
-from dsrflow.inbound_mail.reading import ingest, rules_for
+from dsrflow.inbound_mail.reading import ingest
+from dsrflow.inbound_mail.rules_file import rules_for
 from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.requests import repository as requests
 from dsrflow.requests.models import Request
@@ -44,9 +45,11 @@ def test_a_message_of_thousands_of_parts_is_quarantined_unread(
     assert attachment_rows(rt) == 0
     with Session(rt.db) as session:
         row = session.get(InboundMessage, outcome.inbound_id)
-        assert row is not None and row.raw == raw, "kept whole for a handler"
+        assert row is not None
+        assert row.raw == raw, "kept whole for a handler"
     shown = client.get(f"/api/v1/inbox/{outcome.inbound_id}", headers=auth).json()
-    assert shown["status"] == "quarantined" and shown["attachments"] == []
+    assert shown["status"] == "quarantined"
+    assert shown["attachments"] == []
 
 
 def test_attachment_rows_are_capped_and_the_rest_counted(
@@ -59,7 +62,8 @@ def test_attachment_rows_are_capped_and_the_rest_counted(
     assert attachment_rows(rt) == limits.max_attachments
     with Session(rt.db) as session:
         row = session.get(InboundMessage, outcome.inbound_id)
-        assert row is not None and row.attachments_omitted == n - limits.max_attachments
+        assert row is not None
+        assert row.attachments_omitted == n - limits.max_attachments
     listed = client.get("/api/v1/inbox", headers=auth).json()["items"][0]
     assert listed["attachment_count"] == n
     shown = client.get(f"/api/v1/inbox/{outcome.inbound_id}", headers=auth).json()
@@ -125,12 +129,14 @@ def test_a_text_naming_a_request_never_makes_one(rt: Runtime) -> None:
     joined = ingest(rt, plain("taro@example.jp", "追加のお願い", "q1@example.jp", quoting))
     assert (joined.status, joined.request_id) == ("joined", request.id)
     stranger = ingest(rt, plain("eve@example.org", "追加のお願い", "q2@example.org", quoting))
-    assert stranger.status == "triage" and stranger.request_id == request.id
+    assert stranger.status == "triage"
+    assert stranger.request_id == request.id
     assert "not its requester" in (stranger.reason or "")
     unknown = ingest(
         rt, plain("eve@example.org", "開示請求", "q3@example.org", "DSR-2026-999999 開示請求")
     )
-    assert unknown.status == "triage" and "unknown reference" in (unknown.reason or "")
+    assert unknown.status == "triage"
+    assert "unknown reference" in (unknown.reason or "")
     assert count(rt, Request) == 1
 
 
@@ -145,7 +151,8 @@ def test_requests_made_by_mail_are_capped_per_sender(rt: Runtime) -> None:
 def test_two_requests_named_go_to_triage(rt: Runtime, seeded: Seeded) -> None:
     both = f"Re: [{seeded.b.reference}] and [{seeded.a.reference}]"
     outcome = ingest(rt, plain("taro@example.jp", both, "two@example.jp", "which one?"))
-    assert outcome.status == "triage" and outcome.request_id is None
+    assert outcome.status == "triage"
+    assert outcome.request_id is None
     assert seeded.a.reference in (outcome.reason or "")
     assert seeded.b.reference in (outcome.reason or "")
     # The subject names A, and In-Reply-To B's acknowledgment.
@@ -157,7 +164,8 @@ def test_two_requests_named_go_to_triage(rt: Runtime, seeded: Seeded) -> None:
         **{"In-Reply-To": ACK_MESSAGE_ID},
     )
     outcome = ingest(rt, crossed)
-    assert outcome.status == "triage" and "several requests" in (outcome.reason or "")
+    assert outcome.status == "triage"
+    assert "several requests" in (outcome.reason or "")
     with Session(rt.db) as session:
         assert all(e.kind != "message" for e in requests.history(session, seeded.a.id)[1:])
 
@@ -201,5 +209,6 @@ def test_a_bounced_letter_is_reported_to_the_handlers_once(rt: Runtime, seeded: 
     assert [(n.recipient, n.reference) for n in notices] == [
         (rt.settings.handler_email, seeded.b.reference)
     ]
-    assert "5.1.1" in notices[0].body and "hanako@example.jp" not in notices[0].body
+    assert "5.1.1" in notices[0].body
+    assert "hanako@example.jp" not in notices[0].body
     assert len(letters_to(rt, seeded.b.requester_email)) == to_requester, "nothing to them"

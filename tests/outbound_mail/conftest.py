@@ -35,7 +35,9 @@ def pointed_at(rt: Runtime, server: SmtpServer, **settings: Any) -> Runtime:
         "smtp_timeout_seconds": 5.0,
         **settings,
     }
-    return Runtime.load(rt.settings.model_copy(update=with_secrets(update)), db=rt.db)
+    return Runtime.load(
+        rt.settings.model_copy(update=with_secrets(update)), db=rt.db, definitions=rt.definitions
+    )
 
 
 @pytest.fixture

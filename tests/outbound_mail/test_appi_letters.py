@@ -149,4 +149,5 @@ def test_no_python_literal_holds_a_weekday_name() -> None:
     source = (WORKFLOWS.parent / "src" / "dsrflow" / "outbound_mail" / "render.py").read_text(
         encoding="utf-8"
     )
-    assert "月" not in source and "Monday" not in source
+    assert "月" not in source
+    assert "Monday" not in source

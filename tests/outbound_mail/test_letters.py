@@ -117,7 +117,8 @@ def test_every_letter_of_every_type_arrives_unchanged(
             assert "taro@example.jp" not in message.get_content()
         elif row.letter == "agent_notice":
             # The principal is told that an agent asked in their name.
-            assert by_agent and row.recipient == "taro@example.jp"
+            assert by_agent
+            assert row.recipient == "taro@example.jp"
             assert AGENT["name"] in message.get_content()
         elif by_agent:
             assert row.recipient == AGENT["email"]

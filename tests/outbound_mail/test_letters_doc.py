@@ -13,7 +13,8 @@ def test_committed_letters_match_the_templates() -> None:
     spec = importlib.util.spec_from_file_location(
         "render_letters", ROOT / "scripts" / "render_letters.py"
     )
-    assert spec and spec.loader
+    assert spec
+    assert spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclasses look their module up
     try:
@@ -23,6 +24,7 @@ def test_committed_letters_match_the_templates() -> None:
         del sys.modules[spec.name]
     for heading in ("Acknowledgment", "verification", "fulfilled in part", "refused", "Withdrawn"):
         assert heading in text
-    assert "<verify-token>" in text and "<status-token>" in text  # no real secrets
+    assert "<verify-token>" in text
+    assert "<status-token>" in text
     committed = (ROOT / "docs" / "letters.md").read_text(encoding="utf-8")
     assert committed == text, "docs/letters.md is stale: run `make letters`"

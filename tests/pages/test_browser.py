@@ -18,6 +18,8 @@ from dsrflow.runtime import Runtime
 from tests.services import free_port, require
 from tests.services.browser import chromium_driver
 
+pytestmark = pytest.mark.browser
+
 
 @pytest.fixture
 def live_url(rt: Runtime) -> Iterator[str]:

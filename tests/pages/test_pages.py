@@ -46,10 +46,12 @@ def verify_link(rt: Runtime, reference: str) -> str:
 def test_form_is_japanese_by_default_and_english_on_request(client: TestClient) -> None:
     ja = client.get("/")
     assert ja.status_code == 200
-    assert '<html lang="ja">' in ja.text and "ご請求フォーム" in ja.text
+    assert '<html lang="ja">' in ja.text
+    assert "ご請求フォーム" in ja.text
     assert "保有個人データの開示請求" in ja.text  # type titles come from workflows/
     en = client.get("/?lang=en")
-    assert '<html lang="en">' in en.text and "Request form" in en.text
+    assert '<html lang="en">' in en.text
+    assert "Request form" in en.text
     assert "Disclosure of retained personal data" in en.text
     assert ja.headers["cache-control"] == "no-store"
 
@@ -123,12 +125,14 @@ def test_verification_link_is_single_use_and_email_only_verifies_where_allowed(
     reference = re.search(r'id="reference">(DSR-[\d-]+)<', page).group(1)  # type: ignore[union-attr]
     link = verify_link(rt, reference)
     first = client.get(link)
-    assert first.status_code == 200 and "ご本人確認が完了しました" in first.text
+    assert first.status_code == 200
+    assert "ご本人確認が完了しました" in first.text
     second = client.get(link)
     assert "使用済み" in second.text
     with Session(rt.db) as session:
         request = session.exec(select(Request).where(Request.reference == reference)).one()
-    assert request.state == "identity_verified" and request.identity_method == "email_link"
+    assert request.state == "identity_verified"
+    assert request.identity_method == "email_link"
     assert request.email_verified_at is not None
 
     page = submit_form(client, type="disclosure")
@@ -137,7 +141,8 @@ def test_verification_link_is_single_use_and_email_only_verifies_where_allowed(
     assert "ほかの方法によるご本人確認も必要です" in response.text
     with Session(rt.db) as session:
         request = session.exec(select(Request).where(Request.reference == reference)).one()
-    assert request.state == "received" and request.email_verified_at is not None
+    assert request.state == "received"
+    assert request.email_verified_at is not None
 
 
 def test_expired_and_unknown_verification_links(rt: Runtime, client: TestClient) -> None:
@@ -150,7 +155,8 @@ def test_expired_and_unknown_verification_links(rt: Runtime, client: TestClient)
         )
         session.commit()
     expired = client.get(link)
-    assert expired.status_code == 410 and "This link has expired" in expired.text
+    assert expired.status_code == 410
+    assert "This link has expired" in expired.text
     assert client.get("/verify/vt_made_up").status_code == 404
     with Session(rt.db) as session:
         token_hashes = session.exec(select(VerificationToken.token_hash)).all()
@@ -176,7 +182,8 @@ def test_status_page_never_shows_internal_mail(rt: Runtime, client: TestClient) 
     assert any(mail.recipient == "dpo@example.jp" for mail in report.planned)
     page = client.get(link).text
     assert "を受け付けました" in page
-    assert "期限超過" not in page and "/api/v1/requests/" not in page
+    assert "期限超過" not in page
+    assert "/api/v1/requests/" not in page
 
 
 def test_the_link_alone_never_verifies_an_agent(rt: Runtime, client: TestClient) -> None:
@@ -194,4 +201,5 @@ def test_the_link_alone_never_verifies_an_agent(rt: Runtime, client: TestClient)
     assert "ほかの方法によるご本人確認も必要です" in response.text
     with Session(rt.db) as session:
         request = session.exec(select(Request).where(Request.reference == reference)).one()
-    assert request.state == "received" and request.email_verified_at is not None
+    assert request.state == "received"
+    assert request.email_verified_at is not None

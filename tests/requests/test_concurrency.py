@@ -60,7 +60,8 @@ def test_32_racing_closures_one_wins(rt: Runtime) -> None:
     assert len(closing_events(rt, request.id)) == 1
     with Session(rt.db) as session:
         final = service.repository.get(session, request.id)
-        assert final is not None and final.version == request.version + 1
+        assert final is not None
+        assert final.version == request.version + 1
         _, breaks = verify_chains(session)
         assert breaks == []
 

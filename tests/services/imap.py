@@ -160,7 +160,8 @@ class ImapServer(Server):
             self.tmpdir = None
 
     def _launch(self, conf: Path) -> bool:
-        assert self.tmpdir is not None and self.log_path is not None
+        assert self.tmpdir is not None
+        assert self.log_path is not None
         out = open(self.tmpdir / "stdout.log", "ab")  # noqa: SIM115
         try:
             self._proc = subprocess.Popen(

@@ -221,7 +221,8 @@ class PostgresCluster(Server):
     # ------------------------------------------------------------------ internals
 
     def _write_conf(self) -> None:
-        assert self.data_dir is not None and self.socket_dir is not None
+        assert self.data_dir is not None
+        assert self.socket_dir is not None
         settings = {
             "listen_addresses": "127.0.0.1",
             "port": str(self.port),

@@ -154,6 +154,7 @@ def _send(server: SmtpServer, msg: EmailMessage, **kw):
     )
 
 
+@pytest.mark.smtp
 def test_smtp_plain_delivery():
 
     with require(SmtpServer) as smtp:
@@ -161,18 +162,22 @@ def test_smtp_plain_delivery():
         [got] = smtp.wait_for(1)
         assert got.mail_from == "dsrflow@example.com"
         assert got.rcpt_tos == ["info@innovativeai.co.jp"]
-        assert isinstance(got.data, bytes) and b"\r\n" in got.data
+        assert isinstance(got.data, bytes)
+        assert b"\r\n" in got.data
         parsed = got.parsed()
         assert parsed["Subject"] == "受付番号のお知らせ"
         assert ".dot-leading line" in parsed.get_content()
-        assert got.tls is False and got.login is None
+        assert got.tls is False
+        assert got.login is None
 
 
+@pytest.mark.smtp
 def test_smtp_starttls_with_auth():
     import aiosmtplib
 
     with require(SmtpServer, starttls=True, auth=("mailer", "s3cret")) as smtp:
-        assert smtp.cert_path is not None and smtp.cert_path.exists()
+        assert smtp.cert_path is not None
+        assert smtp.cert_path.exists()
         _send(
             smtp,
             _mail(),
@@ -182,7 +187,8 @@ def test_smtp_starttls_with_auth():
             password="s3cret",
         )
         [got] = smtp.wait_for(1)
-        assert got.tls is True and got.login == "mailer"
+        assert got.tls is True
+        assert got.login == "mailer"
         # trusting the throwaway cert explicitly works too
         _send(
             smtp,
@@ -209,6 +215,7 @@ def test_smtp_starttls_with_auth():
     assert not cert.exists()
 
 
+@pytest.mark.smtp
 def test_smtp_permanent_rejection_at_rcpt():
     import aiosmtplib
 
@@ -217,7 +224,8 @@ def test_smtp_permanent_rejection_at_rcpt():
         with pytest.raises(aiosmtplib.SMTPRecipientsRefused) as info:
             _send(smtp, _mail("bad@example.com"))
         [refusal] = info.value.recipients
-        assert refusal.code == 550 and "No such user" in refusal.message
+        assert refusal.code == 550
+        assert "No such user" in refusal.message
         assert smtp.messages == []
         # mixed recipients: the good one still gets it
         errors, _ = _send(smtp, _mail(), recipients=["ok@example.com", "BAD@example.com"])
@@ -226,6 +234,7 @@ def test_smtp_permanent_rejection_at_rcpt():
         assert got.rcpt_tos == ["ok@example.com"]
 
 
+@pytest.mark.smtp
 def test_smtp_temporary_failure_and_outage():
     import aiosmtplib
 
@@ -240,7 +249,8 @@ def test_smtp_temporary_failure_and_outage():
 
         port = smtp.port
         smtp.stop()
-        assert not smtp.running and _port_closed(smtp.host, port)
+        assert not smtp.running
+        assert _port_closed(smtp.host, port)
         with pytest.raises(aiosmtplib.SMTPConnectError):
             _send(smtp, _mail())
         smtp.start()
@@ -360,11 +370,13 @@ def test_imap_rejects_wrong_password(imap):
         client.shutdown()
 
 
+@pytest.mark.imap
 def test_imap_cleans_up():
     with require(ImapServer) as server:
         tmp, port = server.tmpdir, server.port
         assert re.fullmatch(r"[A-Za-z0-9_-]{10,}", server.password)
-        assert server.folder == "INBOX" and server.username == "dsrflow"
+        assert server.folder == "INBOX"
+        assert server.username == "dsrflow"
     assert not tmp.exists()
     assert _port_closed("127.0.0.1", port)
 
@@ -386,5 +398,6 @@ def test_chromium_reads_japanese_heading():
         assert driver.find_element(By.TAG_NAME, "h1").text == "個人情報の開示請求フォーム"
         assert driver.title.startswith("ja")
         profile = driver.capabilities.get("chrome", {}).get("userDataDir")
-        assert profile and "dsrflow-chrome-" in profile
+        assert profile
+        assert "dsrflow-chrome-" in profile
     assert not os.path.exists(profile)

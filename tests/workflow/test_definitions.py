@@ -119,7 +119,8 @@ def test_cli_check_reports_errors_and_fails(
     edit(workflows / "correction.yaml", lambda d: d["states"].pop("awaiting_requester"))
     assert main(["workflows", "check"]) == 2
     err = capsys.readouterr().err
-    assert "correction.yaml" in err and "awaiting_requester" in err
+    assert "correction.yaml" in err
+    assert "awaiting_requester" in err
     assert "Traceback" not in err
 
 
@@ -143,7 +144,8 @@ def test_cli_reports_bad_configuration_naming_the_variable(
     monkeypatch.setenv(variable, value)
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert variable in err and "Traceback" not in err
+    assert variable in err
+    assert "Traceback" not in err
 
 
 def test_diagram_draws_every_transition() -> None:
@@ -166,7 +168,8 @@ def test_committed_diagrams_match_the_workflows() -> None:
     spec = importlib.util.spec_from_file_location(
         "render_diagrams", WORKFLOWS.parent / "scripts" / "render_diagrams.py"
     )
-    assert spec and spec.loader
+    assert spec
+    assert spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     for path, text in module.render().items():
@@ -180,7 +183,8 @@ def test_cli_check_covers_the_mail_intake_rules(
     (workflows / "intake" / "mail.yaml").write_text("types: [unclosed\n", encoding="utf-8")
     assert main(["workflows", "check"]) == 2
     err = capsys.readouterr().err
-    assert "mail.yaml" in err and "Traceback" not in err
+    assert "mail.yaml" in err
+    assert "Traceback" not in err
 
 
 def test_a_missing_letter_key_is_an_error(workflows: Path) -> None:

@@ -33,8 +33,9 @@ import aioimaplib
 from sqlmodel import Session
 
 from dsrflow.config import Settings
-from dsrflow.inbound_mail import reading as mail
-from dsrflow.inbound_mail import service
+from dsrflow.inbound_mail.mailbox import ClaimLost, claim_mailbox, release_mailbox, skip_uid
+from dsrflow.inbound_mail.reading import ingest
+from dsrflow.inbound_mail.rules_file import IntakeRulesError, rules_for
 from dsrflow.inbound_mail.schemas import Claim, ImapOrigin, IngestOutcome
 from dsrflow.runtime import Runtime
 
@@ -201,7 +202,7 @@ async def poll_once(
         await _read(rt, client, folder, claim, report, batch_size)
         await asyncio.to_thread(_release, rt, claim)
         claim = None
-    except (service.ClaimLost, ImapError, mail.IntakeRulesError) as exc:
+    except (ClaimLost, ImapError, IntakeRulesError) as exc:
         report.error = str(exc) or type(exc).__name__
         log.warning("IMAP poll of %s stopped: %s", report.mailbox, report.error)
     except (OSError, TimeoutError, aioimaplib.AioImapException, ssl.SSLError) as exc:
@@ -246,7 +247,7 @@ async def _read(
         if uid > claim.last_uid
     ]
     report.more = len(new) > batch_size
-    limit = mail.rules_for(rt).limits.max_message_bytes
+    limit = rules_for(rt).limits.max_message_bytes
     for uid in new[:batch_size]:
         origin = ImapOrigin(
             sync_state_id=claim.sync_state_id,
@@ -263,7 +264,7 @@ async def _read(
         raw, internal_date, size = fetched
         report.fetched += 1
         outcome = await asyncio.to_thread(
-            mail.ingest,
+            ingest,
             rt,
             raw,
             source="imap",
@@ -278,17 +279,17 @@ async def _read(
 
 def _claim(rt: Runtime, mailbox: str, uidvalidity: int, lease_seconds: float) -> Claim | None:
     with Session(rt.db, expire_on_commit=False) as session:
-        return service.claim_mailbox(session, mailbox, uidvalidity, lease_seconds=lease_seconds)
+        return claim_mailbox(session, mailbox, uidvalidity, lease_seconds=lease_seconds)
 
 
 def _release(rt: Runtime, claim: Claim) -> None:
     with Session(rt.db, expire_on_commit=False) as session:
-        service.release_mailbox(session, claim)
+        release_mailbox(session, claim)
 
 
 def _skip(rt: Runtime, origin: ImapOrigin) -> None:
     with Session(rt.db, expire_on_commit=False) as session:
-        service.skip_uid(session, origin)
+        skip_uid(session, origin)
 
 
 async def _search(client: aioimaplib.IMAP4, *criteria: str) -> list[int]:

@@ -52,6 +52,8 @@ class InboundMail:
     detected_type: str | None = None
     # Why no single type was recognised ("no request type recognised", "names several types").
     type_problem: str | None = None
+    # The words by which the mail says its sender acts for someone else (an agent).
+    agent_words: str | None = None
     # Set for auto-replies, bounces and our own mail: never a request, never answered.
     ignore_reason: str | None = None
     # Set when the message could not be understood; it waits for a handler.

@@ -10,29 +10,20 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import secrets
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import datetime
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from dsrflow.audit.chain import append_event
 from dsrflow.db import utcnow
-from dsrflow.errors import Conflict, Invalid, NotFound
-from dsrflow.inbound_mail import repository
-from dsrflow.inbound_mail.models import (
-    OPEN_STATUSES,
-    ImapSyncState,
-    InboundAttachment,
-    InboundMessage,
-)
-from dsrflow.inbound_mail.reading import agent_phrase, rules_for
+from dsrflow.inbound_mail import mailbox, repository
+from dsrflow.inbound_mail.decisions import decide, facts_for, from_requester
+from dsrflow.inbound_mail.models import InboundAttachment, InboundMessage
 from dsrflow.inbound_mail.schemas import (
     AttachmentPublic,
-    Claim,
-    ConvertIn,
     ImapOrigin,
     InboundMail,
     InboxItem,
@@ -40,11 +31,14 @@ from dsrflow.inbound_mail.schemas import (
     IngestOutcome,
     IntakePolicy,
 )
+
+# The triage actions, which the inbox routes still reach through this module (re-exported).
+from dsrflow.inbound_mail.triage import convert as convert
+from dsrflow.inbound_mail.triage import dismiss as dismiss
 from dsrflow.outbound_mail.dispatch import failure_notice
 from dsrflow.outbound_mail.outbox import enqueue
 from dsrflow.requests.letters import HANDLER_LANGUAGE, letter_context, queue_letter
 from dsrflow.requests.models import Request
-from dsrflow.requests.schemas import RequestCreate
 from dsrflow.requests.service import open_request
 from dsrflow.runtime import Runtime
 from dsrflow.workflow.definitions import AWAITING_STATE
@@ -52,13 +46,8 @@ from dsrflow.workflow.definitions import AWAITING_STATE
 log = logging.getLogger(__name__)
 
 REPLIED_LETTER = "requester_replied"
-MAX_DETAILS = 20_000
 # Attachments described in one message's view; the count gives the rest.
 LISTED_ATTACHMENTS = 100
-
-
-class ClaimLost(Exception):
-    """Another poller holds the mailbox now; stop reading it."""
 
 
 # --------------------------------------------------------------------------- ingest
@@ -87,7 +76,7 @@ def record_inbound(
     try:
         outcome = _record(rt, session, mail, origin, now, policy)
         session.commit()
-    except ClaimLost:
+    except mailbox.ClaimLost:
         session.rollback()
         raise
     except IntegrityError:
@@ -98,7 +87,7 @@ def record_inbound(
             log.exception("inbound message %s could not be recorded", mail.message_id)
             outcome = _record_failure(session, mail, origin, now, "could not be recorded")
         else:
-            _advance(session, origin, now)
+            mailbox.advance(session, origin, now)
             session.commit()
             outcome = _duplicate(existing)
     except Exception as exc:
@@ -121,10 +110,19 @@ def _record(
 ) -> IngestOutcome:
     existing = repository.by_message_id(session, mail.message_id)
     if existing is not None:
-        _advance(session, origin, now)
+        mailbox.advance(session, origin, now)
         return _duplicate(existing)
 
-    status, reason, new_request, request = _decide(rt, session, mail, now, policy)
+    facts = facts_for(
+        session,
+        mail,
+        now=now,
+        policy=policy,
+        closed_states=frozenset(rt.closed_states),
+        configured_types=frozenset(rt.definitions.workflows),
+    )
+    decision = decide(facts)
+    status, reason, request = decision.status, decision.reason, decision.about
     row = _message_row(mail, origin, status=status, reason=reason)
     row.request_id = request.id if request is not None else None
     session.add(row)
@@ -148,15 +146,15 @@ def _record(
         assert request is not None
         _join(rt, session, request, row, mail)
     elif status == "created":
-        assert new_request is not None
+        assert decision.create is not None
         submitted = open_request(
-            rt, session, new_request, channel="email", received_at=mail.received_at
+            rt, session, decision.create, channel="email", received_at=mail.received_at
         )
         request = submitted.request
         row.request_id = request.id
         session.add(row)
         _message_event(session, request, row, mail, actor="requester")
-    _advance(session, origin, now)
+    mailbox.advance(session, origin, now)
     session.flush()
     return IngestOutcome(
         inbound_id=row.id,
@@ -167,97 +165,10 @@ def _record(
     )
 
 
-Decision = tuple[str, str | None, RequestCreate | None, Request | None]
-
-
-def _decide(
-    rt: Runtime, session: Session, mail: InboundMail, now: datetime, policy: IntakePolicy
-) -> Decision:
-    """(status, reason, the request to create, the request it is about) for a message not
-    seen before."""
-    # What the subject and the threading say it answers: more than one request is a guess.
-    answered: dict[str, Request] = {
-        r.id: r for r in repository.requests_by_reference(session, mail.named_references)
-    }
-    threaded = repository.request_for_thread(session, mail.thread_ids)
-    if threaded is not None:
-        answered.setdefault(threaded.id, threaded)
-    about = next(iter(answered.values())) if len(answered) == 1 else None
-    quoted: list[Request] = []
-    if not answered and mail.body_references:
-        quoted = repository.requests_by_reference(session, mail.body_references)
-        about = quoted[0] if len(quoted) == 1 else None
-
-    if mail.quarantine_reason:
-        return "quarantined", mail.quarantine_reason, None, about
-    if mail.ignore_reason:
-        return "ignored", mail.ignore_reason, None, about
-    if repository.is_our_message_id(session, mail.message_id):
-        reason = "our own message (its Message-ID is one of our letters)"
-        return "ignored", reason, None, about
-    if len(answered) > 1:
-        named = ", ".join(sorted(r.reference for r in answered.values()))
-        return "triage", f"names several requests ({named}): which one is unclear", None, None
-    if about is not None and about.state in rt.closed_states:
-        # Nobody reads a closed request's mail: a handler decides (a new request, or nothing).
-        reason = f"about {about.reference}, which is closed ({about.state})"
-        return "triage", reason, None, about
-    if answered:
-        return "joined", None, None, about
-    if mail.named_references:
-        unknown = ", ".join(mail.named_references)
-        return "triage", f"names an unknown reference ({unknown})", None, None
-    if mail.body_references:
-        # Its text names a request: a reply, or an auto-responder quoting our letter, never a
-        # new request.
-        if len(quoted) > 1:
-            named = ", ".join(r.reference for r in quoted)
-            return "triage", f"the text names several requests ({named})", None, None
-        if about is None:
-            unknown = ", ".join(mail.body_references)
-            return "triage", f"the text names an unknown reference ({unknown})", None, None
-        if not _from_requester(about, mail.from_address):
-            reason = f"the text names {about.reference}, but the sender is not its requester"
-            return "triage", reason, None, about
-        return "joined", None, None, about
-    if mail.detected_type is None or mail.type_problem:
-        return "triage", mail.type_problem or "no request type recognised", None, None
-    if not mail.from_address:
-        return "triage", "no usable sender address to answer", None, None
-    agent_words = agent_phrase(mail.subject or "", mail.text, rules_for(rt))
-    if agent_words:
-        reason = f"reads as sent by an agent ('{agent_words}'): convert it with the agent recorded"
-        return "triage", reason, None, None
-    since = now - policy.sender_window
-    if repository.requests_created_from(session, mail.from_address, since) >= (
-        policy.requests_per_sender
-    ):
-        hours = policy.sender_window.total_seconds() / 3600
-        reason = (
-            f"this sender's mail already made {policy.requests_per_sender} request(s) "
-            f"in the last {hours:g} hours (a possible mail loop)"
-        )
-        return "triage", reason, None, None
-    try:
-        data = RequestCreate(
-            type=mail.detected_type,
-            name=_requester_name(mail.from_name, mail.from_address),
-            email=mail.from_address,
-            details=_details(mail.subject, mail.text),
-            language="en" if mail.language == "en" else "ja",
-        )
-    except ValidationError as exc:
-        fields = ", ".join(str(e["loc"][0]) for e in exc.errors() if e.get("loc"))
-        return "triage", f"cannot make a request of it: invalid {fields or 'fields'}", None, None
-    if data.type not in rt.definitions.workflows:
-        return "triage", f"the type '{data.type}' is not configured", None, None
-    return "created", None, data, None
-
-
 def _join(
     rt: Runtime, session: Session, request: Request, row: InboundMessage, mail: InboundMail
 ) -> None:
-    matches = _from_requester(request, mail.from_address)
+    matches = from_requester(request, mail.from_address)
     _message_event(session, request, row, mail, actor="requester" if matches else "mail")
     if request.state != AWAITING_STATE:
         return
@@ -324,27 +235,10 @@ def _message_event(
             "inbound_message_id": row.id,
             "message_id": row.message_id,
             "attachments": mail.attachment_count,
-            "from_requester": _from_requester(request, mail.from_address),
+            "from_requester": from_requester(request, mail.from_address),
             **(extra or {}),
         },
     )
-
-
-def _from_requester(request: Request, address: str | None) -> bool:
-    if not address:
-        return False
-    known = {request.requester_email.lower(), (request.agent_email or "").lower()}
-    return address.lower() in known
-
-
-def _requester_name(name: str | None, address: str) -> str:
-    name = " ".join((name or "").split())[:200]
-    return name or address.partition("@")[0][:200] or address[:200]
-
-
-def _details(subject: str | None, text: str) -> str:
-    details = "\n\n".join(part for part in ((subject or "").strip(), text.strip()) if part)
-    return (details or "(empty message)")[:MAX_DETAILS]
 
 
 def _message_row(
@@ -384,14 +278,14 @@ def _record_failure(
         row = _message_row(mail, origin, status="quarantined", reason=reason)
         session.add(row)
         session.flush()
-        _advance(session, origin, now)
+        mailbox.advance(session, origin, now)
         session.commit()
     except IntegrityError:
         session.rollback()
         existing = repository.by_message_id(session, mail.message_id)
         if existing is None:
             raise
-        _advance(session, origin, now)
+        mailbox.advance(session, origin, now)
         session.commit()
         return _duplicate(existing)
     assert row.id is not None
@@ -409,179 +303,6 @@ def _duplicate(existing: InboundMessage) -> IngestOutcome:
     )
 
 
-def _advance(session: Session, origin: ImapOrigin | None, now: datetime) -> None:
-    if origin is None:
-        return
-    if not repository.advance_sync_state(
-        session,
-        origin.sync_state_id,
-        claim=origin.claim,
-        uidvalidity=origin.uidvalidity,
-        uid=origin.uid,
-        claimed_until=now + timedelta(seconds=origin.lease_seconds),
-        now=now,
-    ):
-        raise ClaimLost(origin.mailbox)
-
-
-# --------------------------------------------------------------------------- triage
-
-
-def convert(
-    rt: Runtime, session: Session, inbound_id: int, data: ConvertIn, *, actor: str
-) -> tuple[InboundMessage, Request]:
-    """Make a request of a message waiting in triage (or quarantine), and commit.
-
-    The request's arrival is the message's arrival, so the Art. 39 clock and the due date run
-    from when the mail reached the mailbox, not from when a handler got to it. Raises
-    NotFound, Conflict (already decided) or Invalid (unknown type, no usable address).
-    """
-    row = repository.get(session, inbound_id)
-    if row is None:
-        raise NotFound("No such message.")
-    if row.status not in OPEN_STATUSES:
-        raise Conflict(
-            f"the message is '{row.status}', not waiting for a decision", status_now=row.status
-        )
-    email = str(data.email) if data.email else row.from_address
-    if not email:
-        raise Invalid({"email": "the message has no usable sender address; give one"})
-    try:
-        create = RequestCreate(
-            type=data.type,
-            name=data.name or _requester_name(row.from_name, email),
-            email=email,
-            details=_details(row.subject, row.text),
-            language=data.language or ("en" if row.language == "en" else "ja"),
-            agent=data.agent,
-        )
-    except ValidationError as exc:
-        raise Invalid(
-            {".".join(str(p) for p in e["loc"]) or "body": e["msg"] for e in exc.errors()}
-        ) from exc
-    request = open_request(
-        rt, session, create, channel="email", received_at=row.received_at
-    ).request
-    now = utcnow()
-    if not repository.update_if_status(
-        session,
-        inbound_id,
-        OPEN_STATUSES,
-        {"status": "created", "request_id": request.id, "decided_by": actor, "decided_at": now},
-    ):
-        session.rollback()
-        current = repository.get(session, inbound_id)
-        status = current.status if current else "unknown"
-        raise Conflict(f"the message was decided meanwhile (now '{status}')", status_now=status)
-    append_event(
-        session,
-        request.id,
-        kind="message",
-        actor=actor,
-        at=row.received_at,
-        detail={
-            "inbound_message_id": row.id,
-            "message_id": row.message_id,
-            "converted_from": row.status,
-        },
-    )
-    session.commit()
-    session.refresh(row)
-    log.info("inbound message #%s converted to %s by %s", row.id, request.reference, actor)
-    return row, request
-
-
-def dismiss(
-    rt: Runtime, session: Session, inbound_id: int, note: str, *, actor: str
-) -> InboundMessage:
-    """Close a triage (or quarantined) message with a note, and commit. No mail is sent."""
-    row = repository.get(session, inbound_id)
-    if row is None:
-        raise NotFound("No such message.")
-    values = {"status": "dismissed", "note": note, "decided_by": actor, "decided_at": utcnow()}
-    if not repository.update_if_status(session, inbound_id, OPEN_STATUSES, values):
-        session.rollback()
-        current = repository.get(session, inbound_id)
-        status = current.status if current else row.status
-        raise Conflict(f"the message is '{status}', not waiting for a decision", status_now=status)
-    session.commit()
-    log.info("inbound message #%s dismissed by %s", inbound_id, actor)
-    session.refresh(row)
-    return row
-
-
-# --------------------------------------------------------------------------- IMAP sync state
-
-
-def claim_mailbox(
-    session: Session, mailbox: str, uidvalidity: int, *, lease_seconds: float
-) -> Claim | None:
-    """Take the folder for reading, and commit; None while another poller holds it.
-
-    A changed UIDVALIDITY means the server renumbered the folder: it is read again from the
-    start (Message-IDs already recorded are recognised, so nothing is taken twice).
-    """
-    now = utcnow()
-    token = secrets.token_hex(16)
-    try:
-        state = repository.sync_state(session, mailbox, lock=True)
-        if state is None:
-            if repository.sync_state(session, mailbox) is not None:  # locked by another
-                session.rollback()
-                return None
-            state = ImapSyncState(mailbox=mailbox, uidvalidity=uidvalidity, last_uid=0)
-            session.add(state)
-            session.flush()
-        if state.claimed_by and state.claimed_until and state.claimed_until > now:
-            session.rollback()
-            return None
-        reset = state.uidvalidity is not None and state.uidvalidity != uidvalidity
-        if reset:
-            log.warning(
-                "%s: UIDVALIDITY changed (%s -> %s); reading the folder again",
-                mailbox,
-                state.uidvalidity,
-                uidvalidity,
-            )
-            state.last_uid = 0
-        state.uidvalidity = uidvalidity
-        state.claimed_by = token
-        state.claimed_until = now + timedelta(seconds=lease_seconds)
-        state.updated_at = now
-        session.add(state)
-        session.commit()
-    except IntegrityError:  # another poller created the row first
-        session.rollback()
-        return None
-    assert state.id is not None
-    return Claim(
-        sync_state_id=state.id,
-        mailbox=mailbox,
-        token=token,
-        uidvalidity=uidvalidity,
-        last_uid=int(state.last_uid),
-        reset=reset,
-        lease_seconds=lease_seconds,
-    )
-
-
-def skip_uid(session: Session, origin: ImapOrigin) -> None:
-    """Record a UID as read without a message (it vanished before it could be fetched)."""
-    now = utcnow()
-    try:
-        _advance(session, origin, now)
-        session.commit()
-    except ClaimLost:
-        session.rollback()
-        raise
-
-
-def release_mailbox(session: Session, claim: Claim) -> None:
-    """Let go of the folder, and commit."""
-    repository.release_sync_state(session, claim.sync_state_id, claim=claim.token, now=utcnow())
-    session.commit()
-
-
 # --------------------------------------------------------------------------- views
 
 
@@ -589,7 +310,10 @@ def describe_items(session: Session, rows: list[InboundMessage]) -> list[InboxIt
     """List entries for ``rows``, with the reference of their request and attachment counts."""
     references = repository.references_of(session, [r.request_id for r in rows if r.request_id])
     counts = repository.attachment_counts(session, [r.id for r in rows if r.id is not None])
-    return [InboxItem(**_item_fields(row, references, counts.get(row.id or 0, 0))) for row in rows]
+    return [
+        _view(InboxItem, row, **_counted(row, references, counts.get(row.id or 0, 0)))
+        for row in rows
+    ]
 
 
 def describe(session: Session, row: InboundMessage) -> InboxMessage:
@@ -598,46 +322,25 @@ def describe(session: Session, row: InboundMessage) -> InboxMessage:
     references = repository.references_of(session, [row.request_id] if row.request_id else [])
     count = repository.attachment_counts(session, [row.id]).get(row.id, 0)
     files = repository.attachments(session, [row.id], limit=LISTED_ATTACHMENTS)
-    return InboxMessage(
-        **_item_fields(row, references, count),
-        message_id=row.message_id,
-        text=row.text,
-        in_reply_to=row.in_reply_to,
-        references=row.references,
-        received_at_source=row.received_at_source,
-        date_header=row.date_header,
-        raw_size=row.raw_size,
-        raw_sha256=row.raw_sha256,
-        decided_by=row.decided_by,
-        decided_at=row.decided_at,
-        note=row.note,
-        attachments=[
-            AttachmentPublic(
-                id=a.id or 0,
-                filename=a.filename,
-                content_type=a.content_type,
-                size=a.size,
-                sha256=a.sha256,
-                stored=stored,
-            )
-            for a, stored in files
-        ],
+    return _view(
+        InboxMessage,
+        row,
+        **_counted(row, references, count),
+        attachments=[_view(AttachmentPublic, a, stored=stored) for a, stored in files],
     )
 
 
-def _item_fields(row: InboundMessage, references: dict[str, str], count: int) -> dict[str, Any]:
+View = TypeVar("View", bound=BaseModel)
+
+
+def _view(model: type[View], row: Any, **extra: Any) -> View:
+    """``model`` read from the row's attributes of the same names, and ``extra``."""
+    fields = {name: getattr(row, name) for name in model.model_fields if name not in extra}
+    return model.model_validate({**fields, **extra})
+
+
+def _counted(row: InboundMessage, references: dict[str, str], count: int) -> dict[str, Any]:
     return {
-        "id": row.id,
-        "status": row.status,
-        "reason": row.reason,
-        "source": row.source,
-        "received_at": row.received_at,
-        "from_address": row.from_address,
-        "from_name": row.from_name,
-        "subject": row.subject,
-        "language": row.language,
-        "detected_type": row.detected_type,
-        "request_id": row.request_id,
         "reference": references.get(row.request_id) if row.request_id else None,
         "attachment_count": count + (row.attachments_omitted or 0),
     }

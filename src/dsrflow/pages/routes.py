@@ -9,7 +9,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
@@ -23,6 +22,7 @@ from dsrflow.requests import repository, service
 from dsrflow.requests.models import Request as DsrRequest
 from dsrflow.requests.schemas import RequestCreate
 from dsrflow.runtime import Runtime
+from dsrflow.yamlio import read_yaml
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -39,7 +39,7 @@ SECURITY_HEADERS = {
 
 @lru_cache
 def messages(language: str) -> dict[str, Any]:
-    return yaml.safe_load((HERE / "messages" / f"{language}.yaml").read_text(encoding="utf-8"))
+    return read_yaml(HERE / "messages" / f"{language}.yaml")
 
 
 def _language(request: Request, fallback: str = "ja") -> str:

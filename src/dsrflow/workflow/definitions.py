@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from dsrflow.yamlio import read_yaml
+
 # The contract (DESIGN.md): every workflow has these states and triggers.
 REQUIRED_STATES = (
     "received",
@@ -261,7 +263,7 @@ class Definitions:
 
 def _read_yaml(path: Path, errors: list[str]) -> Any:
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return read_yaml(path)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         errors.append(f"{path}: cannot be read as YAML: {exc}")
         return None
@@ -276,6 +278,13 @@ def _schema_errors(path: Path, exc: ValidationError) -> Iterable[str]:
 def _check_workflow(
     path: Path, wf: WorkflowDef, guards: Iterable[str], templates: Path
 ) -> Iterable[str]:
+    yield from _check_states(path, wf)
+    yield from _check_transitions(path, wf, set(guards), templates)
+    yield from _check_letters(path, wf, templates)
+    yield from _check_methods(path, wf)
+
+
+def _check_states(path: Path, wf: WorkflowDef) -> Iterable[str]:
     if wf.id != path.stem:
         yield f"{path}: id: '{wf.id}' must match the file name '{path.stem}'"
     for state in REQUIRED_STATES:
@@ -286,10 +295,14 @@ def _check_workflow(
             yield f"{path}: states.{state}.terminal: must be true"
     if wf.initial not in wf.states:
         yield f"{path}: initial: unknown state '{wf.initial}'"
+
+
+def _check_transitions(
+    path: Path, wf: WorkflowDef, known_guards: set[str], templates: Path
+) -> Iterable[str]:
     for trigger in REQUIRED_TRIGGERS:
         if trigger not in wf.triggers:
             yield f"{path}: transitions: the required trigger '{trigger}' is missing"
-    known_guards = set(guards)
     for i, t in enumerate(wf.transitions):
         where = f"{path}: transitions[{i}] ({t.trigger})"
         for source in t.source:
@@ -307,11 +320,17 @@ def _check_workflow(
                 yield f"{where}.guards: unknown guard '{guard}' (known: {sorted(known_guards)})"
         if t.letter is not None:
             yield from _check_letter(f"{where}.letter", t.letter, templates)
+
+
+def _check_letters(path: Path, wf: WorkflowDef, templates: Path) -> Iterable[str]:
     for key in REQUIRED_LETTERS:
         if key not in wf.letters:
             yield f"{path}: letters.{key}: missing (the template this workflow sends for it)"
     for key, letter in wf.letters.items():
         yield from _check_letter(f"{path}: letters.{key}", letter, templates)
+
+
+def _check_methods(path: Path, wf: WorkflowDef) -> Iterable[str]:
     if "method" in {f for t in wf.transitions for f in t.requires} and not wf.identity_methods:
         yield f"{path}: identity_methods: at least one method is needed"
     for method in wf.disclosure_methods:

@@ -287,7 +287,8 @@ def _method_problems(
 
 def _condition(guard: Guard) -> Callable[[EventData], bool]:
     def check(event: EventData) -> bool:
-        assert isinstance(event.model, Subject) and event.transition is not None
+        assert isinstance(event.model, Subject)
+        assert event.transition is not None
         return guard(event.model, str(event.transition.dest))
 
     return check
