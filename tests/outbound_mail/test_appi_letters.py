@@ -151,3 +151,24 @@ def test_no_python_literal_holds_a_weekday_name() -> None:
     )
     assert "月" not in source
     assert "Monday" not in source
+
+
+FULFILLED_ARTICLE = {
+    "disclosure": ("第33条第2項", "Art. 33(2)"),
+    "correction": ("第34条第3項", "Art. 34(3)"),
+    "suspension": ("第35条第7項", "Art. 35(7)"),
+    "third_party_cessation": ("第35条第7項", "Art. 35(7)"),
+    "purpose_notice": ("第32条第2項", "Art. 32(2)"),
+}
+
+
+@pytest.mark.parametrize("language", ["ja", "en"])
+@pytest.mark.parametrize("request_type", sorted(FULFILLED_ARTICLE))
+def test_a_full_fulfilment_states_what_was_done_under_which_article(
+    request_type: str, language: str, rt: Runtime
+) -> None:
+    request = make_request(rt, request_type, "fulfilled", language=language)
+    (letter,) = [
+        r for r in outbox(rt, request.id) if r.letter in ("fulfilled", "correction_fulfilled")
+    ]
+    assert FULFILLED_ARTICLE[request_type][0 if language == "ja" else 1] in letter.body

@@ -172,6 +172,7 @@ class NoticeDef(_Strict):
     request: Text  # what the requester made (a request; for Art. 32(2) the statute's own word)
     refused: Text  # the decision not to act, in the statute's words
     withheld: Text  # the lead-in to the parts not acted on
+    fulfilled: Text  # what was done, with the article it is done (or notified) under
     not_held: Text  # the neutral answer that nothing concerned is held
 
 
