@@ -30,6 +30,8 @@ LAYERS: dict[str, int] = {
     "inbound_mail": 3,
     "deadlines": 3,
     "reports": 3,
+    # retention purges across the rooms of the domain (requests, their mail, their letters)
+    "retention": 3,
     # the domain
     "requests": 2,
     # below
@@ -39,6 +41,7 @@ LAYERS: dict[str, int] = {
     "audit": 1,
     "auth": 1,
     "logs": 1,
+    "backup": 1,
     "config": 0,
     "db": 0,
     "errors": 0,
@@ -51,6 +54,7 @@ SIDEWAYS = {
     ("console", "pages"),
     ("migrations", "models"),
     ("deadlines", "inbound_mail"),  # the digest counts the triage inbox
+    ("retention", "inbound_mail"),  # purge empties a request's mail with the request
     ("runtime", "outbound_mail"),  # the runtime holds the letter renderer
     ("runtime", "workflow"),
     ("outbound_mail", "workflow"),

@@ -53,6 +53,15 @@ class Settings(BaseSettings):
     closure_days: list[str] = Field(default_factory=lambda: ["12-29..12-31", "01-01..01-03"])
     verification_link_hours: int = 72
 
+    # SQLite durability: FULL syncs the WAL at each commit, so an acknowledged write survives a
+    # power cut; NORMAL is faster but may lose the last commits then (docs/reliability.md).
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+
+    # Retention (dsrflow purge, also run daily by the scheduler); see docs/reliability.md.
+    retention_closed_days: int = Field(default=3 * 365, ge=1)
+    retention_raw_mail_days: int = Field(default=90, ge=1)
+    retention_id_documents_days: int = Field(default=30, ge=1)
+
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:

@@ -45,7 +45,11 @@ class Runtime:
             engine=Engine(definitions),
             calendar=BusinessCalendar(settings.tz, settings.closure_days),
             letters=LetterRenderer(settings.workflows_dir / "templates"),
-            db=db if db is not None else make_engine(settings.resolved_database_url),
+            db=db
+            if db is not None
+            else make_engine(
+                settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous
+            ),
         )
 
     @property

@@ -12,6 +12,7 @@ from dsrflow.api.deps import (
     Decider,
     OptionalHandler,
     Reader,
+    ReadSessionDep,
     RuntimeDep,
     SessionDep,
     rate_limited,
@@ -76,7 +77,7 @@ def submit_request(
 @router.get("", response_model=RequestPage, responses=PROBLEMS, summary="The queue, newest first")
 def list_requests(
     rt: RuntimeDep,
-    session: SessionDep,
+    session: ReadSessionDep,
     _: Reader,
     state: str | None = None,
     type: str | None = None,
@@ -126,7 +127,7 @@ def list_requests(
     summary="One request with its history",
 )
 def get_request(
-    request: CurrentRequest, rt: RuntimeDep, session: SessionDep, _: Reader
+    request: CurrentRequest, rt: RuntimeDep, session: ReadSessionDep, _: Reader
 ) -> RequestPublic:
     return service.describe(rt, session, request, history=True)
 

@@ -319,7 +319,7 @@ def extend(
 ) -> Request:
     """Move the internal target date by ``days`` (counted as the workflow counts), where the
     workflow allows it; audited, and the requester is told why. The Art. 39 date stays."""
-    request = requests_repository.get(session, request_id)
+    request = requests_repository.lock(session, request_id)
     if request is None:
         raise NotFound("No such request.")
     wf: WorkflowDef = rt.definitions.workflow(request.type)

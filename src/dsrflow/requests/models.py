@@ -65,6 +65,8 @@ class Request(SQLModel, table=True):
     status_token_hash: str = Field(unique=True, max_length=64)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # Set when purge removed its personal data (dsrflow purge, docs/reliability.md).
+    purged_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class ReferenceCounter(SQLModel, table=True):

@@ -21,6 +21,13 @@ def get(session: Session, request_id: str) -> Request | None:
     return session.get(Request, request_id)
 
 
+def lock(session: Session, request_id: str) -> Request | None:
+    """The request re-read under its row lock (PostgreSQL ``FOR UPDATE``; on SQLite the write
+    transaction's lock already covers it). Every path that writes a request's audit event takes
+    this first, so one request's events and state changes happen one at a time, in one order."""
+    return session.get(Request, request_id, with_for_update=True, populate_existing=True)
+
+
 def by_status_token(session: Session, token_hash: str) -> Request | None:
     return session.exec(select(Request).where(Request.status_token_hash == token_hash)).first()
 
@@ -99,10 +106,14 @@ def history(session: Session, request_id: str) -> list[Event]:
     )
 
 
-def verification_token(session: Session, token_hash: str) -> VerificationToken | None:
-    return session.exec(
-        select(VerificationToken).where(VerificationToken.token_hash == token_hash)
-    ).first()
+def verification_token(
+    session: Session, token_hash: str, *, locked: bool = False
+) -> VerificationToken | None:
+    """The token row; ``locked`` re-reads it under a row lock (take the request's lock first)."""
+    query = select(VerificationToken).where(VerificationToken.token_hash == token_hash)
+    if locked:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    return session.exec(query).first()
 
 
 def letters_to_requester(

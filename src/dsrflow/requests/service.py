@@ -236,7 +236,7 @@ def transition(
     rt: Runtime, session: Session, request_id: str, body: TransitionIn, *, actor: str
 ) -> Request:
     """Fire ``body.trigger`` on the request; raises NotFound, Conflict or Invalid."""
-    request = repository.get(session, request_id)
+    request = repository.lock(session, request_id)
     if request is None:
         raise NotFound("No such request.")
     if body.expected_version is not None and body.expected_version != request.version:
@@ -258,7 +258,8 @@ def transition(
 
 def withdraw_by_requester(rt: Runtime, session: Session, status_token: str) -> Request:
     """The requester withdraws their own request from the status page."""
-    request = repository.by_status_token(session, token_digest(status_token))
+    found = repository.by_status_token(session, token_digest(status_token))
+    request = repository.lock(session, found.id) if found is not None else None
     if request is None:
         raise NotFound("No such request.")
     request = _apply(rt, session, request, "withdraw", {}, actor="requester")
@@ -269,10 +270,15 @@ def withdraw_by_requester(rt: Runtime, session: Session, status_token: str) -> R
 def verify_email(rt: Runtime, session: Session, token: str) -> tuple[EmailCheck, Request | None]:
     """Record that the requester controls the address; where the workflow says that is enough,
     also verify identity with method ``email_link``. The link works once and expires."""
-    row = repository.verification_token(session, token_digest(token))
+    digest = token_digest(token)
+    row = repository.verification_token(session, digest)
     if row is None:
         return EmailCheck.UNKNOWN, None
-    request = repository.get(session, row.request_id)
+    # The request's lock first, then the token read again under it: of links opened at the
+    # same moment exactly one finds it unused.
+    request = repository.lock(session, row.request_id)
+    row = repository.verification_token(session, digest, locked=True)
+    assert row is not None
     now = utcnow()
     if row.used_at is not None:
         return EmailCheck.USED, request

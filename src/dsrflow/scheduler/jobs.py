@@ -48,6 +48,14 @@ async def outbox_dispatch(rt: Runtime) -> None:
         log.info("outbox: %s", report)
 
 
+async def retention_purge(rt: Runtime) -> None:
+    from dsrflow.retention import purge
+
+    report = await asyncio.to_thread(purge, rt)
+    if report.requests or report.raw_mail or report.attachments:
+        log.info("retention purge: %s", report.summary())
+
+
 async def imap_poll(rt: Runtime) -> None:
     from dsrflow.inbound_mail.imap import poll_once
 

@@ -48,6 +48,13 @@ def _jobs(rt: Runtime) -> list[tuple[str, Job, object, int]]:
             CronTrigger(hour=digest_at.hour, minute=digest_at.minute, timezone=tz),
             6 * 3600,
         ),
+        # At night, local time: personal data past its retention period goes (retention.py).
+        (
+            "retention_purge",
+            jobs.retention_purge,
+            CronTrigger(hour=3, minute=30, timezone=tz),
+            12 * 3600,
+        ),
     ]
     if rt.settings.imap_host:
         table.append(("imap_poll", jobs.imap_poll, IntervalTrigger(seconds=60, timezone=tz), 300))
