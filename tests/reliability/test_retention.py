@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+from alembic import command
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
@@ -13,7 +14,7 @@ from sqlmodel import Session, select
 
 from dsrflow.audit.chain import GENESIS, event_hash, verify_chains
 from dsrflow.audit.models import Event
-from dsrflow.db import make_engine, migrate, utcnow
+from dsrflow.db import alembic_config, make_engine, migrate, utcnow
 from dsrflow.inbound_mail.models import InboundAttachment, InboundMessage
 from dsrflow.inbound_mail.reading import ingest
 from dsrflow.outbound_mail.models import OutboxMessage
@@ -159,6 +160,8 @@ def test_migration_0005_reseals_old_chains_and_keeps_old_breaks(
     broken = make_request(rt, "disclosure", "fulfilled")
     rt.db.dispose()
     old: Engine = make_engine(database_url)
+    # Later revisions first undone, so that only 0005 is left to take apart by hand.
+    command.downgrade(alembic_config(old), "0005")
     # A database as 0004 left it: no 0005 columns, both chains hashed in format 1.
     with old.begin() as c:
         for table, column in DROPPED:

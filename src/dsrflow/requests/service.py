@@ -183,7 +183,7 @@ def retype(
 ) -> Request:
     """Move an open request to another workflow: same reference, arrival and history; its
     clocks recomputed from arrival; audited; commit."""
-    request = repository.get(session, request_id)
+    request = repository.lock(session, request_id)
     if request is None:
         raise NotFound("No such request.")
     allowed = rt.engine.allowed_triggers(request.type, request.state)
@@ -418,7 +418,7 @@ def record_payment(
     rt: Runtime, session: Session, request_id: str, data: PaymentIn, *, actor: str
 ) -> Request:
     """Record a fee payment on an open request (audited) and commit."""
-    request = repository.get(session, request_id)
+    request = repository.lock(session, request_id)
     if request is None:
         raise NotFound("No such request.")
     wf = rt.definitions.workflow(request.type)
