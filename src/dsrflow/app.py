@@ -16,6 +16,7 @@ from dsrflow.api import openapi, problems
 from dsrflow.api import requests as request_routes
 from dsrflow.api import workflows as workflow_routes
 from dsrflow.config import Settings
+from dsrflow.console import routes as console_routes
 from dsrflow.db import reading
 from dsrflow.pages import routes as page_routes
 from dsrflow.runtime import Runtime
@@ -72,6 +73,7 @@ def create_app(rt: Runtime, *, background: Background | None = None) -> FastAPI:
     app.include_router(inbox_routes.router)
     app.include_router(document_routes.router)
     app.include_router(page_routes.router)
+    app.include_router(console_routes.router)
     openapi.install(app)
     app.include_router(docs_routes.router)
 

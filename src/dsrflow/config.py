@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     # Business-day closures, as MM-DD ranges (the default is the year-end closure 12/29-1/3).
     closure_days: list[str] = Field(default_factory=lambda: ["12-29..12-31", "01-01..01-03"])
     verification_link_hours: int = 72
+    # A console sign-in lasts this long (it also ends on logout or when the token is revoked).
+    console_session_hours: int = 12
 
     # SQLite durability: FULL syncs the WAL at each commit, so an acknowledged write survives a
     # power cut; NORMAL is faster but may lose the last commits then (docs/reliability.md).

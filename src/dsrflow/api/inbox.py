@@ -127,12 +127,14 @@ def convert_message(
     "/inbox/{inbound_id}/dismiss",
     response_model=InboxMessage,
     responses={**PROBLEMS, **DECIDED},
-    summary="Close a triage message with a note",
+    summary="Close a triage message with a note (and optionally a reply to its sender)",
 )
 def dismiss_message(
     inbound_id: RowId, body: DismissIn, rt: RuntimeDep, session: SessionDep, handler: Decider
 ) -> InboxMessage:
-    row = service.dismiss(rt, session, inbound_id, body.note, actor=f"handler:{handler.id}")
+    row = service.dismiss(
+        rt, session, inbound_id, body.note, actor=f"handler:{handler.id}", reply=body.reply
+    )
     return service.describe(session, row)
 
 
