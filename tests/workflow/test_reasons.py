@@ -173,6 +173,7 @@ def test_refusal_letter_cites_the_reason(code: str, language: str) -> None:
             "refused": "開示しない旨の決定をいたしました",
             "withheld": "",
             "not_held": "",
+            "fulfilled": "",
         },
         "reason": reason_context(rt, code, language),
         "explanation": "説明",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Response
@@ -27,12 +27,23 @@ from dsrflow.inbound_mail.schemas import (
     ConvertedPublic,
     ConvertIn,
     DismissIn,
+    InboxItem,
     InboxMessage,
     InboxPage,
     Status,
 )
+from dsrflow.runtime import Runtime
 
 router = APIRouter(prefix="/api/v1", tags=["inbox"])
+Item = TypeVar("Item", bound=InboxItem)
+
+
+def with_art39(rt: Runtime, item: Item) -> Item:
+    """The item with the Art. 39 date it would have as a request: its clock runs from arrival."""
+    if not any(wf.deadline.art39 for wf in rt.definitions.workflows.values()):
+        return item
+    return item.model_copy(update={"art39_date": rt.calendar.art39_date(item.received_at)})
+
 
 DECIDED: dict[int | str, dict[str, Any]] = {
     409: {"description": "The message is no longer waiting for a decision"}
@@ -41,6 +52,7 @@ DECIDED: dict[int | str, dict[str, Any]] = {
 
 @router.get("/inbox", response_model=InboxPage, responses=PROBLEMS, summary="Inbound mail")
 def list_inbox(
+    rt: RuntimeDep,
     session: ReadSessionDep,
     _: Reader,
     status: Status | None = None,
@@ -51,15 +63,20 @@ def list_inbox(
     what waits for a handler."""
     rows, total = repository.search(session, status=status, limit=limit, offset=offset)
     return InboxPage(
-        items=service.describe_items(session, rows), total=total, limit=limit, offset=offset
+        items=[with_art39(rt, item) for item in service.describe_items(session, rows)],
+        total=total,
+        limit=limit,
+        offset=offset,
     )
 
 
 @router.get(
     "/inbox/{inbound_id}", response_model=InboxMessage, responses=PROBLEMS, summary="One message"
 )
-def get_message(message: CurrentMessage, session: ReadSessionDep, _: Reader) -> InboxMessage:
-    return service.describe(session, message)
+def get_message(
+    message: CurrentMessage, rt: RuntimeDep, session: ReadSessionDep, _: Reader
+) -> InboxMessage:
+    return with_art39(rt, service.describe(session, message))
 
 
 @router.get(

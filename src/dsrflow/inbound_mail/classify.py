@@ -51,6 +51,17 @@ def detect_type(subject: str, text: str, rules: IntakeRules) -> tuple[str | None
     return None, "no request type recognised"
 
 
+def agent_phrase(subject: str, text: str, rules: IntakeRules) -> str | None:
+    """The words (if any) by which a mail says its sender acts for someone else."""
+    for source in (subject, own_words(text, rules).text):
+        normal = normalise(source)
+        for pattern in rules.agent_phrases:
+            found = pattern.search(normal)
+            if found:
+                return found.group(0)
+    return None
+
+
 @dataclass(frozen=True)
 class _Named:
     types: set[str]  # the types named (after ``outranks``)

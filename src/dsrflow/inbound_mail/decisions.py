@@ -208,6 +208,16 @@ def no_sender(facts: Facts) -> Decision | None:
     return None
 
 
+def sent_by_an_agent(facts: Facts) -> Decision | None:
+    """An agent's mail (Art. 37(3)) is not the principal's request: a handler converts it with
+    the agent recorded, so that letters name the principal and the principal is told."""
+    words = facts.mail.agent_words
+    if words:
+        reason = f"reads as sent by an agent ('{words}'): convert it with the agent recorded"
+        return Decision("triage", reason)
+    return None
+
+
 def sender_over_limit(facts: Facts) -> Decision | None:
     """A mail loop never makes requests without end."""
     policy = facts.policy
@@ -256,6 +266,7 @@ RULES: tuple[Rule, ...] = (
     phishing_from_a_stranger,
     no_single_type,
     no_sender,
+    sent_by_an_agent,
     sender_over_limit,
     new_request,
 )

@@ -36,6 +36,7 @@ from dsrflow.inbound_mail.body import (
 )
 from dsrflow.inbound_mail.classify import (
     REFERENCE,
+    agent_phrase,
     arrival,
     detect_type,
     language_of,
@@ -154,6 +155,7 @@ def _read(
         detected_type=detected,
         type_problem=problem,
         phishing_like=phishing_like(subject, rules),
+        agent_words=agent_phrase(subject or "", text, rules),
         ignore_reason=ignore,
         quarantine_reason=_quarantine_reason(
             size,

@@ -92,6 +92,9 @@ class RulesFile(_Strict):
     own_words: OwnWords = OwnWords()
     not_requests: NotRequests = NotRequests()
     ignore: IgnoreRules
+    # Words that mark a mail as sent by an agent for someone else: it waits in triage, so that a
+    # handler converts it with the agent recorded (Art. 37(3)).
+    agent_phrases: Phrases = Phrases()
 
 
 class IntakeRulesError(Exception):
@@ -145,6 +148,7 @@ class IntakeRules:
     bulk_senders: frozenset[str] = frozenset()
     bulk_domains: tuple[str, ...] = ()
     own_mail_hosts: tuple[str, ...] = ()
+    agent_phrases: tuple[re.Pattern[str], ...] = ()
 
 
 _RULES_CACHE: dict[tuple[Path, int, tuple[str, ...]], IntakeRules] = {}
@@ -248,6 +252,11 @@ def _compile_rules(path: Path, known: tuple[str, ...]) -> IntakeRules:
         bulk_senders=frozenset(v.lower() for v in ignore.bulk_senders),
         bulk_domains=tuple(d.lower().lstrip(".") for d in ignore.bulk_domains),
         own_mail_hosts=tuple(h.lower().lstrip(".") for h in data.own_mail_hosts),
+        agent_phrases=tuple(
+            _phrase_pattern(normalise(p).strip())
+            for p in [*data.agent_phrases.ja, *data.agent_phrases.en]
+            if normalise(p).strip()
+        ),
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
@@ -55,6 +55,8 @@ class InboundMail:
     # The words of the subject that read like phishing (for a sender with no relation to us,
     # never a request).
     phishing_like: str | None = None
+    # The words by which the mail says its sender acts for someone else (an agent).
+    agent_words: str | None = None
     # Set for auto-replies, bounces and our own mail: never a request, never answered.
     ignore_reason: str | None = None
     # Set when the message could not be understood; it waits for a handler.
@@ -153,7 +155,8 @@ class ConvertIn(_In):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     email: EmailStr | None = None
     language: Language | None = None
-    # Who acts for the person, when an agent wrote (letters then go to the agent).
+    # The sender acts for the principal (name and email above are then the principal's;
+    # letters go to the agent).
     agent: AgentIn | None = None
 
 
@@ -197,6 +200,9 @@ class InboxItem(BaseModel):
     request_id: str | None
     reference: str | None
     attachment_count: int
+    # The Art. 39 date this message would have as a request (its arrival + 15 days), for every
+    # type Art. 39 covers; a triage item's clock runs from its arrival.
+    art39_date: date | None = None
 
 
 class InboxMessage(InboxItem):

@@ -368,5 +368,6 @@ def _view(model: type[View], row: Any, **extra: Any) -> View:
 def _counted(row: InboundMessage, references: dict[str, str], count: int) -> dict[str, Any]:
     return {
         "reference": references.get(row.request_id) if row.request_id else None,
+        "art39_date": None,  # the API adds it (it knows the calendar)
         "attachment_count": count + (row.attachments_omitted or 0),
     }

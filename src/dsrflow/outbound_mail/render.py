@@ -96,6 +96,12 @@ class LetterRenderer:
                 lambda ctx, value, method=method: method(ctx, value)
             )
 
+    def format(self, filter_name: str, value: Any, language: str) -> str:
+        """A value written as letters write it (``long_date``, ``long_datetime``, ``yen``), for
+        pages that show the same dates."""
+        template = self.env.from_string(f"{{{{ value | {filter_name} }}}}")
+        return template.render(value=value, language=language)
+
     def render(self, letter: str, language: str, context: dict[str, Any]) -> Letter:
         template = self.env.get_template(f"{language}/{letter}.txt.j2")
         ctx = template.new_context({**context, "language": language})

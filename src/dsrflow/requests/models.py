@@ -41,7 +41,7 @@ class Request(SQLModel, table=True):
     requester_phone: str | None = Field(default=None, max_length=40)
     requester_postal_address: str | None = Field(default=None, max_length=500)
     details: str = Field(sa_column=Column(Text, nullable=False))
-    disclosure_method: str | None = Field(default=None, max_length=64)
+    disclosure_method: str | None = Field(default=None, max_length=16)
     agent_name: str | None = Field(default=None, max_length=200)
     agent_email: str | None = Field(default=None, max_length=320)
     agent_relation: str | None = Field(default=None, max_length=32)

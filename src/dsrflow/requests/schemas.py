@@ -67,7 +67,7 @@ class RequestCreate(_In):
     postal_address: str | None = Field(default=None, max_length=500)
     language: Language = "ja"
     # One of the workflow's disclosure_methods (disclosure types); never defaulted.
-    disclosure_method: str | None = Field(default=None, max_length=64)
+    disclosure_method: str | None = Field(default=None, max_length=16)
     agent: AgentIn | None = None
     # Handler intake only (a public call setting either gets 403): how and when the request
     # reached the company; every clock runs from received_at.

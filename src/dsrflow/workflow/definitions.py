@@ -176,6 +176,7 @@ class NoticeDef(_Strict):
     request: Text  # what the requester made (a request; for Art. 32(2) the statute's own word)
     refused: Text  # the decision not to act, in the statute's words
     withheld: Text  # the lead-in to the parts not acted on
+    fulfilled: Text  # what was done, with the article it is done (or notified) under
     not_held: Text  # the neutral answer that nothing concerned is held
 
 
@@ -190,7 +191,8 @@ class WorkflowDef(_Strict):
     identity_methods: list[str] = Field(min_length=1)
     # Whether confirming control of the e-mail address alone verifies identity for this type.
     email_link_sufficient: bool = False
-    disclosure_methods: list[str] = []
+    # Method ids (at most 16 characters: the column that keeps the requester's choice).
+    disclosure_methods: list[Annotated[str, Field(min_length=1, max_length=16)]] = []
     disclosure_method_options: dict[str, DisclosureMethodDef] = {}
     # Documents that prove an agent's authority (id -> label).
     authority_documents: dict[str, Text] = {}

@@ -155,10 +155,10 @@ class Engine:
             if value is not None and name not in permitted:
                 errors[name] = f"not accepted by '{transition.trigger}'"
         for name in transition.requires:
-            if fields.get(name) in (None, "", []):
+            value = fields.get(name)
+            if value in (None, "", []):
                 errors[name] = "is required"
-        for name in transition.requires:
-            if name in fields and name not in errors and not _non_empty(fields[name]):
+            elif isinstance(value, str) and not value.strip():
                 errors[name] = "must not be empty"
         if "method" in fields and "method" not in errors:
             errors.update(_identity_problems(wf, subject, fields))

@@ -19,18 +19,19 @@ depends_on = None
 _STR = sqlmodel.sql.sqltypes.AutoString
 
 
+# Plain ADD/DROP COLUMN (SQLite 3.35+ has both): a batch rebuild of ``requests`` would drop a
+# table that other tables' rows reference, which SQLite refuses.
+REQUEST_COLUMNS = (
+    ("identity_evidence", 2000),
+    ("authority_document", 64),
+    ("agent_identity_method", 64),
+    ("disclosure_method_used", 64),
+)
+
+
 def upgrade() -> None:
-    with op.batch_alter_table("requests", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("identity_evidence", _STR(length=2000), nullable=True))
-        batch_op.add_column(sa.Column("authority_document", _STR(length=64), nullable=True))
-        batch_op.add_column(sa.Column("agent_identity_method", _STR(length=64), nullable=True))
-        batch_op.add_column(sa.Column("disclosure_method_used", _STR(length=64), nullable=True))
-        batch_op.alter_column(
-            "disclosure_method",
-            existing_type=_STR(length=16),
-            type_=_STR(length=64),
-            existing_nullable=True,
-        )
+    for name, length in REQUEST_COLUMNS:
+        op.add_column("requests", sa.Column(name, _STR(length=length), nullable=True))
     op.create_table(
         "payments",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -50,14 +51,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_payments_request_id", table_name="payments")
     op.drop_table("payments")
-    with op.batch_alter_table("requests", schema=None) as batch_op:
-        batch_op.alter_column(
-            "disclosure_method",
-            existing_type=_STR(length=64),
-            type_=_STR(length=16),
-            existing_nullable=True,
-        )
-        batch_op.drop_column("disclosure_method_used")
-        batch_op.drop_column("agent_identity_method")
-        batch_op.drop_column("authority_document")
-        batch_op.drop_column("identity_evidence")
+    for name, _ in reversed(REQUEST_COLUMNS):
+        op.drop_column("requests", name)
