@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test test-fast lint format bench letters diagrams screenshots clean
+.PHONY: install run test test-fast lint format bench reliability letters diagrams screenshots clean
 
 install: $(STAMP)
 
@@ -38,6 +38,11 @@ lint: install
 format: install
 	$(BIN)/ruff format src tests bench scripts
 	$(BIN)/ruff check --fix src tests bench scripts
+
+# The reliability proof at full size (docs/reliability.md): 20 SIGKILLs per database and a
+# longer schemathesis run; `make test` runs the same tests small.
+reliability: install
+	DSRFLOW_RELIABILITY_KILLS=20 DSRFLOW_FUZZ_EXAMPLES=50 $(BIN)/pytest -q -s -p no:cacheprovider tests/reliability
 
 bench: install
 	$(BIN)/python -m bench

@@ -31,7 +31,7 @@ from dsrflow.outbound_mail.dispatch import failure_notice, flush_outbox
 from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.outbound_mail.senders import PermanentFailure
 from dsrflow.requests import letters, service
-from dsrflow.requests.schemas import RequestCreate, TransitionIn
+from dsrflow.requests.schemas import PaymentIn, RequestCreate, TransitionIn
 from dsrflow.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,7 +69,36 @@ def decide(rt: Runtime, request_id: str, trigger: str, **fields: Any) -> None:
         )
 
 
-def submit(rt: Runtime, request_type: str, language: str, *, agent: bool = False) -> str:
+def pay(rt: Runtime, request_id: str) -> None:
+    with Session(rt.db, expire_on_commit=False) as session:
+        service.record_payment(
+            rt,
+            session,
+            request_id,
+            PaymentIn(amount_jpy=1000, method="bank_transfer"),
+            actor="sample",
+        )
+
+
+def verify(rt: Runtime, request_id: str, method: str, language: str, **fields: Any) -> None:
+    decide(
+        rt,
+        request_id,
+        "verify_identity",
+        method=method,
+        evidence=SAMPLES["evidence"][language],
+        **fields,
+    )
+
+
+def submit(
+    rt: Runtime,
+    request_type: str,
+    language: str,
+    *,
+    agent: bool = False,
+    disclosure_method: str | None = None,
+) -> str:
     person = SAMPLES["requester"][language]
     data = RequestCreate(
         type=request_type,
@@ -78,6 +107,8 @@ def submit(rt: Runtime, request_type: str, language: str, *, agent: bool = False
         details=SAMPLES["details"][language],
         language=language,  # type: ignore[arg-type]
         agent=SAMPLES["agent"][language] if agent else None,
+        disclosure_method=disclosure_method,
+        postal_address=SAMPLES["postal_address"][language] if disclosure_method else None,
     )
     received_at = datetime.fromisoformat(SAMPLES["received_at"])
     with Session(rt.db, expire_on_commit=False) as session:
@@ -158,23 +189,44 @@ def samples(rt: Runtime) -> list[Sample]:
             lang,
             letter(rt, disclosure, "info_request"),
         )
-        decide(rt, disclosure, "info_received")
-        decide(rt, disclosure, "verify_identity", method="id_document_copy")
-        decide(rt, disclosure, "fulfill", summary=text["summary"][lang])
+        decide(rt, disclosure, "info_received", note=text["info_note"][lang])
+        verify(rt, disclosure, "id_document_copy", lang)
+        pay(rt, disclosure)
+        decide(rt, disclosure, "fulfill", summary=text["summary"][lang], method_used="electronic")
         add(
             "fulfilled",
             "Outcome: fulfilled",
-            "What was done (Art. 33(3) for a disclosure).",
+            "What was done and by which method (a disclosure is made under Art. 33(2)).",
             lang,
             letter(rt, disclosure, "fulfilled"),
         )
+        on_paper = submit(rt, "disclosure", lang, disclosure_method="electronic")
+        verify(rt, on_paper, "id_document_copy", lang)
+        pay(rt, on_paper)
+        decide(
+            rt,
+            on_paper,
+            "fulfill",
+            summary=text["paper_summary"][lang],
+            method_used="paper",
+            method_difficulty=text["method_difficulty"][lang],
+        )
+        add(
+            "method_difficult",
+            "Outcome: fulfilled by another method than the one designated",
+            "The Art. 33(3) notice that the designated method was difficult, with the reason.",
+            lang,
+            letter(rt, on_paper, "fulfilled"),
+        )
         partial = submit(rt, "disclosure", lang)
-        decide(rt, partial, "verify_identity", method="jpki_signature")
+        verify(rt, partial, "jpki_signature", lang)
+        pay(rt, partial)
         decide(
             rt,
             partial,
             "fulfill",
             summary=text["partial_summary"][lang],
+            method_used="electronic",
             withheld=[
                 {
                     "reason_code": "DISC_BUSINESS_IMPEDIMENT",
@@ -191,7 +243,7 @@ def samples(rt: Runtime) -> list[Sample]:
             letter(rt, partial, "fulfilled"),
         )
         correction = submit(rt, "correction", lang)
-        decide(rt, correction, "verify_identity", method="pre_registered_login")
+        verify(rt, correction, "pre_registered_login", lang)
         decide(rt, correction, "fulfill", summary=text["correction_summary"][lang])
         add(
             "correction_fulfilled",
@@ -215,8 +267,65 @@ def samples(rt: Runtime) -> list[Sample]:
             lang,
             letter(rt, refused, "refused"),
         )
+        add(
+            "agent_notice",
+            "To the principal, when an agent files",
+            "Sent to the principal's own address: who asked in their name, and how to object.",
+            lang,
+            letter(rt, by_agent, "agent_notice"),
+        )
+        verify(
+            rt,
+            by_agent,
+            "id_document_copy",
+            lang,
+            authority_document="family_register",
+            agent_method="id_document_copy",
+        )
+        decide(rt, by_agent, "report_not_held", explanation=text["not_held_explanation"][lang])
+        add(
+            "not_held",
+            "Outcome: no data held (a request made by an agent)",
+            "An answer, not a refusal (Art. 33(3)); neutral words that also serve where the "
+            "company may neither confirm nor deny. Names the principal and the agent.",
+            lang,
+            letter(rt, by_agent, "not_held"),
+        )
+        substituted = submit(rt, "suspension", lang)
+        verify(rt, substituted, "in_person", lang)
+        decide(
+            rt,
+            substituted,
+            "substitute",
+            measure=text["substitute_measure"][lang],
+            explanation=text["substitute_explanation"][lang],
+        )
+        add(
+            "substituted",
+            "Outcome: a substitute measure",
+            "The measure taken instead of the one asked, and why (Art. 35(2) proviso, "
+            "notice under Art. 35(7), Art. 36).",
+            lang,
+            letter(rt, substituted, "substituted"),
+        )
+        unspecified = submit(rt, "correction", lang)
+        decide(rt, unspecified, "request_info", message=text["info_message"][lang])
+        decide(
+            rt,
+            unspecified,
+            "refuse",
+            reason_code="PROC_NOT_SPECIFIED",
+            explanation=text["not_specified_explanation"][lang],
+        )
+        add(
+            "refused_not_specified",
+            "Outcome: refused, the data never specified (Art. 37(2))",
+            "From waiting for the requester: the notice article of the type (Art. 34(3)).",
+            lang,
+            letter(rt, unspecified, "refused"),
+        )
         withdrawn = submit(rt, "third_party_cessation", lang)
-        decide(rt, withdrawn, "withdraw")
+        decide(rt, withdrawn, "withdraw", note=text["withdraw_note"][lang])
         add(
             "withdrawn",
             "Withdrawn",

@@ -27,7 +27,7 @@ from dsrflow.config import Settings
 from dsrflow.db import make_engine, migrate
 from dsrflow.requests import service
 from dsrflow.requests.models import Request
-from dsrflow.requests.schemas import RequestCreate, TransitionIn
+from dsrflow.requests.schemas import PaymentIn, RequestCreate, TransitionIn
 from dsrflow.runtime import Runtime
 from dsrflow.workflow.definitions import Definitions, load_definitions
 from dsrflow.workflow.engine import GUARDS
@@ -192,25 +192,45 @@ def make_request(
             received_at=received_at,
         ).request
         for trigger, fields in PATHS[state]:
-            request = service.transition(
-                rt, s, request.id, TransitionIn(trigger=trigger, **fields), actor="test"
-            )
+            if trigger == "fulfill" and rt.definitions.workflow(request_type).fee:
+                payment = PaymentIn(amount_jpy=10_000, method="bank_transfer")
+                service.record_payment(rt, s, request.id, payment, actor="test")
+            agent = request.agent_name is not None
+            fields = path_fields(rt, request_type, trigger, fields, agent=agent)
+            body = TransitionIn(trigger=trigger, **fields)
+            request = service.transition(rt, s, request.id, body, actor="test")
         return request
 
 
+VERIFY = {"method": "id_document_copy", "evidence": "運転免許証の写し（氏名・住所一致）"}
 PATHS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "received": [],
-    "identity_verified": [("verify_identity", {"method": "id_document_copy"})],
+    "identity_verified": [("verify_identity", VERIFY)],
     "awaiting_requester": [("request_info", {"message": "対象のサービス名を教えてください。"})],
-    "fulfilled": [
-        ("verify_identity", {"method": "id_document_copy"}),
-        ("fulfill", {"summary": "対応しました。"}),
-    ],
+    "fulfilled": [("verify_identity", VERIFY), ("fulfill", {"summary": "対応しました。"})],
     "refused": [
         ("refuse", {"reason_code": "PROC_ID_UNVERIFIED", "explanation": "確認できません。"})
     ],
-    "withdrawn": [("withdraw", {})],
+    "not_held": [("verify_identity", VERIFY), ("report_not_held", {"explanation": "該当なし。"})],
+    "substituted": [
+        ("verify_identity", VERIFY),
+        ("substitute", {"measure": "利用を制限しました。", "explanation": "消去は困難です。"}),
+    ],
+    "withdrawn": [("withdraw", {"note": "本人から電話で取下げの申出"})],
 }
+
+
+def path_fields(
+    rt: Runtime, request_type: str, trigger: str, fields: dict[str, Any], *, agent: bool = False
+) -> dict[str, Any]:
+    """``fields`` plus what the workflow needs besides (a disclosure type's method_used, an
+    agent's authority)."""
+    wf = rt.definitions.workflow(request_type)
+    if trigger == "fulfill" and wf.disclosure_methods and "method_used" not in fields:
+        return {**fields, "method_used": wf.disclosure_methods[0]}
+    if trigger == "verify_identity" and agent:
+        return {**fields, "authority_document": "family_register", "agent_method": "in_person"}
+    return fields
 
 
 def with_secrets(update: dict[str, Any]) -> dict[str, Any]:

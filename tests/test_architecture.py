@@ -31,6 +31,8 @@ LAYERS: dict[str, int] = {
     "deadlines": 3,
     "reports": 3,
     "documents": 3,  # the requester's uploads: a request's files, audited
+    # retention purges across the rooms of the domain (requests, their mail, their letters)
+    "retention": 3,
     # the domain
     "requests": 2,
     # below
@@ -41,6 +43,7 @@ LAYERS: dict[str, int] = {
     "auth": 1,
     "logs": 1,
     "web": 1,  # what every face shares over HTTP: CSRF, limits, security headers, uvicorn
+    "backup": 1,
     "config": 0,
     "db": 0,
     "errors": 0,
@@ -53,6 +56,7 @@ SIDEWAYS = {
     ("console", "pages"),
     ("migrations", "models"),
     ("deadlines", "inbound_mail"),  # the digest counts the triage inbox
+    ("retention", "inbound_mail"),  # purge empties a request's mail with the request
     ("runtime", "outbound_mail"),  # the runtime holds the letter renderer
     ("runtime", "workflow"),
     ("outbound_mail", "workflow"),

@@ -108,11 +108,17 @@ def test_withdrawing_a_closed_request_does_not_say_withdrawn(
     link, reference = _submit(client)
     with Session(rt.db) as session:
         request_id = session.exec(select(Request.id).where(Request.reference == reference)).one()
+    base = f"/api/v1/requests/{request_id}"
+    paid = client.post(
+        f"{base}/payments", json={"amount_jpy": 1000, "method": "cash"}, headers=auth
+    )
+    assert paid.status_code == 200, paid.text
     for body in (
-        {"trigger": "verify_identity", "method": "in_person"},
-        {"trigger": "fulfill", "summary": "done"},
+        {"trigger": "verify_identity", "method": "in_person", "evidence": "運転免許証"},
+        {"trigger": "fulfill", "summary": "done", "method_used": "electronic"},
     ):
-        client.post(f"/api/v1/requests/{request_id}/transitions", json=body, headers=auth)
+        response = client.post(f"{base}/transitions", json=body, headers=auth)
+        assert response.status_code == 200, response.text
     page = post_form(client, f"{link}/withdraw", {}, page_url="/").text
     assert 'id="state">対応完了<' in page
     assert "ご請求を取り下げました" not in page

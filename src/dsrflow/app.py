@@ -12,10 +12,11 @@ from dsrflow import __version__
 from dsrflow.api import docs as docs_routes
 from dsrflow.api import documents as document_routes
 from dsrflow.api import inbox as inbox_routes
-from dsrflow.api import problems
+from dsrflow.api import openapi, problems
 from dsrflow.api import requests as request_routes
 from dsrflow.api import workflows as workflow_routes
 from dsrflow.config import Settings
+from dsrflow.db import reading
 from dsrflow.pages import routes as page_routes
 from dsrflow.runtime import Runtime
 from dsrflow.web.csrf import Csrf
@@ -72,10 +73,11 @@ def create_app(rt: Runtime, *, background: Background | None = None) -> FastAPI:
     app.include_router(document_routes.router)
     app.include_router(page_routes.router)
     app.include_router(docs_routes.router)
+    openapi.install(app)
 
     @app.get("/healthz", tags=["health"], summary="Liveness and database check")
     def healthz() -> dict[str, str]:
-        with rt.db.connect() as connection:
+        with reading(rt.db).connect() as connection:  # never waits for SQLite's write lock
             connection.exec_driver_sql("SELECT 1")
         return {"status": "ok"}
 

@@ -246,12 +246,59 @@ def cmd_outbox_flush(args: argparse.Namespace) -> int:
             rt.settings,
             rt.letters,
             from_name=rt.definitions.company.name.for_language("ja"),
+            due_only=args.due_only,
         )
     )
     print(f"sent {report.sent}, retried later {report.retried}, failed {report.failed}")
     if report.error is not None:
         print(f"dsrflow: mail server: {report.error}", file=sys.stderr)
     return 1 if report.unreachable else 0
+
+
+def cmd_outbox_list(args: argparse.Namespace) -> int:
+    from dsrflow.db import read_session
+    from dsrflow.outbound_mail import repository
+
+    rt = _runtime(migrate=False)
+    tz = rt.settings.tz
+    with read_session(rt.db) as session:
+        rows = repository.listing(session, args.status, args.limit)
+        totals = repository.count_by_status(session)
+    # No recipient and no body: the reference, the letter and the state say what it is.
+    for row in rows:
+        when = row.sent_at or row.next_attempt_at
+        error = f"\t{row.last_error}" if row.last_error and row.status != "sent" else ""
+        print(
+            f"{row.id}\t{row.status}\t{row.reference or '-'}\t{row.letter}\t"
+            f"attempts {row.attempts}\t{when.astimezone(tz):%Y-%m-%d %H:%M}{error}"
+        )
+    summary = ", ".join(f"{status} {n}" for status, n in sorted(totals.items())) or "empty"
+    print(f"outbox: {summary}", file=sys.stderr)
+    return 0
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    from dsrflow.retention import purge
+
+    rt = _runtime(migrate=False)
+    report = purge(rt, dry_run=args.dry_run)
+    verb = "would purge" if args.dry_run else "purged"
+    for line in report.lines():
+        print(f"{verb} {line}")
+    print(f"{verb}: {report.summary()}", file=sys.stderr)
+    return 0
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from dsrflow.backup import BackupError, backup_sqlite
+
+    rt = _runtime(migrate=False)
+    try:
+        pages = backup_sqlite(rt.db, args.path)
+    except BackupError as exc:
+        raise CliError(str(exc)) from exc
+    print(f"backed up to {args.path} ({pages} pages)")
+    return 0
 
 
 def _moment(text: str) -> datetime:
@@ -341,9 +388,25 @@ def build_parser() -> argparse.ArgumentParser:
     outbox = sub.add_parser("outbox", help="outgoing mail").add_subparsers(
         dest="action", required=True
     )
-    outbox.add_parser("flush", help="send what is waiting, once").set_defaults(
-        func=cmd_outbox_flush
+    flush = outbox.add_parser(
+        "flush", help="send what is waiting, once, deferred messages included"
     )
+    flush.add_argument(
+        "--due-only", action="store_true", help="leave messages in backoff until they are due"
+    )
+    flush.set_defaults(func=cmd_outbox_flush)
+    listing = outbox.add_parser("list", help="what waits, what was sent, what failed")
+    listing.add_argument("--status", choices=["pending", "sending", "sent", "failed"])
+    listing.add_argument("--limit", type=int, default=100)
+    listing.set_defaults(func=cmd_outbox_list)
+
+    purge = sub.add_parser("purge", help="remove personal data past its retention period")
+    purge.add_argument("--dry-run", action="store_true", help="print what would be removed")
+    purge.set_defaults(func=cmd_purge)
+
+    backup = sub.add_parser("backup", help="a consistent copy of the SQLite database")
+    backup.add_argument("path", help="the file to write (must not exist)")
+    backup.set_defaults(func=cmd_backup)
     sweep = sub.add_parser("sweep", help="one deadline sweep (reminders, escalations)")
     sweep.add_argument("--as-of", type=_moment, help="ISO 8601 time (default: now)")
     sweep.add_argument("--dry-run", action="store_true", help="print what would be sent")

@@ -70,13 +70,20 @@ class Settings(BaseSettings):
     forwarded_allow_ips: str | None = None
     # The status link works while the request is open and for this long after it closes.
     status_link_days_after_close: int = 90
-    # Uploaded documents are removed this long after the request closes.
-    document_retention_days_after_close: int = 30
     # The same type, address and details from the form within this time is the same request.
     duplicate_window_hours: int = 24
     # Business-day closures, as MM-DD ranges (the default is the year-end closure 12/29-1/3).
     closure_days: list[str] = Field(default_factory=lambda: ["12-29..12-31", "01-01..01-03"])
     verification_link_hours: int = 72
+
+    # SQLite durability: FULL syncs the WAL at each commit, so an acknowledged write survives a
+    # power cut; NORMAL is faster but may lose the last commits then (docs/reliability.md).
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+
+    # Retention (dsrflow purge, also run daily by the scheduler); see docs/reliability.md.
+    retention_closed_days: int = Field(default=3 * 365, ge=1)
+    retention_raw_mail_days: int = Field(default=90, ge=1)
+    retention_id_documents_days: int = Field(default=30, ge=1)
 
     @field_validator("timezone")
     @classmethod

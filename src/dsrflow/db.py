@@ -1,24 +1,52 @@
 """Database engine, sessions and migrations.
 
-SQLite (the default) runs in WAL mode and takes the write lock at BEGIN (``BEGIN IMMEDIATE``), so
-two writers queue instead of failing half-way; PostgreSQL is used as is, with conditional updates
-and ``FOR UPDATE SKIP LOCKED`` claims doing the coordination.
+Sessions say what they are for (see docs/reliability.md):
+
+- ``Session(engine)`` (or ``write_session``) is for work that writes. On SQLite its transactions
+  start with ``BEGIN IMMEDIATE``: the write lock is taken at the start, so two writers queue
+  instead of one failing half-way with a stale snapshot.
+- ``read_session(engine)`` is for work that only reads. On SQLite it starts a deferred ``BEGIN``,
+  which in WAL mode never blocks nor waits for a writer; a write statement in it is a bug and
+  raises ``ReadOnlyViolation`` (on every backend, so the tests catch it on either).
+- ``write_session(engine, reads_after_commit=True)``: a request's session. Its first commit ends
+  the writing; what it reads afterwards (the response) runs in a deferred read transaction, so
+  the write lock is never held while the response travels between threads and the event loop.
+
+SQLite runs in WAL mode with ``synchronous=FULL`` by default (each commit is on disk before it
+is acknowledged; ``NORMAL`` trades that for speed, see ``DSRFLOW_SQLITE_SYNCHRONOUS``). Taking
+the write lock waits up to the busy timeout and is then tried again, so "database is locked"
+does not reach a caller while the lock keeps changing hands. PostgreSQL is used as is, with row
+locks, conditional updates and ``FOR UPDATE SKIP LOCKED`` claims doing the coordination.
 """
 
 from __future__ import annotations
 
+import logging
+import sqlite3
+import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import DateTime, event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.types import TypeDecorator
-from sqlmodel import create_engine
+from sqlmodel import Session, create_engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+READ_ONLY = "dsrflow_read_only"  # execution option: a read-only connection
+SqliteSynchronous = Literal["FULL", "NORMAL"]
+BUSY_TIMEOUT_SECONDS = 30.0
+# After each busy timeout the write lock is asked for again, this many times in all.
+BUSY_ATTEMPTS = 4
+
+log = logging.getLogger(__name__)
+
+
+class ReadOnlyViolation(RuntimeError):
+    """A write statement ran in a read-only session: the caller chose the wrong session."""
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -45,7 +73,42 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+_READING = (
+    "SELECT",
+    "WITH",
+    "PRAGMA",
+    "EXPLAIN",
+    "SHOW",
+    "BEGIN",
+    "COMMIT",
+    "ROLLBACK",
+    "SAVEPOINT",
+    "RELEASE",
+)
+
+
+def _is_read_only(connection: Any) -> bool:
+    return bool(connection.get_execution_options().get(READ_ONLY))
+
+
+def _begin_immediate(connection: Any) -> None:
+    """Take SQLite's write lock, waiting the busy timeout and then asking again."""
+    for attempt in range(1, BUSY_ATTEMPTS + 1):
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            return
+        except Exception as exc:  # sqlalchemy wraps sqlite3.OperationalError
+            cause = getattr(exc, "orig", exc)
+            locked = isinstance(cause, sqlite3.OperationalError) and "locked" in str(cause)
+            if not locked or attempt == BUSY_ATTEMPTS:
+                raise
+            log.warning("database: write lock still busy, attempt %d; waiting again", attempt)
+            time.sleep(0.05 * attempt)
+
+
+def make_engine(
+    url: str, *, sqlite_synchronous: SqliteSynchronous = "FULL", **kwargs: Any
+) -> Engine:
     """An engine for ``url``. Errors never carry the statement's parameters (names, addresses,
     letters), so a logged database error holds no personal data."""
     parsed = make_url(url)
@@ -54,10 +117,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
             url,
-            connect_args={"check_same_thread": False, "timeout": 30},
+            connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_SECONDS},
             hide_parameters=True,
             **kwargs,
         )
+        synchronous = {"FULL": "FULL", "NORMAL": "NORMAL"}[sqlite_synchronous]
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -65,20 +129,56 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA synchronous={synchronous}")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
             cursor.close()
 
         @event.listens_for(engine, "begin")
         def _on_begin(connection: Any) -> None:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            if _is_read_only(connection):
+                connection.exec_driver_sql("BEGIN")  # deferred: a reader never takes the lock
+            else:
+                _begin_immediate(connection)
 
-        return engine
-    kwargs.setdefault("pool_pre_ping", True)
-    kwargs.setdefault("pool_size", 10)
-    kwargs.setdefault("max_overflow", 20)
-    return create_engine(url, hide_parameters=True, **kwargs)
+    else:
+        kwargs.setdefault("pool_pre_ping", True)
+        kwargs.setdefault("pool_size", 10)
+        kwargs.setdefault("max_overflow", 20)
+        engine = create_engine(url, hide_parameters=True, **kwargs)
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _guard_read_only(
+        connection: Any, _cursor: Any, statement: str, *_args: Any, **_kw: Any
+    ) -> None:
+        if _is_read_only(connection) and not statement.lstrip().upper().startswith(_READING):
+            raise ReadOnlyViolation(f"write in a read-only session: {statement.split()[0]}")
+
+    return engine
+
+
+def reading(engine: Engine) -> Engine:
+    """The same engine and pool, for read-only work (deferred BEGIN on SQLite)."""
+    return engine.execution_options(**{READ_ONLY: True})
+
+
+def read_session(engine: Engine) -> Session:
+    """A session for work that only reads: on SQLite it never takes the write lock."""
+    return Session(reading(engine), expire_on_commit=False)
+
+
+def write_session(engine: Engine, *, reads_after_commit: bool = False) -> Session:
+    """A session for work that writes (``BEGIN IMMEDIATE`` on SQLite). With
+    ``reads_after_commit``, its first commit ends the writing: later transactions of the session
+    only read, in deferred transactions that hold no lock."""
+    session = Session(engine, expire_on_commit=False)
+    if reads_after_commit:
+
+        @event.listens_for(session, "after_commit")
+        def _now_reading(committed: Session) -> None:
+            committed.bind = reading(engine)
+
+    return session
 
 
 def alembic_config(engine: Engine) -> Config:

@@ -5,7 +5,7 @@ from dsrflow.auth.models import Handler
 from dsrflow.documents.models import RequesterDocument
 from dsrflow.inbound_mail.models import ImapSyncState, InboundAttachment, InboundMessage
 from dsrflow.outbound_mail.models import OutboxMessage
-from dsrflow.requests.models import ReferenceCounter, Request, VerificationToken
+from dsrflow.requests.models import Payment, ReferenceCounter, Request, VerificationToken
 
 __all__ = [
     "AuditHead",
@@ -15,6 +15,7 @@ __all__ = [
     "InboundAttachment",
     "InboundMessage",
     "OutboxMessage",
+    "Payment",
     "ReferenceCounter",
     "Request",
     "RequesterDocument",

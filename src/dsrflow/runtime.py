@@ -6,7 +6,7 @@ import contextlib
 import os
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from functools import cached_property
 
 from sqlalchemy.engine import Engine as DbEngine
@@ -48,7 +48,11 @@ class Runtime:
             engine=Engine(definitions),
             calendar=BusinessCalendar(settings.tz, settings.closure_days),
             letters=LetterRenderer(settings.workflows_dir / "templates"),
-            db=db if db is not None else make_engine(settings.resolved_database_url),
+            db=db
+            if db is not None
+            else make_engine(
+                settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous
+            ),
         )
 
     @cached_property
@@ -89,9 +93,22 @@ class Runtime:
             if wf.deadline.pause_while_awaiting_requester
         ]
 
-    def is_overdue(self, request_type: str, state: str, due_at: datetime, now: datetime) -> bool:
+    def is_overdue(
+        self,
+        request_type: str,
+        state: str,
+        due_at: datetime,
+        now: datetime,
+        art39_date: date | None = None,
+    ) -> bool:
+        """Past the internal target (unless its clock is paused), or on or past the Art. 39 date
+        whatever any pause or extension says; never once closed."""
+        if state in self.closed_states:
+            return False
+        if art39_date is not None and now.astimezone(self.settings.tz).date() >= art39_date:
+            return True
         paused = state == AWAITING_STATE and request_type in self.paused_types
-        return due_at < now and state not in self.closed_states and not paused
+        return due_at < now and not paused
 
     @cached_property
     def open_states(self) -> list[str]:

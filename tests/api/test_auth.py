@@ -69,7 +69,7 @@ def test_roles(role: str, may_decide: bool, rt: Runtime, client: TestClient) -> 
     assert client.get(f"/api/v1/requests/{request.id}", headers=headers).status_code == 200
     response = client.post(
         f"/api/v1/requests/{request.id}/transitions",
-        json={"trigger": "withdraw"},
+        json={"trigger": "withdraw", "note": "本人から電話"},
         headers=headers,
     )
     assert response.status_code == (200 if may_decide else 403), response.text

@@ -150,11 +150,12 @@ def test_queue_filters_and_paging(rt: Runtime, client: TestClient, auth: dict[st
     assert ids(state="identity_verified") == [new.id]
     assert ids(type="correction") == [new.id, closed_old.id]
     assert ids(overdue="true") == [old.id]  # the closed one is not overdue
-    # A disclosure waiting for the requester has its clock paused: not overdue meanwhile.
+    # A disclosure waiting for the requester has its clock paused, but once its Art. 39 date
+    # has come it is overdue whatever the pause says.
     paused = make_request(
         rt, "disclosure", "awaiting_requester", received_at=now - timedelta(days=20)
     )
-    assert ids(overdue="true") == [old.id]
+    assert ids(overdue="true") == [paused.id, old.id]
     assert ids(state="awaiting_requester") == [paused.id]
     assert ids(due_before=(now + timedelta(days=1)).isoformat()) == [
         paused.id,

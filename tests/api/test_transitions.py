@@ -10,8 +10,11 @@ from typing import Any
 import pytest
 import yaml
 from fastapi.testclient import TestClient
+from sqlmodel import Session
 
 from dsrflow.app import create_app
+from dsrflow.requests import service
+from dsrflow.requests.schemas import PaymentIn
 from dsrflow.runtime import Runtime
 from tests.conftest import WORKFLOWS, make_request, request_body
 
@@ -29,18 +32,36 @@ STATES = (
     "awaiting_requester",
     "fulfilled",
     "refused",
+    "not_held",
+    "substituted",
     "withdrawn",
 )
+SUBSTITUTES = {"suspension", "third_party_cessation"}
 
 # The contract's table (DESIGN.md), written out independently of workflows/.
 ALLOWED = {
     "received": {"verify_identity", "request_info", "refuse", "withdraw"},
-    "identity_verified": {"request_info", "fulfill", "refuse", "withdraw"},
-    "awaiting_requester": {"info_received", "withdraw"},
+    "identity_verified": {"request_info", "fulfill", "report_not_held", "refuse", "withdraw"},
+    "awaiting_requester": {"info_received", "refuse", "withdraw"},
     "fulfilled": set(),
     "refused": set(),
+    "not_held": set(),
+    "substituted": set(),
     "withdrawn": set(),
 }
+
+
+def allowed(request_type: str, state: str) -> set[str]:
+    extra = (
+        {"substitute"} if state == "identity_verified" and request_type in SUBSTITUTES else set()
+    )
+    return ALLOWED[state] | extra
+
+
+def states_of(request_type: str) -> list[str]:
+    return [s for s in STATES if s != "substituted" or request_type in SUBSTITUTES]
+
+
 EXPECTED_DEST = {
     ("received", "verify_identity"): "identity_verified",
     ("received", "request_info"): "awaiting_requester",
@@ -48,6 +69,9 @@ EXPECTED_DEST = {
     ("received", "withdraw"): "withdrawn",
     ("identity_verified", "request_info"): "awaiting_requester",
     ("identity_verified", "fulfill"): "fulfilled",
+    ("identity_verified", "report_not_held"): "not_held",
+    ("identity_verified", "substitute"): "substituted",
+    ("awaiting_requester", "refuse"): "refused",
     ("identity_verified", "refuse"): "refused",
     ("identity_verified", "withdraw"): "withdrawn",
     ("awaiting_requester", "info_received"): "received",  # it left "received" (make_request)
@@ -55,16 +79,33 @@ EXPECTED_DEST = {
 }
 
 
-def body_for(trigger: str, state: str) -> dict[str, Any]:
-    reason = "PROC_ID_UNVERIFIED" if state == "received" else "PROC_NONCONFORMING"
+def body_for(
+    trigger: str, state: str, rt: Runtime | None = None, request_type: str = ""
+) -> dict[str, Any]:
+    reason = {
+        "received": "PROC_ID_UNVERIFIED",
+        "awaiting_requester": "PROC_NOT_SPECIFIED",
+    }.get(state, "PROC_NONCONFORMING")
+    fulfill: dict[str, Any] = {"summary": "ご請求の個人データを開示しました。"}
+    if rt is not None and rt.definitions.workflow(request_type).disclosure_methods:
+        fulfill["method_used"] = rt.definitions.workflow(request_type).disclosure_methods[0]
     return {
-        "verify_identity": {"method": "id_document_copy"},
+        "verify_identity": {"method": "id_document_copy", "evidence": "運転免許証の写し"},
         "request_info": {"message": "対象のサービスを教えてください。"},
         "info_received": {"note": "電話で回答を得た"},
-        "fulfill": {"summary": "ご請求の個人データを開示しました。"},
+        "fulfill": fulfill,
+        "report_not_held": {"explanation": "ご請求のサービスには登録がございません。"},
+        "substitute": {"measure": "利用を停止しました。", "explanation": "消去は困難です。"},
         "refuse": {"reason_code": reason, "explanation": "所定の手続によるご請求ではありません。"},
         "withdraw": {"note": "本人から電話"},
     }[trigger]
+
+
+def pay(rt: Runtime, request_id: str) -> None:
+    with Session(rt.db) as s:
+        service.record_payment(
+            rt, s, request_id, PaymentIn(amount_jpy=1000, method="bank_transfer"), actor="test"
+        )
 
 
 def fire(client: TestClient, auth: dict[str, str], request_id: str, trigger: str, **fields: Any):  # type: ignore[no-untyped-def]
@@ -80,13 +121,14 @@ def test_every_trigger_from_every_state(
     request_type: str, rt: Runtime, client: TestClient, auth: dict[str, str]
 ) -> None:
     triggers = set().union(*ALLOWED.values())
-    for state in STATES:
+    for state in states_of(request_type):
         # Not allowed: 409 with the current state and version, and nothing changes.
         request = make_request(rt, request_type, state)
         shown = client.get(f"/api/v1/requests/{request.id}", headers=auth).json()
-        assert set(shown["allowed_triggers"]) == ALLOWED[state], (request_type, state)
-        for trigger in sorted(triggers - ALLOWED[state]):
-            response = fire(client, auth, request.id, trigger, **body_for(trigger, state))
+        assert set(shown["allowed_triggers"]) == allowed(request_type, state), (request_type, state)
+        for trigger in sorted(triggers - allowed(request_type, state)):
+            body = body_for(trigger, state, rt, request_type)
+            response = fire(client, auth, request.id, trigger, **body)
             assert response.status_code == 409, (request_type, state, trigger, response.text)
             problem = response.json()
             assert response.headers["content-type"].startswith("application/problem+json")
@@ -94,9 +136,12 @@ def test_every_trigger_from_every_state(
         after = client.get(f"/api/v1/requests/{request.id}", headers=auth).json()
         assert (after["state"], after["version"]) == (state, request.version)
         # Allowed: each succeeds (on a fresh request) and lands where the contract says.
-        for trigger in sorted(ALLOWED[state]):
+        for trigger in sorted(allowed(request_type, state)):
             fresh = make_request(rt, request_type, state)
-            response = fire(client, auth, fresh.id, trigger, **body_for(trigger, state))
+            if trigger == "fulfill" and rt.definitions.workflow(request_type).fee:
+                pay(rt, fresh.id)
+            body = body_for(trigger, state, rt, request_type)
+            response = fire(client, auth, fresh.id, trigger, **body)
             assert response.status_code == 200, (request_type, state, trigger, response.text)
             result = response.json()
             assert result["state"] == EXPECTED_DEST[(state, trigger)]
@@ -132,6 +177,8 @@ def test_unknown_trigger_is_409(rt: Runtime, client: TestClient, auth: dict[str,
         ({"explanation": "理由"}, "reason_code"),
         ({"reason_code": "NO_SUCH_REASON", "explanation": "理由"}, "reason_code"),
         # A substantive reason does not fit before identity is verified.
+        ({"reason_code": "DISC_HARM_RIGHTS", "explanation": "理由"}, "reason_code"),
+        # Non-existence is no reason code.
         ({"reason_code": "DISC_NOT_EXIST", "explanation": "理由"}, "reason_code"),
         # A correction reason does not fit a disclosure request.
         ({"reason_code": "CORR_NOT_NEEDED", "explanation": "理由"}, "reason_code"),
@@ -164,12 +211,14 @@ def test_partial_fulfilment_checks_each_withheld_part(
     rt: Runtime, client: TestClient, auth: dict[str, str]
 ) -> None:
     request = make_request(rt, "disclosure", "identity_verified")
+    pay(rt, request.id)
     bad = fire(
         client,
         auth,
         request.id,
         "fulfill",
         summary="一部開示",
+        method_used="electronic",
         withheld=[
             {"reason_code": "CORR_NOT_NEEDED", "explanation": "x"},
             {"reason_code": "DISC_HARM_RIGHTS", "explanation": ""},
@@ -183,6 +232,7 @@ def test_partial_fulfilment_checks_each_withheld_part(
         request.id,
         "fulfill",
         summary="一部開示",
+        method_used="electronic",
         withheld=[{"reason_code": "DISC_HARM_RIGHTS", "explanation": "第三者の情報を含むため"}],
     )
     assert good.status_code == 200
@@ -197,6 +247,10 @@ def test_fields_a_trigger_does_not_take_are_refused(
     assert response.status_code == 422
     assert "reason_code" in response.json()["errors"]
     assert fire(client, auth, request.id, "withdraw", colour="blue").status_code == 422
+    # A handler's withdrawal says why.
+    response = fire(client, auth, request.id, "withdraw")
+    assert response.status_code == 422
+    assert "note" in response.json()["errors"]
 
 
 def test_stale_expected_version_is_409_with_current_state(
@@ -209,6 +263,7 @@ def test_stale_expected_version_is_409_with_current_state(
         request.id,
         "verify_identity",
         method="in_person",
+        evidence="運転免許証を窓口で確認",
         expected_version=request.version,
     )
     assert ok.status_code == 200
@@ -240,6 +295,7 @@ def test_editing_a_workflow_file_changes_behaviour(
         if transition["trigger"] == "refuse":
             transition["source"] = ["identity_verified"]  # no refusal before identity
     data["deadline"]["days"] = 30
+    data["deadline"]["confirm_past_art39"] = True  # past the Art. 39 date, knowingly
     path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
     edited = Runtime.load(rt.settings.model_copy(update={"workflows_dir": workflows}), db=rt.db)
     with TestClient(create_app(edited)) as client:

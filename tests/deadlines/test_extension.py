@@ -20,13 +20,18 @@ def test_extension_moves_the_target_not_art39_and_tells_the_requester(
     rt: Runtime, client: TestClient, auth: dict[str, str]
 ) -> None:
     request = make_request(rt, "disclosure", "identity_verified")
+    body = {"days": 7, "reason": "記録の取り寄せに時間を要するため"}
+    # The new target is past the Art. 39 date: refused unless the handler confirms it.
+    unconfirmed = extend(client, auth, request.id, **body)
+    assert unconfirmed.status_code == 422
+    assert "confirm_past_art39" in unconfirmed.json()["errors"]
     response = extend(
         client,
         auth,
         request.id,
-        days=7,
-        reason="記録の取り寄せに時間を要するため",
+        **body,
         expected_version=request.version,
+        confirm_past_art39=True,
     )
     assert response.status_code == 200, response.text
     shown = response.json()
@@ -37,18 +42,23 @@ def test_extension_moves_the_target_not_art39_and_tells_the_requester(
     assert event["kind"] == "deadline_extended"
     assert event["detail"]["days"] == 7
     assert event["detail"]["reason"]
+    assert event["detail"]["confirmed_past_art39"] is True
     with Session(rt.db) as session:
         letter = session.exec(
             select(OutboxMessage).where(OutboxMessage.letter == "deadline_extended")
         ).one()
     assert letter.recipient == "taro@example.jp"
     assert "記録の取り寄せに時間を要するため" in letter.body
-    assert shown["due_at"][:10] in letter.body
+    due = datetime.fromisoformat(shown["due_at"]).astimezone(rt.settings.tz).date()
+    assert f"{due.year}年{due.month}月{due.day}日" in letter.body  # 2026年4月20日（月）
 
 
 def test_extension_limits(rt: Runtime, client: TestClient, auth: dict[str, str]) -> None:
     request = make_request(rt, "disclosure")
-    assert extend(client, auth, request.id, days=10, reason="a").status_code == 200
+    assert (
+        extend(client, auth, request.id, days=10, reason="a", confirm_past_art39=True).status_code
+        == 200
+    )
     too_far = extend(client, auth, request.id, days=5, reason="b")
     assert too_far.status_code == 422
     assert "at most 4" in too_far.json()["errors"]["days"]

@@ -278,7 +278,15 @@ def test_a_moved_due_date_gets_its_own_reminders(rt: Runtime) -> None:
     for day in (8, 12, 14, 15):
         sweep(rt, jst(2026, 4, day, 9, 0))
     with Session(rt.db, expire_on_commit=False) as session:
-        extended = extend(rt, session, request.id, days=14, reason="記録の取り寄せ", actor="test")
+        extended = extend(
+            rt,
+            session,
+            request.id,
+            days=14,
+            reason="記録の取り寄せ",
+            actor="test",
+            confirm_past_art39=True,
+        )
     assert extended.due_at == jst(2026, 4, 29, 23, 59, 59)
     sweep(rt, jst(2026, 4, 22, 9, 0))
     assert reminder_keys(rt, request.id)[-1] == "due:2026-04-29:7:info@innovativeai.co.jp"

@@ -13,9 +13,9 @@ import pytest
 from sqlmodel import Session
 
 from dsrflow.requests import service
-from dsrflow.requests.schemas import TransitionIn
+from dsrflow.requests.schemas import PaymentIn, TransitionIn
 from dsrflow.runtime import Runtime
-from tests.conftest import make_request, request_body
+from tests.conftest import make_request, path_fields, request_body
 from tests.outbound_mail.conftest import (
     assert_delivered_as_queued,
     by_message_id,
@@ -25,21 +25,29 @@ from tests.outbound_mail.conftest import (
 )
 from tests.services.smtp import SmtpServer
 
-STATES = ["received", "awaiting_requester", "fulfilled", "refused", "withdrawn"]
+STATES = ["received", "awaiting_requester", "fulfilled", "refused", "not_held", "withdrawn"]
 AGENT = {"name": "佐藤 花子", "email": "agent@example.jp", "relation": "appointed_agent"}
 
 
 def partly_fulfilled(rt: Runtime, request_type: str, language: str) -> str:
     """A request fulfilled in part, each withheld part with its legal reason."""
     request = make_request(rt, request_type, "identity_verified", language=language)
-    reasons = rt.definitions.reasons_for(request_type, "identity_verified")[:2]
+    reasons = [
+        r
+        for r in rt.definitions.reasons_for(request_type, "identity_verified")
+        if "withheld" in r.uses
+    ][:2]
     withheld = [{"reason_code": r.code, "explanation": f"説明 {r.code}"} for r in reasons]
+    fields = path_fields(rt, request_type, "fulfill", {"summary": "一部を開示しました。"})
     with Session(rt.db, expire_on_commit=False) as session:
+        if rt.definitions.workflow(request_type).fee:
+            payment = PaymentIn(amount_jpy=1000, method="bank_transfer")
+            service.record_payment(rt, session, request.id, payment, actor="test")
         service.transition(
             rt,
             session,
             request.id,
-            TransitionIn(trigger="fulfill", summary="一部を開示しました。", withheld=withheld),
+            TransitionIn(trigger="fulfill", withheld=withheld, **fields),
             actor="test",
         )
     return request.id
@@ -48,7 +56,10 @@ def partly_fulfilled(rt: Runtime, request_type: str, language: str) -> str:
 def expected_letters(rt: Runtime, request_type: str) -> set[str]:
     """The letters intake and the handlers' decisions send (the scheduler's are tested there)."""
     wf = rt.definitions.workflow(request_type)
-    intake = {wf.letters[key] for key in ("acknowledgment", "verification", "handler_notice")}
+    intake = {
+        wf.letters[key]
+        for key in ("acknowledgment", "verification", "handler_notice", "agent_notice")
+    }
     return intake | {t.letter for t in wf.transitions if t.letter}
 
 
@@ -59,7 +70,12 @@ def test_every_letter_of_every_type_arrives_unchanged(
     rt = mail_rt
     kinds: dict[str, tuple[str, bool]] = {}  # request id -> (type, by an agent)
     for request_type in rt.definitions.workflows:
-        for state in STATES:
+        extra = (
+            ["substituted"]
+            if "substitute" in rt.definitions.workflow(request_type).triggers
+            else []
+        )
+        for state in STATES + extra:
             request = make_request(rt, request_type, state, language=language)
             kinds[request.id] = (request_type, False)
         kinds[partly_fulfilled(rt, request_type, language)] = (request_type, False)
@@ -99,11 +115,17 @@ def test_every_letter_of_every_type_arrives_unchanged(
             assert row.recipient == rt.settings.handler_email
             assert "山田" not in message.get_content()
             assert "taro@example.jp" not in message.get_content()
+        elif row.letter == "agent_notice":
+            # The principal is told that an agent asked in their name.
+            assert by_agent
+            assert row.recipient == "taro@example.jp"
+            assert AGENT["name"] in message.get_content()
         elif by_agent:
             assert row.recipient == AGENT["email"]
+            assert "山田 太郎" in message.get_content()  # every letter names the principal
         else:
             assert row.recipient == "taro@example.jp"
-        if row.letter not in ("acknowledgment", "handler_notice"):
+        if row.letter not in ("acknowledgment", "handler_notice", "agent_notice"):
             assert row.in_reply_to, f"{row.letter} should thread under the acknowledgment"
 
     for request_type, letters in seen.items():
@@ -124,6 +146,6 @@ def test_japanese_subject_is_encoded_words_and_body_is_base64(
     assert b"=?utf-8?" in subject_line.lower()
     assert b"Content-Transfer-Encoding: base64" in head
     message = delivered[refused.message_id][0].parsed()
-    assert "ご請求への対応について" in str(message["Subject"])
+    assert "（ご通知）" in str(message["Subject"])
     assert "個人情報の保護に関する法律" in message.get_content()
     assert_delivered_as_queued(message, refused)

@@ -99,6 +99,7 @@ def test_agent_and_disclosure_method_from_the_form(
     submit_form(
         client,
         disclosure_method="paper",
+        postal_address="東京都千代田区千代田1-1",
         as_agent="1",
         agent_name="代理 人",
         agent_email="agent@example.jp",
@@ -123,12 +124,12 @@ def test_status_page_shows_state_and_letters_then_withdraws(client: TestClient) 
     assert "を受け付けました" in page.text  # the acknowledgment letter
     assert 'id="withdraw"' in page.text
     done = post_form(client, f"{link}/withdraw", {}, page_url=link)
-    assert 'id="state">取下げ<' in done.text
+    assert 'id="state">取下げ済み<' in done.text
     assert "ご請求の取下げを承りました" in done.text  # the withdrawal letter is listed
     assert 'id="withdraw"' not in done.text
     # A second withdrawal changes nothing.
     again = post_form(client, f"{link}/withdraw", {}, page_url="/")
-    assert 'id="state">取下げ<' in again.text
+    assert 'id="state">取下げ済み<' in again.text
 
 
 def test_status_page_needs_the_exact_secret(client: TestClient) -> None:

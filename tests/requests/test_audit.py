@@ -22,7 +22,7 @@ def test_untouched_log_verifies(
     make_request(rt, "correction", "refused")
     code, out = verify(capsys)
     assert code == 0, out
-    assert "5 events checked, 0 breaks" in out  # 1+2 and 1+1
+    assert "6 events checked, 0 breaks" in out  # 1+3 (a fee payment) and 1+1
 
 
 @pytest.mark.parametrize(

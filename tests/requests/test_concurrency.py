@@ -40,20 +40,18 @@ def closing_events(rt: Runtime, request_id: str) -> list[Event]:
             session.exec(
                 select(Event).where(
                     Event.request_id == request_id,
-                    col(Event.to_state).in_(["fulfilled", "refused", "withdrawn"]),
+                    col(Event.to_state).in_(["fulfilled", "refused", "not_held", "withdrawn"]),
                 )
             )
         )
 
 
 def test_32_racing_closures_one_wins(rt: Runtime) -> None:
-    request = make_request(rt, "disclosure", "identity_verified")
+    request = make_request(rt, "correction", "identity_verified")
     bodies = [
-        TransitionIn(trigger="fulfill", summary=f"開示 {i}")
+        TransitionIn(trigger="fulfill", summary=f"訂正 {i}")
         if i % 2
-        else TransitionIn(
-            trigger="refuse", reason_code="DISC_NOT_EXIST", explanation=f"保有していません {i}"
-        )
+        else TransitionIn(trigger="report_not_held", explanation=f"保有していません {i}")
         for i in range(RACERS)
     ]
     outcomes = race(rt, request.id, bodies)

@@ -29,6 +29,8 @@ def test_jobs_have_fixed_ids_and_tolerant_settings(rt: Runtime) -> None:
         "outbox_dispatch",
         "daily_digest",
         "document_purge",
+        "art39_alert",
+        "retention_purge",
     }
     for coalesce, grace, instances in jobs.values():
         assert coalesce

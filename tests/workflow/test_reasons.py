@@ -25,29 +25,38 @@ ALL = {
 }
 DISC = {"disclosure", "third_party_record_disclosure"}
 CEASE = {"suspension", "third_party_cessation"}
-# From ../shared/reference/appi-request-handling.md, written out here on purpose.
-CATALOG = {
-    "DISC_HARM_RIGHTS": DISC,
-    "DISC_BUSINESS_IMPEDIMENT": DISC,
-    "DISC_VIOLATES_LAW": DISC,
-    "DISC_NOT_EXIST": DISC,
-    "DISC_OTHER_LAW_REGIME": {"disclosure"},
-    "TPR_EXCLUDED": {"third_party_record_disclosure"},
-    "TPR_NOT_A_RECORD": {"third_party_record_disclosure"},
-    "NOT_HELD_DATA": ALL,
-    "PURPOSE_ALREADY_KNOWN": {"purpose_notice"},
-    "PURPOSE_EXEMPT": {"purpose_notice"},
-    "CORR_NOT_INACCURATE": {"correction"},
-    "CORR_NOT_NEEDED": {"correction"},
-    "CORR_OTHER_LAW": {"correction"},
-    "CEASE_NO_VIOLATION": CEASE,
-    "CEASE_P5_NOT_MET": CEASE,
-    "CEASE_ALTERNATIVE_MEASURE": CEASE,
-    "PROC_NONCONFORMING": ALL,
-    "PROC_ID_UNVERIFIED": ALL,
-    "PROC_AGENT_INVALID": ALL,
-    "PROC_FEE_UNPAID": {"disclosure", "third_party_record_disclosure", "purpose_notice"},
+# From ../shared/reference/appi-request-handling.md as amended after the legal review, written
+# out here on purpose: code -> (types, states, uses).
+FEE = {"disclosure", "third_party_record_disclosure", "purpose_notice"}
+PROC_STATES = {"received", "identity_verified", "awaiting_requester"}
+AFTER = {"identity_verified"}
+BOTH = {"refuse", "withheld"}
+REFUSE = {"refuse"}
+CATALOG: dict[str, tuple[set[str], set[str], set[str]]] = {
+    "DISC_HARM_RIGHTS": (DISC, AFTER, BOTH),
+    "DISC_BUSINESS_IMPEDIMENT": (DISC, AFTER, BOTH),
+    "DISC_VIOLATES_LAW": (DISC, AFTER, BOTH),
+    "DISC_OTHER_LAW_REGIME": ({"disclosure"}, AFTER, BOTH),
+    "TPR_NOT_A_RECORD": ({"third_party_record_disclosure"}, AFTER, BOTH),
+    "NOT_HELD_DATA": (ALL, AFTER, BOTH),
+    "PURPOSE_ALREADY_KNOWN": ({"purpose_notice"}, AFTER, BOTH),
+    "PURPOSE_EXEMPT": ({"purpose_notice"}, AFTER, BOTH),
+    "CORR_NOT_INACCURATE": ({"correction"}, AFTER, BOTH),
+    "CORR_NOT_NEEDED": ({"correction"}, AFTER, BOTH),
+    "CORR_OTHER_LAW": ({"correction"}, AFTER, BOTH),
+    "CEASE_NO_VIOLATION_USE": ({"suspension"}, AFTER, BOTH),
+    "CEASE_NO_VIOLATION_PROVISION": ({"third_party_cessation"}, AFTER, BOTH),
+    "CEASE_P5_NOT_MET": (CEASE, AFTER, BOTH),
+    "CEASE_NECESSARY_LIMIT": (CEASE, AFTER, {"withheld"}),
+    "PROC_NONCONFORMING": (ALL, PROC_STATES, REFUSE),
+    "PROC_ID_UNVERIFIED": (ALL, PROC_STATES, REFUSE),
+    "PROC_AGENT_INVALID": (ALL, PROC_STATES, REFUSE),
+    "PROC_FEE_UNPAID": (FEE, PROC_STATES, REFUSE),
+    "PROC_NOT_SPECIFIED": (ALL, {"awaiting_requester"}, REFUSE),
 }
+# Retired as reason codes: non-existence is report_not_held, a measure instead is substitute.
+RETIRED = ("DISC_NOT_EXIST", "TPR_EXCLUDED", "CEASE_ALTERNATIVE_MEASURE")
+STATES = ("received", "identity_verified", "awaiting_requester")
 
 ENGINE = Engine(load_definitions(WORKFLOWS, guards=GUARDS))
 
@@ -57,21 +66,74 @@ def test_the_catalog_has_exactly_the_reference_codes() -> None:
 
 
 @pytest.mark.parametrize("code", sorted(CATALOG))
-@pytest.mark.parametrize("state", ["received", "identity_verified"])
+@pytest.mark.parametrize("state", STATES)
 @pytest.mark.parametrize("request_type", sorted(ALL))
 def test_reason_fits_only_where_the_catalog_says(code: str, state: str, request_type: str) -> None:
-    # PROC_* fit before identity is verified; substantive reasons only after.
-    fits = request_type in CATALOG[code] and (
-        state == "identity_verified" or code.startswith("PROC_")
-    )
+    types, states, uses = CATALOG[code]
+    fits = request_type in types and state in states and "refuse" in uses
     fields = {"reason_code": code, "explanation": "説明"}
+    # A fee reason fits only while the fee is unpaid.
+    subject = Subject(state, fee_outstanding=True)
     if fits:
-        outcome = ENGINE.fire(request_type, Subject(state), "refuse", fields)
+        outcome = ENGINE.fire(request_type, subject, "refuse", fields)
         assert outcome.dest == "refused"
     else:
         with pytest.raises(Invalid) as caught:
-            ENGINE.fire(request_type, Subject(state), "refuse", fields)
+            ENGINE.fire(request_type, subject, "refuse", fields)
         assert "reason_code" in caught.value.errors
+
+
+@pytest.mark.parametrize("code", sorted(CATALOG))
+@pytest.mark.parametrize("request_type", sorted(ALL))
+def test_withheld_parts_take_only_substantive_reasons(code: str, request_type: str) -> None:
+    types, states, uses = CATALOG[code]
+    fits = request_type in types and "identity_verified" in states and "withheld" in uses
+    wf = ENGINE.definitions.workflow(request_type)
+    fields: dict[str, Any] = {
+        "summary": "開示しました。",
+        "withheld": [{"reason_code": code, "explanation": "説明"}],
+    }
+    if wf.disclosure_methods:
+        fields["method_used"] = wf.disclosure_methods[0]
+    subject = Subject("identity_verified")
+    if fits:
+        assert ENGINE.fire(request_type, subject, "fulfill", fields).dest == "fulfilled"
+    else:
+        with pytest.raises(Invalid) as caught:
+            ENGINE.fire(request_type, subject, "fulfill", fields)
+        assert "withheld[0].reason_code" in caught.value.errors
+
+
+@pytest.mark.parametrize("code", RETIRED)
+def test_retired_codes_are_no_reason_and_say_what_to_fire(code: str) -> None:
+    assert code not in ENGINE.definitions.reasons
+    with pytest.raises(Invalid) as caught:
+        ENGINE.fire(
+            "third_party_record_disclosure"
+            if code != "CEASE_ALTERNATIVE_MEASURE"
+            else "suspension",
+            Subject("identity_verified"),
+            "refuse",
+            {"reason_code": code, "explanation": "説明"},
+        )
+    assert "no reason code" in caught.value.errors["reason_code"]
+
+
+@pytest.mark.parametrize("request_type", sorted(FEE))
+def test_the_fee_reason_stops_fitting_once_paid(request_type: str) -> None:
+    fields = {"reason_code": "PROC_FEE_UNPAID", "explanation": "未納です。"}
+    assert ENGINE.fire(request_type, Subject("received", fee_outstanding=True), "refuse", fields)
+    with pytest.raises(Invalid) as caught:
+        ENGINE.fire(request_type, Subject("received", fee_outstanding=False), "refuse", fields)
+    assert "payments cover" in caught.value.errors["reason_code"]
+
+
+def test_legal_reasons_for_a_type_and_state_list_only_what_fits() -> None:
+    listed = {r.code for r in ENGINE.definitions.reasons_for("correction", "awaiting_requester")}
+    assert listed == {
+        c for c, (t, s, _) in CATALOG.items() if "correction" in t and "awaiting_requester" in s
+    }
+    assert "PROC_FEE_UNPAID" not in listed  # correction has no fee
 
 
 def test_every_reason_has_japanese_and_english_text() -> None:
@@ -103,7 +165,15 @@ def test_refusal_letter_cites_the_reason(code: str, language: str) -> None:
         "handler_email": "privacy@example.jp",
         "reference": "DSR-2024-0001",
         "type_title": "保有個人データの開示",
-        "requester_name": "山田 太郎",
+        "principal_name": "山田 太郎",
+        "agent_name": None,
+        "notice": {
+            "article": "第33条第3項",
+            "request": "ご請求",
+            "refused": "開示しない旨の決定をいたしました",
+            "withheld": "",
+            "not_held": "",
+        },
         "reason": reason_context(rt, code, language),
         "explanation": "説明",
     }
@@ -125,7 +195,10 @@ def test_the_shared_machines_fire_safely_from_many_threads() -> None:
         results = set()
         for _ in range(200):
             outcome = ENGINE.fire(
-                "disclosure", Subject("received"), "verify_identity", {"method": "in_person"}
+                "disclosure",
+                Subject("received"),
+                "verify_identity",
+                {"method": "in_person", "evidence": "運転免許証"},
             )
             results.add(outcome.dest)
         return ",".join(sorted(results))

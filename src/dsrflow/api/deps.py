@@ -13,6 +13,7 @@ from sqlmodel import Session
 from dsrflow.auth.models import Handler
 from dsrflow.auth.repository import handler_by_token
 from dsrflow.auth.tokens import may
+from dsrflow.db import read_session, write_session
 from dsrflow.errors import Forbidden, NotFound, TooManyRequests, Unauthorized
 from dsrflow.inbound_mail import repository as inbound_repository
 from dsrflow.inbound_mail.models import InboundMessage
@@ -29,17 +30,26 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
 def get_session(rt: RuntimeDep) -> Iterator[Session]:
-    with Session(rt.db, expire_on_commit=False) as session:
+    """For routes that write: the service commits once; what the route reads afterwards (its
+    response) runs in a read transaction that holds no lock."""
+    with write_session(rt.db, reads_after_commit=True) as session:
+        yield session
+
+
+def get_read_session(rt: RuntimeDep) -> Iterator[Session]:
+    """For routes that only read: never takes SQLite's write lock."""
+    with read_session(rt.db) as session:
         yield session
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
+ReadSessionDep = Annotated[Session, Depends(get_read_session)]
 
 _bearer = HTTPBearer(auto_error=False, description="A handler token from `dsrflow handlers add`.")
 
 
 def current_handler(
-    session: SessionDep,
+    rt: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Handler:
     challenge = {"WWW-Authenticate": 'Bearer realm="dsrflow"'}
@@ -47,14 +57,28 @@ def current_handler(
         raise Unauthorized(
             "A handler token is required (Authorization: Bearer ...).", headers=challenge
         )
-    handler = handler_by_token(session, credentials.credentials)
-    session.rollback()  # end the read transaction (SQLite holds its lock until then)
+    # Its own short read transaction, ended before the route runs.
+    with read_session(rt.db) as session:
+        handler = handler_by_token(session, credentials.credentials)
     if handler is None:
         raise Unauthorized("The token is unknown or revoked.", headers=challenge)
     return handler
 
 
 CurrentHandler = Annotated[Handler, Depends(current_handler)]
+
+
+def optional_handler(
+    rt: RuntimeDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Handler | None:
+    """The handler behind a bearer token, or None for a public call (a bad token is 401)."""
+    if credentials is None:
+        return None
+    return current_handler(rt, credentials)
+
+
+OptionalHandler = Annotated[Handler | None, Depends(optional_handler)]
 
 
 def permission(name: str) -> Callable[[Handler], Handler]:
@@ -84,7 +108,7 @@ def rate_limited(bucket: str) -> Callable[[Request], None]:
     return check
 
 
-def current_request(request_id: str, session: SessionDep, _: CurrentHandler) -> DsrRequest:
+def current_request(request_id: str, session: ReadSessionDep, _: CurrentHandler) -> DsrRequest:
     """The request the path names, or a 404 (only to a handler: nobody learns what exists)."""
     request = requests_repository.get(session, request_id)
     if request is None:
@@ -95,13 +119,16 @@ def current_request(request_id: str, session: SessionDep, _: CurrentHandler) -> 
 CurrentRequest = Annotated[DsrRequest, Depends(current_request)]
 
 
-# Ids and offsets the databases can hold (PostgreSQL integer ids; SQLite refuses 2**63): a
-# larger number is a 422, never a database error.
-RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+# A row id: positive and within a 64-bit integer, so that no id reaches the database as an
+# integer it cannot hold (a 500 before, found by schemathesis).
+RowId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+# An offset the databases can hold: a larger one is a 422, never a database error.
 Offset = Annotated[int, Query(ge=0, le=2**31 - 1)]
 
 
-def current_message(inbound_id: RowId, session: SessionDep, _: CurrentHandler) -> InboundMessage:
+def current_message(
+    inbound_id: RowId, session: ReadSessionDep, _: CurrentHandler
+) -> InboundMessage:
     """The inbound message the path names, or a 404 (only to a handler)."""
     row = inbound_repository.get(session, inbound_id)
     if row is None:

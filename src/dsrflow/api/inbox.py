@@ -6,13 +6,16 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Response
+from sqlmodel import Session
 
+from dsrflow import retention
 from dsrflow.api.deps import (
     CurrentMessage,
     CurrentRequest,
     Decider,
     Offset,
     Reader,
+    ReadSessionDep,
     RowId,
     RuntimeDep,
     SessionDep,
@@ -38,7 +41,7 @@ DECIDED: dict[int | str, dict[str, Any]] = {
 
 @router.get("/inbox", response_model=InboxPage, responses=PROBLEMS, summary="Inbound mail")
 def list_inbox(
-    session: SessionDep,
+    session: ReadSessionDep,
     _: Reader,
     status: Status | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -55,7 +58,7 @@ def list_inbox(
 @router.get(
     "/inbox/{inbound_id}", response_model=InboxMessage, responses=PROBLEMS, summary="One message"
 )
-def get_message(message: CurrentMessage, session: SessionDep, _: Reader) -> InboxMessage:
+def get_message(message: CurrentMessage, session: ReadSessionDep, _: Reader) -> InboxMessage:
     return service.describe(session, message)
 
 
@@ -65,7 +68,7 @@ def get_message(message: CurrentMessage, session: SessionDep, _: Reader) -> Inbo
     response_class=Response,
     summary="The message exactly as received",
 )
-def get_raw(inbound_id: RowId, session: SessionDep, _: Reader) -> Response:
+def get_raw(inbound_id: RowId, session: ReadSessionDep, _: Reader) -> Response:
     row = repository.get(session, inbound_id, with_raw=True)
     if row is None:
         raise NotFound("No such message.")
@@ -79,7 +82,7 @@ def get_raw(inbound_id: RowId, session: SessionDep, _: Reader) -> Response:
     summary="An attachment of a message",
 )
 def get_inbox_attachment(
-    inbound_id: RowId, attachment_id: RowId, session: SessionDep, _: Reader
+    inbound_id: RowId, attachment_id: RowId, session: ReadSessionDep, _: Reader
 ) -> Response:
     return _attachment(session, inbound_id, attachment_id)
 
@@ -122,7 +125,9 @@ def dismiss_message(
     responses=PROBLEMS,
     summary="The mail of a request, oldest first",
 )
-def request_messages(request: CurrentRequest, session: SessionDep, _: Reader) -> list[InboxMessage]:
+def request_messages(
+    request: CurrentRequest, session: ReadSessionDep, _: Reader
+) -> list[InboxMessage]:
     return [service.describe(session, row) for row in repository.for_request(session, request.id)]
 
 
@@ -136,7 +141,7 @@ def get_request_attachment(
     request: CurrentRequest,
     message: CurrentMessage,
     attachment_id: RowId,
-    session: SessionDep,
+    session: ReadSessionDep,
     _: Reader,
 ) -> Response:
     if message.request_id != request.id:
@@ -145,10 +150,29 @@ def get_request_attachment(
     return _attachment(session, message.id, attachment_id)
 
 
-def _attachment(session: SessionDep, inbound_id: RowId, attachment_id: RowId) -> Response:
+@router.post(
+    "/inbox/{inbound_id}/attachments/{attachment_id}/my-number",
+    status_code=204,
+    response_class=Response,
+    responses=PROBLEMS,
+    summary="Mark an attachment as an Individual Number card: it is erased at once",
+)
+def erase_my_number(
+    inbound_id: RowId, attachment_id: RowId, rt: RuntimeDep, session: SessionDep, handler: Decider
+) -> Response:
+    """Erases the attachment's content and the raw message that carries it (My Number Act
+    Art. 20); the message's words and the attachment's description and hash stay. Audited on
+    the message's request."""
+    retention.erase_my_number(rt, session, inbound_id, attachment_id, actor=f"handler:{handler.id}")
+    return Response(status_code=204)
+
+
+def _attachment(session: Session, inbound_id: int, attachment_id: int) -> Response:
     attachment = repository.attachment(session, inbound_id, attachment_id)
     if attachment is None:
         raise NotFound("No such attachment.")
+    if attachment.erased_at is not None:
+        raise NotFound(f"This attachment was erased ({attachment.erased_reason}).")
     if attachment.content is None:
         raise NotFound(
             "This attachment was over the size or count limit and is not kept on its own; "

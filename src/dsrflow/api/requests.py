@@ -11,23 +11,28 @@ from dsrflow.api.deps import (
     CurrentRequest,
     Decider,
     Offset,
+    OptionalHandler,
     Reader,
+    ReadSessionDep,
     RuntimeDep,
     SessionDep,
     rate_limited,
 )
 from dsrflow.api.problems import HANDLER_PROBLEMS as PROBLEMS
+from dsrflow.auth.tokens import may
 from dsrflow.db import utcnow
 from dsrflow.deadlines import service as deadlines
 from dsrflow.deadlines.schemas import DeadlineExtensionIn
-from dsrflow.errors import Invalid
+from dsrflow.errors import Forbidden, Invalid
 from dsrflow.requests import repository, service
 from dsrflow.requests.schemas import (
+    PaymentIn,
     RequestCreate,
     RequestCreated,
     RequestPage,
     RequestPublic,
     RequestSummary,
+    RetypeIn,
     TransitionIn,
 )
 
@@ -43,9 +48,29 @@ router = APIRouter(prefix="/api/v1/requests", tags=["requests"])
     summary="Submit a request (public, no auth)",
 )
 def submit_request(
-    data: RequestCreate, rt: RuntimeDep, session: SessionDep, response: Response
+    data: RequestCreate,
+    rt: RuntimeDep,
+    session: SessionDep,
+    response: Response,
+    handler: OptionalHandler,
 ) -> RequestCreated:
-    submitted = service.submit(rt, session, data, channel="api")
+    """Public intake; with a handler token also post, phone and counter intake, with the time
+    the request truly arrived (``received_at``) from which every clock runs."""
+    channel = "api"
+    received_at = None
+    if data.channel is not None or data.received_at is not None:
+        if handler is None or not may(handler.role, "transition"):
+            raise Forbidden("Only a handler may set channel or received_at.")
+        channel = data.channel or "api"
+        received_at = data.received_at
+        if received_at is not None:
+            if received_at.tzinfo is None:
+                raise Invalid(
+                    {"received_at": "must carry a time zone (e.g. 2026-12-01T10:00:00+09:00)"}
+                )
+            if received_at > utcnow():
+                raise Invalid({"received_at": "must not be in the future"})
+    submitted = service.submit(rt, session, data, channel=channel, received_at=received_at)
     response.headers["Location"] = f"/api/v1/requests/{submitted.request.id}"
     return RequestCreated.model_validate(submitted.request, from_attributes=True)
 
@@ -53,7 +78,7 @@ def submit_request(
 @router.get("", response_model=RequestPage, responses=PROBLEMS, summary="The queue, newest first")
 def list_requests(
     rt: RuntimeDep,
-    session: SessionDep,
+    session: ReadSessionDep,
     _: Reader,
     state: str | None = None,
     type: str | None = None,
@@ -78,6 +103,7 @@ def list_requests(
         due_before=due_before,
         closed_states=rt.closed_states,
         paused_types=rt.paused_types,
+        today=now.astimezone(rt.settings.tz).date(),
         limit=limit,
         offset=offset,
     )
@@ -90,7 +116,7 @@ def list_requests(
             version=r.version,
             received_at=r.received_at,
             due_at=r.due_at,
-            overdue=rt.is_overdue(r.type, r.state, r.due_at, now),
+            overdue=rt.is_overdue(r.type, r.state, r.due_at, now, r.art39_date),
         )
         for r in rows
     ]
@@ -104,7 +130,7 @@ def list_requests(
     summary="One request with its history",
 )
 def get_request(
-    request: CurrentRequest, rt: RuntimeDep, session: SessionDep, _: Reader
+    request: CurrentRequest, rt: RuntimeDep, session: ReadSessionDep, _: Reader
 ) -> RequestPublic:
     return service.describe(rt, session, request, history=True)
 
@@ -151,5 +177,40 @@ def extend_deadline(
         reason=body.reason,
         actor=f"handler:{handler.id}",
         expected_version=body.expected_version,
+        confirm_past_art39=body.confirm_past_art39,
     )
+    return service.describe(rt, session, request, history=True)
+
+
+@router.post(
+    "/{request_id}/payments",
+    response_model=RequestPublic,
+    responses={
+        **PROBLEMS,
+        409: {"description": "The request is closed"},
+        422: {"description": "The workflow has no fee, or a bad amount or date"},
+    },
+    summary="Record a fee payment (audited)",
+)
+def record_payment(
+    request_id: str, body: PaymentIn, rt: RuntimeDep, session: SessionDep, handler: Decider
+) -> RequestPublic:
+    request = service.record_payment(rt, session, request_id, body, actor=f"handler:{handler.id}")
+    return service.describe(rt, session, request, history=True)
+
+
+@router.post(
+    "/{request_id}/retype",
+    response_model=RequestPublic,
+    responses={
+        **PROBLEMS,
+        409: {"description": "The request is closed, or expected_version is stale"},
+        422: {"description": "Unknown or same type, or no note"},
+    },
+    summary="Move a request to another type, keeping its reference, arrival and history",
+)
+def retype_request(
+    request_id: str, body: RetypeIn, rt: RuntimeDep, session: SessionDep, handler: Decider
+) -> RequestPublic:
+    request = service.retype(rt, session, request_id, body, actor=f"handler:{handler.id}")
     return service.describe(rt, session, request, history=True)

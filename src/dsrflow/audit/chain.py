@@ -1,9 +1,17 @@
-"""Hash chain over each request's events: an edited, inserted or deleted event breaks it."""
+"""Hash chain over each request's events: an edited, inserted or deleted event breaks it.
+
+Format 2 (every event since migration 0005) hashes, in place of each ``detail`` value, a digest
+of it salted with a random salt of its own (``detail_salts``). Purge erases a value with its
+salt and keeps the digest, so the chain still verifies and what was erased cannot be guessed
+back from its digest. While a value is there, verify checks it against its digest too. Format-1
+events (hashing ``detail`` itself) still verify as they always did.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,7 +19,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from dsrflow.audit.models import AuditHead, Event
+from dsrflow.audit.models import EVENT_FORMAT, AuditHead, Event
 
 GENESIS = "0" * 64
 
@@ -21,7 +29,34 @@ def event_hash(prev_hash: str, fields: dict[str, Any]) -> str:
     return hashlib.sha256(f"{prev_hash}\n{canonical}".encode()).hexdigest()
 
 
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def value_digest(salt: str, key: str, value: Any) -> str:
+    return hashlib.sha256(f"{salt}\n{key}\n{_canonical(value)}".encode()).hexdigest()
+
+
+def salted_digests(detail: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """(salts, digests): a fresh salt per detail key, and each value's digest."""
+    salts = {key: secrets.token_hex(16) for key in detail}
+    return salts, {key: value_digest(salts[key], key, value) for key, value in detail.items()}
+
+
 def _hashed_fields(event: Event) -> dict[str, Any]:
+    if event.format >= 2:
+        return {
+            "format": event.format,
+            "request_id": event.request_id,
+            "seq": event.seq,
+            "kind": event.kind,
+            "trigger": event.trigger,
+            "from_state": event.from_state,
+            "to_state": event.to_state,
+            "actor": event.actor,
+            "at": event.at.isoformat(timespec="microseconds"),
+            "detail_digest": event.detail_digest or {},
+        }
     return {
         "request_id": event.request_id,
         "seq": event.seq,
@@ -53,6 +88,7 @@ def append_event(
     """
     # The head holds the chain's end, so no scan of the request's events is needed.
     head = session.get(AuditHead, request_id) or AuditHead(request_id=request_id, hash=GENESIS)
+    salts, digests = salted_digests(detail or {})
     event = Event(
         request_id=request_id,
         seq=head.seq + 1,
@@ -63,6 +99,9 @@ def append_event(
         actor=actor,
         at=at,
         detail=detail or {},
+        format=EVENT_FORMAT,
+        detail_salts=salts,
+        detail_digest=digests,
         prev_hash=head.hash,
         hash="",
     )
@@ -93,7 +132,45 @@ def verify_events(events: Iterable[Event]) -> Iterator[ChainBreak]:
             yield ChainBreak(event.request_id, event.seq, "prev_hash does not match")
         if event_hash(event.prev_hash, _hashed_fields(event)) != event.hash:
             yield ChainBreak(event.request_id, event.seq, "content does not match its hash")
+        elif event.format >= 2 and not _detail_matches(event):
+            yield ChainBreak(event.request_id, event.seq, "detail does not match its digest")
         prev_hash, expected_seq = event.hash, event.seq + 1
+
+
+def _detail_matches(event: Event) -> bool:
+    """Each value still present matches its digest under its salt (an erased value has
+    neither, and only its digest stays in the chain)."""
+    digests, salts = event.detail_digest or {}, event.detail_salts or {}
+    return all(
+        key in digests and key in salts and value_digest(salts[key], key, value) == digests[key]
+        for key, value in event.detail.items()
+    )
+
+
+def reseal(events: list[Event]) -> None:
+    """Rewrite one request's intact format-1 chain (ordered by seq) in format 2: the same
+    events, hashed over digests of their details. Migration 0005 does this only for chains
+    that verify, so an old break is never hidden."""
+    prev_hash = GENESIS
+    for event in events:
+        event.format = EVENT_FORMAT
+        event.detail_salts, event.detail_digest = salted_digests(event.detail)
+        event.prev_hash = prev_hash
+        event.hash = event_hash(prev_hash, _hashed_fields(event))
+        prev_hash = event.hash
+
+
+def erase_detail(event: Event, keep: frozenset[str]) -> bool:
+    """Erase every detail value but those named in ``keep``, with their salts (purge).
+    Returns whether anything was erased. Format-1 events cannot be erased (see ``reseal``)."""
+    if event.format < 2:
+        return False
+    kept = {k: v for k, v in event.detail.items() if k in keep}
+    if kept == event.detail:
+        return False
+    event.detail = kept
+    event.detail_salts = {k: v for k, v in (event.detail_salts or {}).items() if k in keep}
+    return True
 
 
 def verify_chains(session: Session) -> tuple[int, list[ChainBreak]]:

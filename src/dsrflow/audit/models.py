@@ -10,9 +10,14 @@ from sqlmodel import Field, SQLModel
 
 from dsrflow.db import UTCDateTime
 
+# Format 1 hashed ``detail`` itself; format 2 hashes a digest of each detail value, salted per
+# value, so that purge can erase a value with its salt and the chain still verifies.
+EVENT_FORMAT = 2
+
 
 class Event(SQLModel, table=True):
-    """Something that happened to a request. Never updated or deleted; ``hash`` chains them."""
+    """Something that happened to a request. Never reordered or deleted; ``hash`` chains them.
+    Only purge touches a row: it erases ``detail`` values with their salts, never a digest."""
 
     __tablename__ = "events"
     __table_args__ = (UniqueConstraint("request_id", "seq", name="uq_events_request_seq"),)
@@ -27,6 +32,11 @@ class Event(SQLModel, table=True):
     actor: str = Field(max_length=80)
     at: datetime = Field(sa_type=UTCDateTime)
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    format: int = Field(default=EVENT_FORMAT, sa_column_kwargs={"server_default": "1"})
+    detail_digest: dict[str, str] | None = Field(
+        default=None, sa_column=Column(JSON, nullable=True)
+    )
+    detail_salts: dict[str, str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64)
 

@@ -27,6 +27,8 @@ class DeadlineExtensionIn(BaseModel):
     days: int = Field(ge=1, le=365)
     reason: str = Field(min_length=1, max_length=5_000)
     expected_version: int | None = Field(default=None, ge=1)
+    # Required (true) when the new target is on or after the Art. 39 date.
+    confirm_past_art39: bool = False
 
 
 @dataclass(frozen=True)

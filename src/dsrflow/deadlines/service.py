@@ -301,6 +301,11 @@ def digest(rt: Runtime, now: datetime | None = None, *, dry_run: bool = False) -
     return report
 
 
+def past_art39(rt: Runtime, request: Request, due_at: datetime) -> bool:
+    """Whether a target lands on or after the request's Art. 39 date."""
+    return request.art39_date is not None and rt.calendar.local_date(due_at) >= request.art39_date
+
+
 def extend(
     rt: Runtime,
     session: Session,
@@ -310,10 +315,11 @@ def extend(
     reason: str,
     actor: str,
     expected_version: int | None = None,
+    confirm_past_art39: bool = False,
 ) -> Request:
     """Move the internal target date by ``days`` (counted as the workflow counts), where the
     workflow allows it; audited, and the requester is told why. The Art. 39 date stays."""
-    request = requests_repository.get(session, request_id)
+    request = requests_repository.lock(session, request_id)
     if request is None:
         raise NotFound("No such request.")
     wf: WorkflowDef = rt.definitions.workflow(request.type)
@@ -336,6 +342,13 @@ def extend(
     cal = rt.calendar
     previous = request.due_at
     due_at = cal.end_of(cal.add_days(cal.local_date(previous), days, wf.deadline.counting))
+    if past_art39(rt, request, due_at) and not confirm_past_art39:
+        raise Invalid(
+            {
+                "confirm_past_art39": f"the new target is on or after the Art. 39 date "
+                f"({request.art39_date}), when the requester may sue; send true to confirm"
+            }
+        )
     now = utcnow()
     values = {"due_at": due_at, "extension_days": request.extension_days + days, "updated_at": now}
     if not requests_repository.update_if_version(session, request.id, request.version, values):
@@ -352,6 +365,7 @@ def extend(
             "reason": reason,
             "previous_due_at": previous.isoformat(),
             "due_at": due_at.isoformat(),
+            **({"confirmed_past_art39": True} if past_art39(rt, request, due_at) else {}),
         },
     )
     session.refresh(request)

@@ -65,6 +65,8 @@ class InboundMessage(SQLModel, table=True):
     decided_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # Set when purge emptied ``raw`` (and, with its request, the words read from it).
+    raw_purged_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class InboundAttachment(SQLModel, table=True):
@@ -80,6 +82,10 @@ class InboundAttachment(SQLModel, table=True):
     size: int
     sha256: str = Field(max_length=64)
     content: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    # Erased before its time: "my_number" (a handler marked an Individual Number card), or
+    # past its retention ("retention").
+    erased_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    erased_reason: str | None = Field(default=None, max_length=32)
 
 
 class ImapSyncState(SQLModel, table=True):

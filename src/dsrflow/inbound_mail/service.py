@@ -37,6 +37,7 @@ from dsrflow.inbound_mail.triage import convert as convert
 from dsrflow.inbound_mail.triage import dismiss as dismiss
 from dsrflow.outbound_mail.dispatch import failure_notice
 from dsrflow.outbound_mail.outbox import enqueue
+from dsrflow.requests import repository as requests_repository
 from dsrflow.requests.letters import HANDLER_LANGUAGE, letter_context, queue_letter
 from dsrflow.requests.models import Request
 from dsrflow.requests.service import open_request
@@ -171,6 +172,8 @@ def _record(
 def _join(
     rt: Runtime, session: Session, request: Request, row: InboundMessage, mail: InboundMail
 ) -> None:
+    # The request's row lock before its event, as every writer of events takes it.
+    request = requests_repository.lock(session, request.id) or request
     matches = from_requester(request, mail.from_address)
     _message_event(session, request, row, mail, actor="requester" if matches else "mail")
     if request.state != AWAITING_STATE:

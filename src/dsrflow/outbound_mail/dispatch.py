@@ -27,7 +27,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -52,7 +52,9 @@ from dsrflow.outbound_mail.senders import (
 log = logging.getLogger(__name__)
 
 DELIVERY_FAILED = "delivery_failed"
-DEFAULT_LEASE = timedelta(minutes=10)
+# Short, and renewed while the dispatcher works through its batch: a dispatcher that dies
+# holds its rows for at most this long.
+DEFAULT_LEASE = timedelta(seconds=60)
 _ADDRESS = re.compile(r"[^\s<>()\[\],;:\"]+@[^\s<>()\[\],;:\"]+")
 
 
@@ -84,16 +86,23 @@ class FlushReport:
 
 
 def claim_due(
-    db_engine: Engine, now: datetime, limit: int, lease: timedelta = DEFAULT_LEASE
+    db_engine: Engine,
+    now: datetime,
+    limit: int,
+    lease: timedelta = DEFAULT_LEASE,
+    *,
+    deferred: bool = False,
+    skip_ids: Collection[int] = (),
 ) -> list[OutboxMessage]:
     """Claim up to ``limit`` rows that are due (pending and due, or 'sending' with an expired
     lease), mark them 'sending' until ``now + lease``, count the attempt, and commit.
 
     Each claimed row's ``attempts`` identifies this claim: outcomes are recorded only while the
     row is still 'sending' with that count, so a dispatcher whose lease ran out cannot overwrite
-    the outcome of the one that took the row over."""
+    the outcome of the one that took the row over. ``deferred`` also claims rows waiting out a
+    backoff (except ``skip_ids``)."""
     with Session(db_engine, expire_on_commit=False) as session:
-        rows = repository.lock_due(session, now, limit)
+        rows = repository.lock_due(session, now, limit, deferred=deferred, skip_ids=skip_ids)
         for row in rows:
             row.status = "sending"
             row.claimed_until = now + lease
@@ -124,6 +133,17 @@ def _record_sent(db_engine: Engine, row: OutboxMessage, at: datetime) -> bool:
         )
         session.commit()
     return done
+
+
+def _renew(db_engine: Engine, rows: Sequence[OutboxMessage], until: datetime) -> list[int]:
+    """Extend the claim of rows still ours; returns the ids of those still ours."""
+    kept = []
+    with Session(db_engine) as session:
+        for row in rows:
+            if repository.update_if_still_claimed(session, row, claimed_until=until):
+                kept.append(row.id)
+        session.commit()
+    return [i for i in kept if i is not None]
 
 
 def _record_failed(
@@ -224,8 +244,12 @@ async def flush_outbox(
     retry: RetryPolicy = RetryPolicy(),  # frozen, so one shared default is safe
     lease: timedelta = DEFAULT_LEASE,
     from_name: str | None = None,
+    due_only: bool = True,
 ) -> FlushReport:
     """Send every outbox row that is due, batch after batch, and record each outcome.
+
+    ``due_only=False`` (``dsrflow outbox flush`` without ``--due-only``) also tries, once each,
+    the rows waiting out a backoff after a temporary failure, as ``postqueue -f`` does.
 
     ``from_name`` is the display name of From (the company's name, e.g.
     ``rt.definitions.company.name.for_language("ja")``); without it From is the bare address.
@@ -242,12 +266,22 @@ async def flush_outbox(
         lease,
         from_name,
     )
+    tried: set[int] = set()
     try:
         while True:
             at = now or utcnow()
-            batch = await asyncio.to_thread(claim_due, db_engine, at, batch_size, lease)
+            batch = await asyncio.to_thread(
+                claim_due,
+                db_engine,
+                at,
+                batch_size,
+                lease,
+                deferred=not due_only,
+                skip_ids=tried,
+            )
             if not batch:
                 break
+            tried.update(row.id for row in batch if row.id is not None)
             await flush.deliver(batch, at)
             # Until nothing is due: this also sends the delivery_failed notices just queued.
             if flush.report.error is not None:
@@ -273,12 +307,24 @@ class _Flush:
     answered: bool = False  # the server took or refused at least one message
 
     async def deliver(self, batch: Sequence[OutboxMessage], at: datetime) -> None:
-        # Stop well before the lease ends: after it, another dispatcher may take the rows over.
-        stop_at = time.monotonic() + self.lease.total_seconds() * 0.8
+        # The lease is renewed for the rest of the batch whenever a third of it has passed, so
+        # a live dispatcher keeps its rows and a dead one loses them within one lease.
+        started = time.monotonic()
+        renew_at = started + self.lease.total_seconds() / 3
+        ours: set[int] | None = None
         for index, row in enumerate(batch):
-            if time.monotonic() > stop_at:
-                await self._release(batch[index:], at, "claim lease nearly over; not tried")
-                return
+            if time.monotonic() >= renew_at:
+                elapsed = timedelta(seconds=time.monotonic() - started)
+                kept = await asyncio.to_thread(
+                    _renew, self.db, batch[index:], at + elapsed + self.lease
+                )
+                ours = set(kept)
+                renew_at = time.monotonic() + self.lease.total_seconds() / 3
+            if ours is not None and row.id not in ours:
+                log.warning(
+                    "outbox %s (%s): claim lost; left to its new owner", row.id, row.reference
+                )
+                continue
             try:
                 message = build_message(row, self.settings, from_name=self.from_name)
             except ValueError as exc:

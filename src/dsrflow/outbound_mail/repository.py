@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, update
+from sqlalchemy import and_, func, or_, update
 from sqlmodel import Session, col, select
 
 from dsrflow.outbound_mail.models import OutboxMessage
@@ -23,17 +24,26 @@ def message_id_for(session: Session, dedup_key: str) -> str | None:
     ).first()
 
 
-def lock_due(session: Session, now: datetime, limit: int) -> list[OutboxMessage]:
+def lock_due(
+    session: Session,
+    now: datetime,
+    limit: int,
+    *,
+    deferred: bool = False,
+    skip_ids: Collection[int] = (),
+) -> list[OutboxMessage]:
     """Rows due for sending (pending and due, or 'sending' with an expired lease), locked for
     this transaction: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL; on SQLite the transaction
-    already holds the write lock (BEGIN IMMEDIATE) and the clause renders as nothing."""
+    already holds the write lock (BEGIN IMMEDIATE) and the clause renders as nothing.
+    ``deferred`` also takes pending rows still waiting out a backoff (but never ``skip_ids``)."""
+    pending = col(OutboxMessage.status) == "pending"
     due = or_(
-        and_(col(OutboxMessage.status) == "pending", col(OutboxMessage.next_attempt_at) <= now),
+        and_(pending, col(OutboxMessage.next_attempt_at) <= now) if not deferred else pending,
         and_(col(OutboxMessage.status) == "sending", col(OutboxMessage.claimed_until) < now),
     )
     query = (
         select(OutboxMessage)
-        .where(due)
+        .where(due, col(OutboxMessage.id).not_in(list(skip_ids)))
         .order_by(col(OutboxMessage.next_attempt_at), col(OutboxMessage.id))
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -67,3 +77,18 @@ def undelivered(session: Session, letter: str, created_before: datetime) -> list
         )
     )
     return [(request_id, status) for request_id, status in rows if request_id]
+
+
+def listing(session: Session, status: str | None, limit: int) -> list[OutboxMessage]:
+    """Outbox rows, newest first, optionally of one status."""
+    query = select(OutboxMessage)
+    if status:
+        query = query.where(OutboxMessage.status == status)
+    return list(session.exec(query.order_by(col(OutboxMessage.id).desc()).limit(limit)))
+
+
+def count_by_status(session: Session) -> dict[str, int]:
+    rows = session.exec(
+        select(OutboxMessage.status, func.count()).group_by(col(OutboxMessage.status))
+    )
+    return {status: int(n) for status, n in rows}

@@ -87,8 +87,35 @@ def letter_context(
         for part in fields.get("withheld") or []
     ]
     base = rt.settings.base_url
+
+    def method_label(method: str | None) -> str | None:
+        option = wf.disclosure_method_options.get(method or "")
+        return option.label.for_language(language) if option else method
+
+    notice = (
+        {k: getattr(wf.notice, k).for_language(language) for k in type(wf.notice).model_fields}
+        if wf.notice
+        else None
+    )
     return {
         **fields,
+        # Every letter names the principal, and the agent where one acts (Art. 37(3)).
+        "principal_name": request.requester_name,
+        "agent_name": request.agent_name,
+        "agent_relation": request.agent_relation,
+        "notice": notice,
+        "requested_method": request.disclosure_method,
+        "requested_method_label": method_label(request.disclosure_method),
+        "method_used_label": method_label(fields.get("method_used")),
+        # Where the requester designated none, the method the company presents (Guideline 3-8-2).
+        "presented_method_label": method_label(wf.disclosure_methods[0])
+        if wf.disclosure_methods
+        else None,
+        "procedure_url": f"{base}/procedure",
+        "method_differs": bool(fields.get("method_difficulty")),
+        "received_at": request.received_at.astimezone(tz),
+        "due_date": request.due_at.astimezone(tz).date(),
+        "art39_date": request.art39_date,
         "company_name": rt.definitions.company.name.for_language(language),
         "handler_email": rt.settings.handler_email,
         "reference": request.reference,

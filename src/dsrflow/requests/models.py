@@ -39,12 +39,18 @@ class Request(SQLModel, table=True):
     requester_phone: str | None = Field(default=None, max_length=40)
     requester_postal_address: str | None = Field(default=None, max_length=500)
     details: str = Field(sa_column=Column(Text, nullable=False))
-    disclosure_method: str | None = Field(default=None, max_length=16)
+    disclosure_method: str | None = Field(default=None, max_length=64)
     agent_name: str | None = Field(default=None, max_length=200)
     agent_email: str | None = Field(default=None, max_length=320)
     agent_relation: str | None = Field(default=None, max_length=32)
 
     identity_method: str | None = Field(default=None, max_length=64)
+    # What was checked to verify identity; for an agent, the authority and the agent's own check.
+    identity_evidence: str | None = Field(default=None, max_length=2000)
+    authority_document: str | None = Field(default=None, max_length=64)
+    agent_identity_method: str | None = Field(default=None, max_length=64)
+    # The disclosure method actually used (disclosure_method is the one the requester asked for).
+    disclosure_method_used: str | None = Field(default=None, max_length=64)
     email_verified_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
     received_at: datetime = Field(sa_type=UTCDateTime)
@@ -59,6 +65,8 @@ class Request(SQLModel, table=True):
     status_token_hash: str = Field(unique=True, max_length=64)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # Set when purge removed its personal data (dsrflow purge, docs/reliability.md).
+    purged_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class ReferenceCounter(SQLModel, table=True):
@@ -81,3 +89,18 @@ class VerificationToken(SQLModel, table=True):
     token_hash: str = Field(max_length=64)
     expires_at: datetime = Field(sa_type=UTCDateTime)
     used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class Payment(SQLModel, table=True):
+    """A fee payment recorded by a handler (audited)."""
+
+    __tablename__ = "payments"
+
+    id: int | None = Field(default=None, primary_key=True)
+    request_id: str = Field(foreign_key="requests.id", index=True, max_length=32)
+    amount_jpy: int
+    method: str = Field(max_length=64)
+    paid_at: datetime = Field(sa_type=UTCDateTime)
+    note: str | None = Field(default=None, max_length=2000)
+    recorded_by: str = Field(max_length=64)
+    recorded_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import and_, func, update
+from sqlalchemy import and_, func, or_, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
 from dsrflow.audit.models import Event
 from dsrflow.outbound_mail.models import OutboxMessage
-from dsrflow.requests.models import ReferenceCounter, Request, VerificationToken
+from dsrflow.requests.models import Payment, ReferenceCounter, Request, VerificationToken
 from dsrflow.workflow.definitions import AWAITING_STATE
 
 
 def get(session: Session, request_id: str) -> Request | None:
     return session.get(Request, request_id)
+
+
+def lock(session: Session, request_id: str) -> Request | None:
+    """The request re-read under its row lock (PostgreSQL ``FOR UPDATE``; on SQLite the write
+    transaction's lock already covers it). Every path that writes a request's audit event takes
+    this first, so one request's events and state changes happen one at a time, in one order."""
+    return session.get(Request, request_id, with_for_update=True, populate_existing=True)
 
 
 def by_status_token(session: Session, token_hash: str) -> Request | None:
@@ -63,6 +70,7 @@ def search(
     due_before: datetime | None,
     closed_states: Sequence[str],
     paused_types: Sequence[str] = (),
+    today: date | None = None,
     limit: int,
     offset: int,
 ) -> tuple[list[Request], int]:
@@ -73,12 +81,14 @@ def search(
     if request_type:
         query = query.where(Request.type == request_type)
     if overdue_as_of is not None:
-        query = query.where(
+        past_due = and_(
             col(Request.due_at) < overdue_as_of,
-            col(Request.state).not_in(closed_states),
-            # A request whose clock is paused while it waits for the requester is not overdue.
+            # A request whose clock is paused while it waits for the requester is not overdue...
             ~and_(col(Request.state) == AWAITING_STATE, col(Request.type).in_(paused_types)),
         )
+        # ...unless its Art. 39 date has come, whatever a pause or an extension says.
+        past_art39 = col(Request.art39_date) <= (today or overdue_as_of.date())
+        query = query.where(col(Request.state).not_in(closed_states), or_(past_due, past_art39))
     if due_before is not None:
         query = query.where(col(Request.due_at) < due_before)
     total = session.exec(select(func.count()).select_from(query.subquery())).one()
@@ -96,22 +106,14 @@ def history(session: Session, request_id: str) -> list[Event]:
     )
 
 
-def verification_token(session: Session, token_hash: str) -> VerificationToken | None:
-    return session.exec(
-        select(VerificationToken).where(VerificationToken.token_hash == token_hash)
-    ).first()
-
-
-def claim_verification_token(session: Session, token_id: int, at: datetime) -> bool:
-    """Mark the link used unless it already is; False when another use came first (the row lock
-    makes a concurrent claim wait, then find it used)."""
-    result = session.execute(
-        update(VerificationToken)
-        .where(col(VerificationToken.id) == token_id, col(VerificationToken.used_at).is_(None))
-        .values(used_at=at)
-        .execution_options(synchronize_session=False)
-    )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+def verification_token(
+    session: Session, token_hash: str, *, locked: bool = False
+) -> VerificationToken | None:
+    """The token row; ``locked`` re-reads it under a row lock (take the request's lock first)."""
+    query = select(VerificationToken).where(VerificationToken.token_hash == token_hash)
+    if locked:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    return session.exec(query).first()
 
 
 def recent_duplicate(
@@ -150,5 +152,39 @@ def letters_to_requester(
                 col(OutboxMessage.recipient).in_(addresses),
             )
             .order_by(col(OutboxMessage.id))
+        )
+    )
+
+
+def payments(session: Session, request_id: str) -> list[Payment]:
+    return list(
+        session.exec(
+            select(Payment).where(Payment.request_id == request_id).order_by(col(Payment.id))
+        )
+    )
+
+
+def paid_total(session: Session, request_id: str) -> int:
+    total = session.exec(
+        select(func.coalesce(func.sum(Payment.amount_jpy), 0)).where(
+            Payment.request_id == request_id
+        )
+    ).one()
+    return int(total)
+
+
+def open_with_art39_by(
+    session: Session, open_states: Sequence[str], on_or_before: date
+) -> list[str]:
+    """Open requests whose Art. 39 date is on or before ``on_or_before``."""
+    return list(
+        session.exec(
+            select(Request.id)
+            .where(
+                col(Request.state).in_(open_states),
+                col(Request.art39_date).is_not(None),
+                col(Request.art39_date) <= on_or_before,
+            )
+            .order_by(col(Request.art39_date))
         )
     )

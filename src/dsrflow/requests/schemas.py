@@ -8,8 +8,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
 Language = Literal["ja", "en"]
-DisclosureMethod = Literal["electronic", "paper"]
 AgentRelation = Literal["legal_representative", "appointed_agent"]
+# Channels a handler may record at intake (the web form, the API and mail set their own).
+HandlerChannel = Literal["post", "phone", "counter", "email"]
 
 
 class _In(BaseModel):
@@ -65,10 +66,23 @@ class RequestCreate(_In):
     phone: str | None = Field(default=None, max_length=40)
     postal_address: str | None = Field(default=None, max_length=500)
     language: Language = "ja"
-    disclosure_method: DisclosureMethod | None = None
+    # One of the workflow's disclosure_methods (disclosure types); never defaulted.
+    disclosure_method: str | None = Field(default=None, max_length=64)
     agent: AgentIn | None = None
+    # Handler intake only (a public call setting either gets 403): how and when the request
+    # reached the company; every clock runs from received_at.
+    channel: HandlerChannel | None = None
+    received_at: datetime | None = None
 
     _one_line = field_validator("name", "phone")(_single_line)
+
+
+class RetypeIn(_In):
+    """Move a request not yet closed to another workflow, keeping its reference and arrival."""
+
+    type: str = Field(min_length=1, max_length=64)
+    note: str = Field(min_length=1, max_length=10_000)
+    expected_version: int | None = Field(default=None, ge=1)
 
 
 class RequestCreated(BaseModel):
@@ -93,11 +107,15 @@ class TransitionIn(_In):
         str_strip_whitespace=True,
         json_schema_extra={
             "examples": [
-                {"trigger": "verify_identity", "expected_version": 1, "method": "id_document_copy"},
                 {
-                    "trigger": "refuse",
+                    "trigger": "verify_identity",
+                    "expected_version": 1,
+                    "method": "id_document_copy",
+                    "evidence": "Driving licence copy; name and address match the request.",
+                },
+                {
+                    "trigger": "report_not_held",
                     "expected_version": 2,
-                    "reason_code": "DISC_NOT_EXIST",
                     "explanation": "We hold no personal data about you in that service.",
                 },
             ]
@@ -113,6 +131,12 @@ class TransitionIn(_In):
     withheld: list[WithheldPart] | None = Field(default=None, max_length=50)
     reason_code: str | None = Field(default=None, max_length=64)
     explanation: str | None = Field(default=None, max_length=10_000)
+    evidence: str | None = Field(default=None, max_length=2_000)
+    authority_document: str | None = Field(default=None, max_length=64)
+    agent_method: str | None = Field(default=None, max_length=64)
+    method_used: str | None = Field(default=None, max_length=64)
+    method_difficulty: str | None = Field(default=None, max_length=10_000)
+    measure: str | None = Field(default=None, max_length=10_000)
 
     def fields(self) -> dict[str, Any]:
         return self.model_dump(exclude={"trigger", "expected_version"}, exclude_none=True)
@@ -133,6 +157,25 @@ class AgentPublic(BaseModel):
     name: str
     email: str
     relation: str
+
+
+class PaymentIn(_In):
+    """A fee payment, recorded by a handler."""
+
+    amount_jpy: int = Field(ge=1, le=10_000_000)
+    method: str = Field(min_length=1, max_length=64)
+    paid_at: datetime | None = None
+    note: str | None = Field(default=None, max_length=2_000)
+
+
+class PaymentPublic(BaseModel):
+    id: int
+    amount_jpy: int
+    method: str
+    paid_at: datetime
+    note: str | None
+    recorded_by: str
+    recorded_at: datetime
 
 
 class RequestPublic(BaseModel):
@@ -160,6 +203,15 @@ class RequestPublic(BaseModel):
     closed_at: datetime | None
     due_at: datetime
     art39_date: date | None
+    # Past due_at (unless paused), or on or past art39_date whatever a pause or extension says.
+    overdue: bool
+    identity_evidence: str | None
+    authority_document: str | None
+    agent_method: str | None
+    # The disclosure method used (disclosure_method is the one the requester asked for).
+    method_used: str | None
+    fee_due_jpy: int
+    payments: list[PaymentPublic]
     allowed_triggers: list[str]
     history: list[EventPublic] = []
 

@@ -21,16 +21,19 @@ from dsrflow.db import utcnow
 from dsrflow.errors import Conflict, Invalid, NotFound, TriggerNotAllowed
 from dsrflow.requests import repository
 from dsrflow.requests.letters import HANDLER_LANGUAGE, letter_context, queue_letter
-from dsrflow.requests.models import Request, VerificationToken
+from dsrflow.requests.models import Payment, Request, VerificationToken
 from dsrflow.requests.schemas import (
     AgentPublic,
     EventPublic,
+    PaymentIn,
+    PaymentPublic,
     RequestCreate,
     RequestPublic,
+    RetypeIn,
     TransitionIn,
 )
 from dsrflow.runtime import Runtime
-from dsrflow.workflow.definitions import AWAITING_STATE
+from dsrflow.workflow.definitions import AWAITING_STATE, EMAIL_LINK, WorkflowDef
 from dsrflow.workflow.engine import Subject
 
 log = logging.getLogger(__name__)
@@ -118,6 +121,11 @@ def open_request(
         raise Invalid({"type": f"unknown type; one of {sorted(rt.definitions.workflows)}"})
     if data.disclosure_method and data.disclosure_method not in wf.disclosure_methods:
         raise Invalid({"disclosure_method": f"not offered for {wf.id}"})
+    option = wf.disclosure_method_options.get(data.disclosure_method or "")
+    if option is not None and option.postal_address_required and not data.postal_address:
+        raise Invalid(
+            {"postal_address": f"is required for the disclosure method '{data.disclosure_method}'"}
+        )
     received_at = received_at or utcnow()
     local = received_at.astimezone(rt.settings.tz)
     status_token = new_token("st")
@@ -132,13 +140,13 @@ def open_request(
         requester_phone=data.phone or None,
         requester_postal_address=data.postal_address or None,
         details=data.details,
-        disclosure_method=data.disclosure_method
-        or (wf.disclosure_methods[0] if wf.disclosure_methods else None),
+        # Only what the requester chose: a method is never defaulted (Guideline 3-8-2).
+        disclosure_method=data.disclosure_method or None,
         agent_name=data.agent.name if data.agent else None,
         agent_email=str(data.agent.email) if data.agent else None,
         agent_relation=data.agent.relation if data.agent else None,
         received_at=received_at,
-        due_at=rt.calendar.due_at(received_at, wf.deadline),
+        due_at=initial_due_at(rt, wf, received_at),
         art39_date=rt.calendar.art39_date(received_at) if wf.deadline.art39 else None,
         status_token_hash=token_digest(status_token),
     )
@@ -156,6 +164,17 @@ def open_request(
     context = letter_context(rt, request, status_token=status_token)
     queue_letter(rt, session, request, "acknowledgment", wf.letters["acknowledgment"], context)
     _send_verification(rt, session, request, context)
+    if request.agent_email and request.agent_email.lower() != request.requester_email.lower():
+        # The principal learns that someone asked in their name, who, and how to object.
+        queue_letter(
+            rt,
+            session,
+            request,
+            "agent_notice",
+            wf.letters["agent_notice"],
+            context,
+            recipient=request.requester_email,
+        )
     queue_letter(
         rt,
         session,
@@ -169,11 +188,81 @@ def open_request(
     return Submitted(request=request, status_token=status_token)
 
 
+def initial_due_at(rt: Runtime, wf: WorkflowDef, received_at: datetime) -> datetime:
+    """The internal target from arrival. One that crosses the Art. 39 date (business days over
+    holidays) is cut back to the day before it, unless the workflow confirms the crossing."""
+    due_at = rt.calendar.due_at(received_at, wf.deadline)
+    if wf.deadline.art39 and not wf.deadline.confirm_past_art39:
+        art39 = rt.calendar.art39_date(received_at)
+        if rt.calendar.local_date(due_at) >= art39:
+            due_at = rt.calendar.end_of(art39 - timedelta(days=1))
+    return due_at
+
+
+def retype(
+    rt: Runtime,
+    session: Session,
+    request_id: str,
+    data: RetypeIn,
+    *,
+    actor: str,
+) -> Request:
+    """Move an open request to another workflow: same reference, arrival and history; its
+    clocks recomputed from arrival; audited; commit."""
+    request = repository.get(session, request_id)
+    if request is None:
+        raise NotFound("No such request.")
+    allowed = rt.engine.allowed_triggers(request.type, request.state)
+    if data.expected_version is not None and data.expected_version != request.version:
+        raise conflict(
+            f"expected version {data.expected_version}, but the request is at version "
+            f"{request.version}",
+            request,
+            allowed,
+        )
+    old = rt.definitions.workflow(request.type)
+    if request.state in old.terminal_states:
+        raise conflict(f"the request is closed ('{request.state}')", request, allowed)
+    new = rt.definitions.workflows.get(data.type)
+    if new is None:
+        raise Invalid({"type": f"unknown type; one of {sorted(rt.definitions.workflows)}"})
+    if new.id == old.id:
+        raise Invalid({"type": f"the request is already a {old.id} request"})
+    if request.state not in new.states:
+        raise Invalid({"type": f"a {new.id} workflow has no state '{request.state}'"})
+    if not data.note.strip():
+        raise Invalid({"note": "must not be empty"})
+    now = utcnow()
+    values: dict[str, Any] = {
+        "type": new.id,
+        "due_at": initial_due_at(rt, new, request.received_at),
+        "art39_date": rt.calendar.art39_date(request.received_at) if new.deadline.art39 else None,
+        "extension_days": 0,
+        "updated_at": now,
+    }
+    if request.disclosure_method not in new.disclosure_methods:
+        values["disclosure_method"] = None  # never a method the new type does not offer
+    if not repository.update_if_version(session, request.id, request.version, values):
+        session.rollback()
+        raise conflict("the request changed meanwhile", request, allowed)
+    append_event(
+        session,
+        request.id,
+        kind="retyped",
+        actor=actor,
+        at=now,
+        detail={"from_type": old.id, "to_type": new.id, "note": data.note},
+    )
+    session.commit()
+    session.refresh(request)
+    return request
+
+
 def transition(
     rt: Runtime, session: Session, request_id: str, body: TransitionIn, *, actor: str
 ) -> Request:
     """Fire ``body.trigger`` on the request; raises NotFound, Conflict or Invalid."""
-    request = repository.get(session, request_id)
+    request = repository.lock(session, request_id)
     if request is None:
         raise NotFound("No such request.")
     if body.expected_version is not None and body.expected_version != request.version:
@@ -183,14 +272,20 @@ def transition(
             request,
             rt.engine.allowed_triggers(request.type, request.state),
         )
-    request = _apply(rt, session, request, body.trigger, body.fields(), actor=actor)
+    fields = body.fields()
+    also: dict[str, str] = {}
+    if body.trigger == "withdraw" and not (fields.get("note") or "").strip():
+        # The requester withdraws from the status page; a handler records why.
+        also["note"] = "is required when a handler records a withdrawal"
+    request = _apply(rt, session, request, body.trigger, fields, actor=actor, also_invalid=also)
     session.commit()
     return request
 
 
 def withdraw_by_requester(rt: Runtime, session: Session, status_token: str) -> Request:
     """The requester withdraws their own request from the status page."""
-    request = repository.by_status_token(session, token_digest(status_token))
+    found = repository.by_status_token(session, token_digest(status_token))
+    request = repository.lock(session, found.id) if found is not None else None
     if request is None:
         raise NotFound("No such request.")
     request = _apply(rt, session, request, "withdraw", {}, actor="requester")
@@ -214,22 +309,24 @@ def check_email_link(session: Session, token: str) -> tuple[EmailCheck, Request 
 
 def verify_email(rt: Runtime, session: Session, token: str) -> tuple[EmailCheck, Request | None]:
     """Record that the requester controls the address; where the workflow says that is enough,
-    also verify identity with method ``email_link``. The link works once and expires; of
-    several uses at the same moment one records the check and the others see USED."""
-    row = repository.verification_token(session, token_digest(token))
+    also verify identity with method ``email_link``. The link works once and expires."""
+    digest = token_digest(token)
+    row = repository.verification_token(session, digest)
     if row is None:
         return EmailCheck.UNKNOWN, None
-    request = repository.get(session, row.request_id)
+    # The request's lock first, then the token read again under it: of links opened at the
+    # same moment exactly one finds it unused.
+    request = repository.lock(session, row.request_id)
+    row = repository.verification_token(session, digest, locked=True)
+    assert row is not None
     now = utcnow()
     if row.used_at is not None:
         return EmailCheck.USED, request
     if row.expires_at <= now:
         return EmailCheck.EXPIRED, request
     assert request is not None
-    assert row.id is not None
-    if not repository.claim_verification_token(session, row.id, now):
-        session.rollback()
-        return EmailCheck.USED, repository.get(session, row.request_id)
+    row.used_at = now
+    session.add(row)
     append_event(session, request.id, kind="email_verified", actor="requester", at=now)
     wf = rt.definitions.workflow(request.type)
     allowed = rt.engine.allowed_triggers(request.type, request.state)
@@ -241,9 +338,10 @@ def verify_email(rt: Runtime, session: Session, token: str) -> tuple[EmailCheck,
             session,
             request,
             "verify_identity",
-            {"method": "email_link"},
+            {"method": EMAIL_LINK},
             actor="requester",
             extra={"email_verified_at": now},
+            email_confirmed=True,
         )
         outcome = EmailCheck.IDENTITY_VERIFIED
     else:
@@ -266,15 +364,21 @@ def _apply(
     *,
     actor: str,
     extra: dict[str, Any] | None = None,
+    email_confirmed: bool = False,
+    also_invalid: dict[str, str] | None = None,
 ) -> Request:
     """The heart of a decision: engine, conditional update, event, letters (no commit)."""
     allowed = rt.engine.allowed_triggers(request.type, request.state)
+    subject = subject_of(rt, session, request)
+    subject.email_confirmed = subject.email_confirmed or email_confirmed
     try:
-        outcome = rt.engine.fire(
-            request.type, Subject(request.state, request.resume_state), trigger, fields
-        )
+        outcome = rt.engine.fire(request.type, subject, trigger, fields)
     except TriggerNotAllowed as exc:
         raise conflict(str(exc), request, allowed) from exc
+    except Invalid as exc:
+        raise Invalid({**exc.errors, **(also_invalid or {})}) from exc
+    if also_invalid:
+        raise Invalid(also_invalid)
     wf = rt.definitions.workflow(request.type)
     now = utcnow()
     values: dict[str, Any] = {"state": outcome.dest, "updated_at": now, **(extra or {})}
@@ -288,8 +392,9 @@ def _apply(
             # Kept at the end of a local day, so the day's reminders still fit around it.
             moved = request.due_at + (now - request.awaiting_requester_at)
             values["due_at"] = rt.calendar.end_of(rt.calendar.local_date(moved))
-    if "method" in fields:
-        values["identity_method"] = fields["method"]
+    for field, column in RECORDED_FIELDS.items():
+        if field in fields:
+            values[column] = fields[field]
     if not repository.update_if_version(session, request.id, request.version, values):
         session.rollback()
         current = repository.get(session, request.id)
@@ -316,6 +421,82 @@ def _apply(
         context = letter_context(rt, request, fields=fields)
         key = f"v{request.version}:{outcome.transition.letter}"
         queue_letter(rt, session, request, key, outcome.transition.letter, context)
+    return request
+
+
+# Transition fields kept on the request itself (all of them are in the event's detail too).
+RECORDED_FIELDS = {
+    "method": "identity_method",
+    "evidence": "identity_evidence",
+    "authority_document": "authority_document",
+    "agent_method": "agent_identity_method",
+    "method_used": "disclosure_method_used",
+}
+
+
+def fee_due_jpy(rt: Runtime, session: Session, request: Request) -> int:
+    """What of the workflow's fee no recorded payment covers yet (0 where there is no fee)."""
+    fee = rt.definitions.workflow(request.type).fee
+    if fee is None:
+        return 0
+    return max(0, fee.amount_jpy - repository.paid_total(session, request.id))
+
+
+def subject_of(rt: Runtime, session: Session, request: Request) -> Subject:
+    """What the engine's field rules need to know about ``request``."""
+    return Subject(
+        state=request.state,
+        resume_state=request.resume_state,
+        email_confirmed=request.email_verified_at is not None,
+        agent=request.agent_relation is not None,
+        requested_method=request.disclosure_method,
+        fee_outstanding=fee_due_jpy(rt, session, request) > 0,
+    )
+
+
+def record_payment(
+    rt: Runtime, session: Session, request_id: str, data: PaymentIn, *, actor: str
+) -> Request:
+    """Record a fee payment on an open request (audited) and commit."""
+    request = repository.get(session, request_id)
+    if request is None:
+        raise NotFound("No such request.")
+    wf = rt.definitions.workflow(request.type)
+    if request.state in wf.terminal_states:
+        raise conflict(f"the request is closed ('{request.state}')", request, [])
+    if wf.fee is None:
+        raise Invalid({"amount_jpy": f"a {wf.id} request has no fee"})
+    now = utcnow()
+    paid_at = data.paid_at or now
+    if paid_at.tzinfo is None:
+        raise Invalid({"paid_at": "must carry a time zone (e.g. 2026-12-01T10:00:00+09:00)"})
+    if paid_at > now:
+        raise Invalid({"paid_at": "must not be in the future"})
+    payment = Payment(
+        request_id=request.id,
+        amount_jpy=data.amount_jpy,
+        method=data.method,
+        paid_at=paid_at,
+        note=data.note or None,
+        recorded_by=actor[:64],
+        recorded_at=now,
+    )
+    session.add(payment)
+    append_event(
+        session,
+        request.id,
+        kind="payment_recorded",
+        actor=actor,
+        at=now,
+        detail={
+            "amount_jpy": data.amount_jpy,
+            "method": data.method,
+            "paid_at": paid_at.isoformat(),
+            **({"note": data.note} if data.note else {}),
+        },
+    )
+    session.commit()
+    session.refresh(request)
     return request
 
 
@@ -351,6 +532,18 @@ def describe(rt: Runtime, session: Session, request: Request, *, history: bool) 
     )
     events = repository.history(session, request.id) if history else []
     return RequestPublic(
+        overdue=rt.is_overdue(
+            request.type, request.state, request.due_at, utcnow(), request.art39_date
+        ),
+        fee_due_jpy=fee_due_jpy(rt, session, request),
+        payments=[
+            PaymentPublic.model_validate(p, from_attributes=True)
+            for p in repository.payments(session, request.id)
+        ],
+        identity_evidence=request.identity_evidence,
+        authority_document=request.authority_document,
+        agent_method=request.agent_identity_method,
+        method_used=request.disclosure_method_used,
         id=request.id,
         reference=request.reference,
         type=request.type,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from dsrflow.deadlines import art39
 from dsrflow.deadlines import service as deadlines
 from dsrflow.outbound_mail.dispatch import flush_outbox
 from dsrflow.runtime import Runtime
@@ -26,6 +27,12 @@ async def identity_wait_sweep(rt: Runtime) -> None:
     report = await asyncio.to_thread(deadlines.sweep, rt, series=frozenset({deadlines.IDENTITY}))
     if report.queued or report.errors:
         log.info("identity-wait sweep: %d queued, %d errors", report.queued, report.errors)
+
+
+async def art39_alert(rt: Runtime) -> None:
+    report = await asyncio.to_thread(art39.art39_alerts, rt)
+    if report.queued or report.errors:
+        log.info("Art. 39 alerts: %d queued, %d errors", report.queued, report.errors)
 
 
 async def daily_digest(rt: Runtime) -> None:
@@ -55,6 +62,14 @@ async def document_purge(rt: Runtime) -> None:
     removed = await asyncio.to_thread(_purge_documents, rt)
     if removed:
         log.info("document purge: %d removed", removed)
+
+
+async def retention_purge(rt: Runtime) -> None:
+    from dsrflow.retention import purge
+
+    report = await asyncio.to_thread(purge, rt)
+    if report.requests or report.raw_mail or report.attachments:
+        log.info("retention purge: %s", report.summary())
 
 
 async def imap_poll(rt: Runtime) -> None:

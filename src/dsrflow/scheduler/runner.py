@@ -41,11 +41,20 @@ def _jobs(rt: Runtime) -> list[tuple[str, Job, object, int]]:
         ),
         ("outbox_dispatch", jobs.outbox_dispatch, IntervalTrigger(seconds=15, timezone=tz), 300),
         ("document_purge", jobs.document_purge, IntervalTrigger(hours=1, timezone=tz), 6 * 3600),
+        # Daily per request (dedup key per day); checked often so a restart never skips a day.
+        ("art39_alert", jobs.art39_alert, IntervalTrigger(minutes=15, timezone=tz), 3600),
         (
             "daily_digest",
             jobs.daily_digest,
             CronTrigger(hour=digest_at.hour, minute=digest_at.minute, timezone=tz),
             6 * 3600,
+        ),
+        # At night, local time: personal data past its retention period goes (retention.py).
+        (
+            "retention_purge",
+            jobs.retention_purge,
+            CronTrigger(hour=3, minute=30, timezone=tz),
+            12 * 3600,
         ),
     ]
     if rt.settings.imap_host:

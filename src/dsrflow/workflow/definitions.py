@@ -25,16 +25,18 @@ REQUIRED_STATES = (
     "awaiting_requester",
     "fulfilled",
     "refused",
+    "not_held",
     "withdrawn",
 )
 # The state in which a request waits for its requester (info_received resumes from it).
 AWAITING_STATE = "awaiting_requester"
-TERMINAL_STATES = ("fulfilled", "refused", "withdrawn")
+TERMINAL_STATES = ("fulfilled", "refused", "not_held", "substituted", "withdrawn")
 REQUIRED_TRIGGERS = (
     "verify_identity",
     "request_info",
     "info_received",
     "fulfill",
+    "report_not_held",
     "refuse",
     "withdraw",
 )
@@ -47,7 +49,18 @@ TRANSITION_FIELDS = (
     "withheld",
     "reason_code",
     "explanation",
+    "evidence",
+    "authority_document",
+    "agent_method",
+    "method_used",
+    "method_difficulty",
+    "measure",
 )
+# The identity method that only proves control of the e-mail address.
+EMAIL_LINK = "email_link"
+# How reasons may be used: a whole refusal, or a withheld part of a fulfilment.
+ReasonUse = Literal["refuse", "withheld"]
+REASON_USES: tuple[ReasonUse, ...] = ("refuse", "withheld")
 LANGUAGES = ("ja", "en")
 # Letters the service and the scheduler send for every workflow (keys of a workflow's `letters`).
 REQUIRED_LETTERS = (
@@ -60,6 +73,8 @@ REQUIRED_LETTERS = (
     "identity_reminder",
     "identity_escalation",
     "deadline_extended",
+    "agent_notice",
+    "art39_alert",
 )
 ANY_OPEN_STATE = "*"
 
@@ -113,6 +128,9 @@ class DeadlineDef(_Strict):
     art39: bool = True
     pause_while_awaiting_requester: bool = False
     extension_max_days: int = Field(default=0, ge=0, le=365)
+    # A target (more than 14 days, or business days over holidays) may land on or after the
+    # Art. 39 date; unless this is true, it is cut back to the day before that date.
+    confirm_past_art39: bool = False
 
 
 class RemindersDef(_Strict):
@@ -123,6 +141,8 @@ class RemindersDef(_Strict):
     send_at: time = time(9, 0)
     # The handlers are told when a request's acknowledgment has not gone out after this long.
     acknowledgment_grace_minutes: int = Field(default=60, ge=1)
+    # The handlers are alerted daily from this many days before the Art. 39 date, and after it.
+    art39_alert_days: int = Field(default=3, ge=0, le=14)
 
 
 class IdentityWaitDef(_Strict):
@@ -135,6 +155,24 @@ class IdentityWaitDef(_Strict):
 class FeeDef(_Strict):
     amount_jpy: int = Field(ge=0)
     article: str = "38"
+    # Whether fulfilment waits until recorded payments cover the fee.
+    payment_before_disclosure: bool = False
+
+
+class DisclosureMethodDef(_Strict):
+    label: Text
+    # Whether the requester must give a postal address to designate this method.
+    postal_address_required: bool = False
+
+
+class NoticeDef(_Strict):
+    """How this type's outcome letters state the decision (Arts. 32(3), 33(3), 34(3), 35(7))."""
+
+    article: Text  # the notice provision, as letters cite it
+    request: Text  # what the requester made (a request; for Art. 32(2) the statute's own word)
+    refused: Text  # the decision not to act, in the statute's words
+    withheld: Text  # the lead-in to the parts not acted on
+    not_held: Text  # the neutral answer that nothing concerned is held
 
 
 class WorkflowDef(_Strict):
@@ -148,12 +186,16 @@ class WorkflowDef(_Strict):
     identity_methods: list[str] = Field(min_length=1)
     # Whether confirming control of the e-mail address alone verifies identity for this type.
     email_link_sufficient: bool = False
-    disclosure_methods: list[Literal["electronic", "paper"]] = []
+    disclosure_methods: list[str] = []
+    disclosure_method_options: dict[str, DisclosureMethodDef] = {}
+    # Documents that prove an agent's authority (id -> label).
+    authority_documents: dict[str, Text] = {}
     fee: FeeDef | None = None
     deadline: DeadlineDef = DeadlineDef()
     reminders: RemindersDef = RemindersDef()
     identity_wait: IdentityWaitDef = IdentityWaitDef()
     letters: dict[str, str] = {}
+    notice: NoticeDef | None = None
 
     @property
     def terminal_states(self) -> list[str]:
@@ -176,6 +218,9 @@ class LegalReason(_Strict):
     statutory_text: Text
     types: list[str] = Field(min_length=1)
     states: list[str] = Field(min_length=1)
+    uses: list[ReasonUse] = list(REASON_USES)
+    # Fits only where the workflow has a fee that no recorded payment covers.
+    requires_fee: bool = False
 
     def fits(self, request_type: str, state: str) -> bool:
         return request_type in self.types and state in self.states
@@ -214,8 +259,19 @@ class Definitions:
     def workflow(self, request_type: str) -> WorkflowDef:
         return self.workflows[request_type]
 
-    def reasons_for(self, request_type: str, state: str) -> list[LegalReason]:
-        return [r for r in self.reasons.values() if r.fits(request_type, state)]
+    def reasons_for(
+        self, request_type: str, state: str, *, fee_outstanding: bool | None = None
+    ) -> list[LegalReason]:
+        """The reasons that fit ``request_type`` in ``state``; a fee reason only where the
+        workflow has a fee (and, when ``fee_outstanding`` is given, only while it is unpaid)."""
+        wf = self.workflows.get(request_type)
+        has_fee = wf is not None and wf.fee is not None
+        return [
+            r
+            for r in self.reasons.values()
+            if r.fits(request_type, state)
+            and (not r.requires_fee or (has_fee and fee_outstanding is not False))
+        ]
 
 
 def _is_image_file(directory: Path, name: str) -> bool:
@@ -244,6 +300,13 @@ def _schema_errors(path: Path, exc: ValidationError) -> Iterable[str]:
 def _check_workflow(
     path: Path, wf: WorkflowDef, guards: Iterable[str], templates: Path
 ) -> Iterable[str]:
+    yield from _check_states(path, wf)
+    yield from _check_transitions(path, wf, set(guards), templates)
+    yield from _check_letters(path, wf, templates)
+    yield from _check_methods(path, wf)
+
+
+def _check_states(path: Path, wf: WorkflowDef) -> Iterable[str]:
     if wf.id != path.stem:
         yield f"{path}: id: '{wf.id}' must match the file name '{path.stem}'"
     for state in REQUIRED_STATES:
@@ -254,10 +317,14 @@ def _check_workflow(
             yield f"{path}: states.{state}.terminal: must be true"
     if wf.initial not in wf.states:
         yield f"{path}: initial: unknown state '{wf.initial}'"
+
+
+def _check_transitions(
+    path: Path, wf: WorkflowDef, known_guards: set[str], templates: Path
+) -> Iterable[str]:
     for trigger in REQUIRED_TRIGGERS:
         if trigger not in wf.triggers:
             yield f"{path}: transitions: the required trigger '{trigger}' is missing"
-    known_guards = set(guards)
     for i, t in enumerate(wf.transitions):
         where = f"{path}: transitions[{i}] ({t.trigger})"
         for source in t.source:
@@ -275,13 +342,33 @@ def _check_workflow(
                 yield f"{where}.guards: unknown guard '{guard}' (known: {sorted(known_guards)})"
         if t.letter is not None:
             yield from _check_letter(f"{where}.letter", t.letter, templates)
+
+
+def _check_letters(path: Path, wf: WorkflowDef, templates: Path) -> Iterable[str]:
     for key in REQUIRED_LETTERS:
         if key not in wf.letters:
             yield f"{path}: letters.{key}: missing (the template this workflow sends for it)"
     for key, letter in wf.letters.items():
         yield from _check_letter(f"{path}: letters.{key}", letter, templates)
+
+
+def _check_methods(path: Path, wf: WorkflowDef) -> Iterable[str]:
     if "method" in {f for t in wf.transitions for f in t.requires} and not wf.identity_methods:
         yield f"{path}: identity_methods: at least one method is needed"
+    for method in wf.disclosure_methods:
+        if method not in wf.disclosure_method_options:
+            yield f"{path}: disclosure_method_options.{method}: missing (its label)"
+    if wf.disclosure_methods:
+        for i, t in enumerate(wf.transitions):
+            if t.trigger == "fulfill" and "method_used" not in t.requires:
+                yield (
+                    f"{path}: transitions[{i}] (fulfill).requires: must include 'method_used' "
+                    "where the workflow offers disclosure methods"
+                )
+    if "agent_method" in {f for t in wf.transitions for f in t.accepts} and not (
+        wf.authority_documents
+    ):
+        yield f"{path}: authority_documents: at least one document is needed for agents"
 
 
 def _check_letter(where: str, letter: str, templates: Path) -> Iterable[str]:

@@ -1,7 +1,7 @@
 """requester documents uploaded from the status page
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-01 20:40:00.000000
 """
 
@@ -11,8 +11,8 @@ from alembic import op
 
 import dsrflow.db
 
-revision = "0005"
-down_revision = "0004"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
