@@ -70,8 +70,6 @@ class Settings(BaseSettings):
     forwarded_allow_ips: str | None = None
     # The status link works while the request is open and for this long after it closes.
     status_link_days_after_close: int = 90
-    # Uploaded documents are removed this long after the request closes.
-    document_retention_days_after_close: int = 30
     # The same type, address and details from the form within this time is the same request.
     duplicate_window_hours: int = 24
     # Business-day closures, as MM-DD ranges (the default is the year-end closure 12/29-1/3).

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -113,7 +114,7 @@ def _verify_link(rt: Runtime, reference: str) -> str:
 
 def _wait_text(browser: WebDriver, element_id: str, text: str) -> None:
     """Wait for the next page: the old one may still be there just after a click."""
-    WebDriverWait(browser, 10).until(
+    WebDriverWait(browser, 10, ignored_exceptions=(StaleElementReferenceException,)).until(
         lambda b: text in b.find_element(By.ID, element_id).text,
         f"#{element_id} never said {text!r}",
     )

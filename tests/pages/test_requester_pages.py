@@ -318,22 +318,32 @@ def test_uploads_have_size_type_and_count_limits(rt: Runtime, client: TestClient
 
 
 def test_documents_are_removed_when_retention_says_so(rt: Runtime, client: TestClient) -> None:
-    link = status_link(submit(client).text)
-    upload(client, link, PNG)
-    post_form(client, f"{link}/withdraw", {}, page_url=link)
-    days = rt.settings.document_retention_days_after_close
+    open_link = status_link(submit(client).text)
+    upload(client, open_link, PNG)  # its request stays open and unverified: kept
+    closed_link = status_link(submit(client, details="別のご請求です。").text)
+    upload(client, closed_link, PNG, name="passport.png")
+    post_form(client, f"{closed_link}/withdraw", {}, page_url=closed_link)
+    days = rt.settings.retention_id_documents_days
     with Session(rt.db, expire_on_commit=False) as session:
-        assert documents.purge_expired(rt, session) == 0  # closed just now: kept
+        assert documents.purge_expired(rt, session) == 0  # uploaded just now: kept
         session.execute(
-            update(Request).values(closed_at=datetime.now(UTC) - timedelta(days=days, hours=1))
+            update(RequesterDocument).values(
+                uploaded_at=datetime.now(UTC) - timedelta(days=days, hours=1)
+            )
         )
         session.commit()
     asyncio.run(document_purge(rt))  # the scheduler's hourly job
     with Session(rt.db, expire_on_commit=False) as session:
         assert documents.purge_expired(rt, session) == 0
-        row = session.exec(select(RequesterDocument)).one()
-        assert row.content is None
-        assert row.removed_reason == "retention"
+        rows = {
+            row.kind + ":" + (row.removed_reason or "kept"): row
+            for row in session.exec(select(RequesterDocument))
+        }
+        assert sorted(rows) == ["identity:kept", "identity:retention"]
+        gone = rows["identity:retention"]
+        assert gone.content is None
+        assert gone.filename == ""  # the name may identify someone too
+        assert rows["identity:kept"].content == PNG
         assert verify_chains(session)[1] == []
     assert [e.detail["reason"] for e in events_of(rt, "document_removed")] == ["retention"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, update
+from sqlalchemy import func, or_, update
 from sqlmodel import Session, col, select
 
 from dsrflow.documents.models import RequesterDocument
@@ -34,29 +34,36 @@ def count_for_request(session: Session, request_id: str) -> int:
     )
 
 
-def kept_of_requests_closed_before(session: Session, cutoff: datetime) -> list[RequesterDocument]:
-    """Documents still held whose request closed before ``cutoff``."""
+def kept_past_retention(
+    session: Session, uploaded_before: datetime, closed_states: list[str]
+) -> list[RequesterDocument]:
+    """Documents still held, uploaded before ``uploaded_before``, whose request no longer needs
+    them: its identity is verified, or it is closed."""
     return list(
         session.exec(
             select(RequesterDocument)
             .join(Request, col(Request.id) == col(RequesterDocument.request_id))
             .where(
                 col(RequesterDocument.content).is_not(None),
-                col(Request.closed_at).is_not(None),
-                col(Request.closed_at) < cutoff,
+                col(RequesterDocument.uploaded_at) < uploaded_before,
+                or_(
+                    col(Request.identity_verified_at).is_not(None),
+                    col(Request.state).in_(closed_states),
+                ),
             )
         )
     )
 
 
 def remove_content(session: Session, document_id: int, at: datetime, reason: str) -> bool:
-    """Drop the file, keep the record; False when it was already gone."""
+    """Drop the file and its name, keep the record (kind, type, size, hash); False when it was
+    already gone."""
     result = session.execute(
         update(RequesterDocument)
         .where(
             col(RequesterDocument.id) == document_id, col(RequesterDocument.content).is_not(None)
         )
-        .values(content=None, removed_at=at, removed_reason=reason)
+        .values(content=None, filename="", removed_at=at, removed_reason=reason)
         .execution_options(synchronize_session=False)
     )
     return result.rowcount == 1  # type: ignore[attr-defined]

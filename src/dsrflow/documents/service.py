@@ -136,12 +136,13 @@ def discard(
 
 
 def purge_expired(rt: Runtime, session: Session, now: datetime | None = None) -> int:
-    """Remove the files of requests closed longer than DOCUMENT_RETENTION_DAYS_AFTER_CLOSE ago;
-    returns how many. Run by the scheduler."""
+    """Remove the files uploaded more than RETENTION_ID_DOCUMENTS_DAYS ago whose request no
+    longer needs them (identity verified, or closed), as for ID documents that came by mail;
+    returns how many. Run hourly by the scheduler."""
     now = now or utcnow()
-    cutoff = now - timedelta(days=rt.settings.document_retention_days_after_close)
+    cutoff = now - timedelta(days=rt.settings.retention_id_documents_days)
     removed = 0
-    for document in repository.kept_of_requests_closed_before(session, cutoff):
+    for document in repository.kept_past_retention(session, cutoff, rt.closed_states):
         removed += _remove(session, document, reason="retention", actor="system", at=now)
     session.commit()
     return removed

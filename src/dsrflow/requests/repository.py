@@ -273,18 +273,6 @@ def verification_token(
     return session.exec(query).first()
 
 
-def claim_verification_token(session: Session, token_id: int, at: datetime) -> bool:
-    """Mark the link used unless it already is; False when another use came first (the row lock
-    makes a concurrent claim wait, then find it used)."""
-    result = session.execute(
-        update(VerificationToken)
-        .where(col(VerificationToken.id) == token_id, col(VerificationToken.used_at).is_(None))
-        .values(used_at=at)
-        .execution_options(synchronize_session=False)
-    )
-    return result.rowcount == 1  # type: ignore[attr-defined]
-
-
 def recent_duplicate(
     session: Session, *, request_type: str, email: str, details: str, since: datetime
 ) -> Request | None:
