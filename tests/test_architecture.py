@@ -33,6 +33,7 @@ LAYERS: dict[str, int] = {
     "packages": 3,
     # retention purges across the rooms of the domain (requests, their mail, their letters)
     "retention": 3,
+    "documents": 3,  # the requester's uploads: a request's files, audited
     # the domain
     "requests": 2,
     # below
@@ -43,6 +44,7 @@ LAYERS: dict[str, int] = {
     "auth": 1,
     "logs": 1,
     "backup": 1,
+    "web": 1,  # what every face shares over HTTP: CSRF, limits, security headers, uvicorn
     "config": 0,
     "db": 0,
     "errors": 0,

@@ -46,12 +46,39 @@ class Settings(BaseSettings):
     imap_folder: str = "INBOX"
     imap_security: Security = "tls"
 
-    # Public endpoints: body size cap and per-client request budget.
+    # Signs CSRF tokens and receipt links. Unset: a random key kept in DATA_DIR/secret_key
+    # (set it explicitly when several hosts serve the pages and do not share DATA_DIR).
+    secret_key: SecretStr | None = None
+
+    # Public endpoints: size caps and per-client request budgets.
     max_body_bytes: int = 64 * 1024
+    # The request form (20,000 Japanese characters URL-encode to 180,000 bytes).
+    max_form_bytes: int = 256 * 1024
+    # Identity and authority documents uploaded from the status page.
+    max_upload_bytes: int = 5 * 1024 * 1024
+    max_documents_per_request: int = 10
+    # Request line plus headers, in bytes (uvicorn's h11 parser; larger gets 400).
+    max_header_bytes: int = 16 * 1024
+    # Budget per client and minute, for every bucket (intake, verify, status, upload,
+    # console_login, ...) unless RATE_LIMITS names the bucket: {"status": 60}.
     rate_limit_per_minute: int = 20
+    rate_limits: dict[str, int] = Field(default_factory=dict)
+    # Clients remembered by the limiter at most; the least recently seen are forgotten first.
+    rate_limit_max_clients: int = 10_000
+    # Proxies whose X-Forwarded-For is believed (comma-separated IPs or CIDRs, "*" for any).
+    # Unset: the client address is the connection's, whatever the headers say.
+    forwarded_allow_ips: str | None = None
+    # The status link works while the request is open and for this long after it closes.
+    status_link_days_after_close: int = 90
+    # Uploaded documents are removed this long after the request closes.
+    document_retention_days_after_close: int = 30
+    # The same type, address and details from the form within this time is the same request.
+    duplicate_window_hours: int = 24
     # Business-day closures, as MM-DD ranges (the default is the year-end closure 12/29-1/3).
     closure_days: list[str] = Field(default_factory=lambda: ["12-29..12-31", "01-01..01-03"])
     verification_link_hours: int = 72
+    # A console sign-in lasts this long (it also ends on logout or when the token is revoked).
+    console_session_hours: int = 12
 
     # Disclosure packages: files stored under PACKAGES_DIR (default DATA_DIR/packages), offered
     # on the status page for PACKAGE_EXPIRY_DAYS, each file at most PACKAGE_MAX_DOWNLOADS times.

@@ -1,7 +1,8 @@
 """Every table, imported in one place so the metadata (and Alembic) sees them all."""
 
 from dsrflow.audit.models import AuditHead, Event
-from dsrflow.auth.models import Handler
+from dsrflow.auth.models import ConsoleSession, Handler
+from dsrflow.documents.models import RequesterDocument
 from dsrflow.inbound_mail.models import ImapSyncState, InboundAttachment, InboundMessage
 from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.packages.models import DisclosurePackage, PackageFile
@@ -11,11 +12,13 @@ from dsrflow.requests.models import (
     Payment,
     ReferenceCounter,
     Request,
+    RequestNote,
     VerificationToken,
 )
 
 __all__ = [
     "AuditHead",
+    "ConsoleSession",
     "DeskNotice",
     "DisclosurePackage",
     "Event",
@@ -29,5 +32,7 @@ __all__ = [
     "Payment",
     "ReferenceCounter",
     "Request",
+    "RequestNote",
+    "RequesterDocument",
     "VerificationToken",
 ]

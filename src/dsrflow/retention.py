@@ -3,10 +3,11 @@ Art. 20), then ``dsrflow purge`` (also run daily by the scheduler) removes it.
 
 - A closed request, ``DSRFLOW_RETENTION_CLOSED_DAYS`` after it closed (default 3 years): the
   requester's and agent's names, addresses, phone and details, its letters in the outbox, its
-  verification links, its mail (words, raw bytes, attachments), its disclosure package files
-  and every free-text value of its audit events. What stays identifies no one: reference, type, channel, dates, outcome (state),
-  identity method and reason codes, and the audit chain, which hashes digests of the values it
-  lost and so still verifies (``dsrflow audit verify``). A ``purged`` event records the purge.
+  verification links, the desk's internal notes, its mail (words, raw bytes, attachments),
+  its disclosure package files and every free-text value of its audit events. What stays
+  identifies no one: reference, type, channel, dates, outcome (state), identity method and
+  reason codes, and the audit chain, which hashes digests of the values it lost and so still
+  verifies (``dsrflow audit verify``). A ``purged`` event records the purge.
 - Raw inbound mail, ``DSRFLOW_RETENTION_RAW_MAIL_DAYS`` after it arrived (default 90), once its
   request is closed or it belongs to none (and a handler has decided it); mail that belongs to
   no request loses its words too.
@@ -34,7 +35,7 @@ from dsrflow.inbound_mail.models import OPEN_STATUSES, InboundAttachment, Inboun
 from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.packages import service as packages
 from dsrflow.requests import repository as requests_repository
-from dsrflow.requests.models import DeskNotice, Request, VerificationToken
+from dsrflow.requests.models import DeskNotice, Request, RequestNote, VerificationToken
 from dsrflow.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -168,6 +169,7 @@ def _purge_request(rt: Runtime, session: Session, request_id: str, now: datetime
     session.execute(
         delete(VerificationToken).where(col(VerificationToken.request_id) == request_id)
     )
+    session.execute(delete(RequestNote).where(col(RequestNote.request_id) == request_id))
     for message in session.exec(
         select(InboundMessage).where(InboundMessage.request_id == request_id)
     ):

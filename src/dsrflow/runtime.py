@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import secrets
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import cached_property
@@ -51,6 +54,25 @@ class Runtime:
                 settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous
             ),
         )
+
+    @cached_property
+    def secret_key(self) -> bytes:
+        """The key that signs CSRF tokens and receipt links: DSRFLOW_SECRET_KEY, else a random
+        key created once in DATA_DIR (every process on the host shares it)."""
+        if self.settings.secret_key:
+            return self.settings.secret_key.get_secret_value().encode()
+        path = self.settings.data_dir / "secret_key"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            # Written aside, then linked into place: a racing process never reads half a key.
+            draft = path.with_name(f".secret_key.{os.getpid()}.{secrets.token_hex(4)}")
+            fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+            with contextlib.suppress(FileExistsError):
+                os.link(draft, path)
+            draft.unlink()
+        return path.read_text().strip().encode()
 
     @property
     def mail_domain(self) -> str:

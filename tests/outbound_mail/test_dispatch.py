@@ -397,7 +397,7 @@ def test_permanent_failure_is_reported_to_the_handlers(mail_rt: Runtime, smtp: S
         assert BAD not in body
         assert "[address]" in body
         assert "山田" not in body
-        assert f"/api/v1/requests/{request.id}" in body
+        assert f"/console/requests/{request.id}" in body
 
     # A failed row is never tried again.
     assert flush(mail_rt, now=utcnow() + timedelta(days=2)).sent == 0

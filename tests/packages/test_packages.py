@@ -241,7 +241,6 @@ def test_only_package_uploads_get_the_larger_body_limit(rt: Runtime) -> None:
         ("POST", "/api/v1/requests/x/transitions"),
         ("POST", "/api/v1/requests/x/packages/y"),
         ("PUT", "/api/v1/requests/x/packages"),
-        ("POST", "/"),
     ):
         assert limit({"method": method, "path": path}) == rt.settings.max_body_bytes, path
 
@@ -252,7 +251,7 @@ def test_dsrflow_purge_deletes_the_package_files(
     from dsrflow.db import utcnow
     from dsrflow.retention import purge
 
-    request_id, token = _verified(rt)
+    request_id, _ = _verified(rt)
     package = _attach(client, auth, request_id, expires_in_days="365").json()
     paid = client.post(
         f"/api/v1/requests/{request_id}/payments",

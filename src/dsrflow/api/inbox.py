@@ -13,6 +13,7 @@ from dsrflow.api.deps import (
     CurrentMessage,
     CurrentRequest,
     Decider,
+    Offset,
     Reader,
     ReadSessionDep,
     RowId,
@@ -44,7 +45,7 @@ def list_inbox(
     _: Reader,
     status: Status | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> InboxPage:
     """Every inbound message, newest arrival first; ``status=triage`` (or ``quarantined``) is
     what waits for a handler."""
@@ -109,12 +110,14 @@ def convert_message(
     "/inbox/{inbound_id}/dismiss",
     response_model=InboxMessage,
     responses={**PROBLEMS, **DECIDED},
-    summary="Close a triage message with a note",
+    summary="Close a triage message with a note (and optionally a reply to its sender)",
 )
 def dismiss_message(
     inbound_id: RowId, body: DismissIn, rt: RuntimeDep, session: SessionDep, handler: Decider
 ) -> InboxMessage:
-    row = service.dismiss(rt, session, inbound_id, body.note, actor=f"handler:{handler.id}")
+    row = service.dismiss(
+        rt, session, inbound_id, body.note, actor=f"handler:{handler.id}", reply=body.reply
+    )
     return service.describe(session, row)
 
 

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from dsrflow.api.deps import (
     CurrentRequest,
     Decider,
+    Offset,
     OptionalHandler,
     Reader,
     ReadSessionDep,
@@ -77,6 +78,8 @@ def _due_before(rt: Runtime, value: str | None) -> datetime | None:
         raise Invalid(
             {"due_before": f"a date-time must carry a time zone (e.g. {example})"},
         )
+    if not 1900 <= moment.year <= 9000:
+        raise Invalid({"due_before": "must be a date between the years 1900 and 9000"})
     return moment
 
 
@@ -141,7 +144,7 @@ def list_requests(
         ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> RequestPage:
     """Filters that name nothing known are a 422 (a typo never reads as an empty queue)."""
     unknown = sorted(set(request.query_params) - LIST_FILTERS)

@@ -50,8 +50,10 @@ def plan(
     now: datetime,
     ack_status: str | None = None,
     series: frozenset[str] = ALL_SERIES,
+    assignee_email: str | None = None,
 ) -> list[PlannedMail]:
     """The reminders due for ``request`` at ``now`` (pure: reads nothing, writes nothing).
+    The desk's reminders also go to ``assignee_email``, the handler the request is given to.
 
     Only the latest step of each series is planned: after an outage the handlers get one
     reminder that says where things stand, not a burst of stale ones.
@@ -64,6 +66,9 @@ def plan(
     handlers = [rt.settings.handler_email]
     if rt.settings.escalation_email:
         handlers.append(rt.settings.escalation_email)
+    assignee = [assignee_email] if assignee_email and assignee_email not in handlers else []
+    handlers += assignee
+    desk = [handlers[0], *assignee]
     planned: list[PlannedMail] = []
 
     def add(
@@ -105,7 +110,7 @@ def plan(
                 "due",
                 f"{due_day.isoformat()}:{days_left}",
                 "due_reminder",
-                handlers[:1],
+                desk,
                 HANDLER_LANGUAGE,
                 days_left=days_left,
             )
@@ -140,7 +145,7 @@ def plan(
                 "identity_escalation",
                 wait.escalate_after_days,
                 "identity_escalation",
-                handlers[:1],
+                desk,
                 HANDLER_LANGUAGE,
                 days_waiting=wait.escalate_after_days,
             )
@@ -205,7 +210,8 @@ def sweep(
                     report.skipped_claimed += 1
                     continue
                 ack = _ack_overdue(rt, request, unsent.get(request_id), now)
-                for mail in plan(rt, request, now, ack, series):
+                assignee = requests_repository.assignee_email(session, request)
+                for mail in plan(rt, request, now, ack, series, assignee):
                     if mail_repository.dedup_key_taken(session, f"{request.id}:{mail.key}"):
                         report.already_sent += 1
                         continue
@@ -274,7 +280,7 @@ def digest(rt: Runtime, now: datetime | None = None, *, dry_run: bool = False) -
                 if now <= r.due_at <= now + DIGEST_DUE_SOON
             ],
             "awaiting": [_digest_row(rt, r) for r in open_requests if r.state == AWAITING_STATE],
-            "queue_url": f"{rt.settings.base_url}/api/v1/requests",
+            "queue_url": f"{rt.settings.base_url}/console/",
             "inbox_waiting": inbox_repository.waiting_count(session),
             "inbox_url": f"{rt.settings.base_url}/api/v1/inbox?status=triage",
         }

@@ -64,6 +64,8 @@ class InboundMessage(SQLModel, table=True):
     decided_by: str | None = Field(default=None, max_length=80)
     decided_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # The handler a triage message is given to (bulk "assign" in the console).
+    assignee_id: int | None = Field(default=None, foreign_key="handlers.id")
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     # Set when purge emptied ``raw`` (and, with its request, the words read from it).
     raw_purged_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -52,6 +52,34 @@ def search(
     return list(rows), int(total)
 
 
+def waiting(session: Session, *, limit: int, offset: int) -> tuple[list[InboundMessage], int]:
+    """Messages waiting for a handler (triage, quarantine), oldest arrival first: the first
+    to reach its Art. 39 date comes first."""
+    query = select(InboundMessage).where(col(InboundMessage.status).in_(OPEN_STATUSES))
+    total = session.exec(select(func.count()).select_from(query.subquery())).one()
+    rows = session.exec(
+        query.options(*_LIGHT)
+        .order_by(col(InboundMessage.received_at), col(InboundMessage.id))
+        .limit(limit)
+        .offset(offset)
+    )
+    return list(rows), int(total)
+
+
+def assign_waiting(session: Session, inbound_ids: Sequence[int], assignee_id: int | None) -> int:
+    """Give the waiting messages among ``inbound_ids`` to a handler; returns how many."""
+    result = session.execute(
+        update(InboundMessage)
+        .where(
+            col(InboundMessage.id).in_(inbound_ids),
+            col(InboundMessage.status).in_(OPEN_STATUSES),
+        )
+        .values(assignee_id=assignee_id)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
 def waiting_count(session: Session) -> int:
     """Messages waiting for a handler's decision (triage and quarantine)."""
     query = select(func.count()).where(col(InboundMessage.status).in_(OPEN_STATUSES))

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
-from dsrflow.requests.schemas import Language
+from dsrflow.requests.schemas import AgentIn, Language
 
 Status = Literal["joined", "created", "triage", "quarantined", "dismissed", "ignored"]
 
@@ -146,10 +146,23 @@ class ConvertIn(_In):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     email: EmailStr | None = None
     language: Language | None = None
+    # Who acts for the person, when an agent wrote (letters then go to the agent).
+    agent: AgentIn | None = None
 
 
 class DismissIn(_In):
     note: str = Field(min_length=1, max_length=10_000)
+    # One of the replies in workflows/intake/replies.yaml, sent to the sender; none: no mail.
+    reply: str | None = Field(default=None, max_length=64)
+
+
+@dataclass(frozen=True)
+class TriageReply:
+    """A reply a handler may send when dismissing a message (workflows/intake/replies.yaml)."""
+
+    key: str
+    letter: str
+    label: dict[str, str]
 
 
 class AttachmentPublic(BaseModel):
@@ -193,6 +206,7 @@ class InboxMessage(InboxItem):
     decided_by: str | None
     decided_at: datetime | None
     note: str | None
+    assignee_id: int | None = None
     # The first attachments described (``attachment_count`` says how many there are).
     attachments: list[AttachmentPublic]
 

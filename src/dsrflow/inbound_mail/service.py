@@ -38,6 +38,7 @@ from dsrflow.inbound_mail.triage import dismiss as dismiss
 from dsrflow.outbound_mail.dispatch import failure_notice
 from dsrflow.outbound_mail.outbox import enqueue
 from dsrflow.requests import repository as requests_repository
+from dsrflow.requests.letters import HANDLER_LANGUAGE, letter_context, queue_letter
 from dsrflow.requests.models import Request
 from dsrflow.requests.notices import tell_desk
 from dsrflow.requests.service import open_request
@@ -45,6 +46,7 @@ from dsrflow.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
+SENDER_DIFFERS_LETTER = "sender_differs"
 # Attachments described in one message's view; the count gives the rest.
 LISTED_ATTACHMENTS = 100
 
@@ -141,6 +143,8 @@ def _record(
 
     if status == "ignored" and mail.returned_ids:
         _bounced(rt, session, row, mail)
+    if decision.sender_differs and request is not None:
+        _sender_differs(rt, session, request, row, mail)
     if status == "joined":
         assert request is not None
         _join(rt, session, request, row, mail)
@@ -181,6 +185,31 @@ def _join(
         at=mail.received_at,
         text=mail.text,
         details={"attachments": mail.attachment_count, "from_requester": matches},
+    )
+
+
+def _sender_differs(
+    rt: Runtime, session: Session, request: Request, row: InboundMessage, mail: InboundMail
+) -> None:
+    """Someone other than the requester or agent wrote about a request: the handlers are told,
+    in the subject, and the message waits in triage (never joined, nothing sent to its sender)."""
+    context = {
+        **letter_context(rt, request, language=HANDLER_LANGUAGE),
+        "mail_received_at_local": mail.received_at.astimezone(rt.settings.tz).strftime(
+            "%Y-%m-%d %H:%M"
+        ),
+        "attachment_count": mail.attachment_count,
+        "inbox_url": f"{rt.settings.base_url}/api/v1/inbox/{row.id}",
+    }
+    queue_letter(
+        rt,
+        session,
+        request,
+        f"sender_differs:{row.id}",
+        SENDER_DIFFERS_LETTER,
+        context,
+        recipient=rt.settings.handler_email,
+        language=HANDLER_LANGUAGE,
     )
 
 

@@ -213,7 +213,7 @@ def failure_notice(
         "attempts": row.attempts,
         "failed_at_local": at.astimezone(settings.tz).strftime("%Y-%m-%d %H:%M"),
         "answer": _redact(answer),
-        "handler_url": f"{settings.base_url}/api/v1/requests/{row.request_id}"
+        "handler_url": f"{settings.base_url}/console/requests/{row.request_id}"
         if row.request_id
         else None,
     }

@@ -131,5 +131,5 @@ def letter_context(
         "identity_methods": wf.identity_methods,
         "email_link_sufficient": wf.email_link_sufficient,
         **({"status_url": f"{base}/status/{status_token}"} if status_token else {}),
-        "handler_url": f"{base}/api/v1/requests/{request.id}",
+        "handler_url": f"{base}/console/requests/{request.id}",
     }

@@ -45,6 +45,11 @@ class Request(SQLModel, table=True):
     agent_email: str | None = Field(default=None, max_length=320)
     agent_relation: str | None = Field(default=None, max_length=32)
 
+    # The handler who looks after it (reminders go to them too), and when a handler last
+    # opened it in the console (what the requester did since is flagged in the queue).
+    assignee_id: int | None = Field(default=None, foreign_key="handlers.id", index=True)
+    handler_seen_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
     identity_method: str | None = Field(default=None, max_length=64)
     # What was checked to verify identity; for an agent, the authority and the agent's own check.
     identity_evidence: str | None = Field(default=None, max_length=2000)
@@ -106,6 +111,19 @@ class DeskNotice(SQLModel, table=True):
     text: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     truncated: bool = False
     details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class RequestNote(SQLModel, table=True):
+    """An internal note on a request: for the desk only, never in a letter or on the status
+    page. Adding one is an audit event (which records that a note was written, not its words)."""
+
+    __tablename__ = "request_notes"
+
+    id: int | None = Field(default=None, primary_key=True)
+    request_id: str = Field(foreign_key="requests.id", index=True, max_length=32)
+    handler_id: int = Field(foreign_key="handlers.id")
+    body: str = Field(sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
@@ -12,9 +13,18 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
 from dsrflow.audit.models import Event
+from dsrflow.auth.models import Handler
 from dsrflow.outbound_mail.models import OutboxMessage
-from dsrflow.requests.models import Payment, ReferenceCounter, Request, VerificationToken
+from dsrflow.requests.models import (
+    Payment,
+    ReferenceCounter,
+    Request,
+    RequestNote,
+    VerificationToken,
+)
 from dsrflow.workflow.definitions import AWAITING_STATE
+
+REFERENCE = re.compile(r"DSR-\d{4}-\d{6}")
 
 
 def get(session: Session, request_id: str) -> Request | None:
@@ -91,14 +101,7 @@ def search(
         types = [request_type] if isinstance(request_type, str) else request_type
         query = query.where(col(Request.type).in_(types))
     if overdue_as_of is not None:
-        past_due = and_(
-            col(Request.due_at) < overdue_as_of,
-            # A request whose clock is paused while it waits for the requester is not overdue...
-            ~and_(col(Request.state) == AWAITING_STATE, col(Request.type).in_(paused_types)),
-        )
-        # ...unless its Art. 39 date has come, whatever a pause or an extension says.
-        past_art39 = col(Request.art39_date) <= (today or overdue_as_of.date())
-        query = query.where(col(Request.state).not_in(closed_states), or_(past_due, past_art39))
+        query = query.where(_overdue(overdue_as_of, today, closed_states, paused_types))
     if due_before is not None:
         query = query.where(col(Request.due_at) < due_before)
     total = session.exec(select(func.count()).select_from(query.subquery())).one()
@@ -108,6 +111,131 @@ def search(
         .offset(offset)
     )
     return list(rows), int(total)
+
+
+def _overdue(
+    now: datetime, today: date | None, closed_states: Sequence[str], paused_types: Sequence[str]
+) -> Any:
+    past_due = and_(
+        col(Request.due_at) < now,
+        # A request whose clock is paused while it waits for the requester is not overdue...
+        ~and_(col(Request.state) == AWAITING_STATE, col(Request.type).in_(paused_types)),
+    )
+    # ...unless its Art. 39 date has come, whatever a pause or an extension says.
+    past_art39 = col(Request.art39_date) <= (today or now.date())
+    return and_(col(Request.state).not_in(closed_states), or_(past_due, past_art39))
+
+
+def queue(
+    session: Session,
+    *,
+    states: Sequence[str],
+    request_type: str | None = None,
+    overdue_as_of: datetime | None = None,
+    due_before: datetime | None = None,
+    assignee_id: int | None = None,
+    unassigned: bool = False,
+    channel: str | None = None,
+    lookup: str | None = None,
+    closed_states: Sequence[str] = (),
+    paused_types: Sequence[str] = (),
+    today: date | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> tuple[list[Request], int]:
+    """The console's queue: requests in ``states`` matching the filters, soonest due first,
+    and the total count. ``lookup`` is a reference (DSR-2026-000123), an e-mail address or
+    part of a name (spaces ignored), of the requester or the agent."""
+    query = select(Request).where(col(Request.state).in_(states))
+    if request_type:
+        query = query.where(Request.type == request_type)
+    if overdue_as_of is not None:
+        query = query.where(_overdue(overdue_as_of, today, closed_states, paused_types))
+    if due_before is not None:
+        query = query.where(col(Request.due_at) < due_before)
+    if unassigned:
+        query = query.where(col(Request.assignee_id).is_(None))
+    elif assignee_id is not None:
+        query = query.where(Request.assignee_id == assignee_id)
+    if channel:
+        query = query.where(Request.channel == channel)
+    if lookup:
+        query = query.where(_lookup(lookup))
+    total = session.exec(select(func.count()).select_from(query.subquery())).one()
+    rows = session.exec(
+        query.order_by(col(Request.due_at), col(Request.reference)).limit(limit).offset(offset)
+    )
+    return list(rows), int(total)
+
+
+def _lookup(text: str) -> Any:
+    text = text.strip()
+    if REFERENCE.fullmatch(text.upper()):
+        return col(Request.reference) == text.upper()
+    if "@" in text:
+        address = text.lower()
+        return or_(
+            func.lower(col(Request.requester_email)) == address,
+            func.lower(col(Request.agent_email)) == address,
+        )
+    squeezed = "".join(text.split()).lower()
+    escaped = squeezed.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    pattern = f"%{escaped}%"
+
+    def name(column: Any) -> Any:
+        return func.lower(func.replace(func.replace(column, " ", ""), "\u3000", ""))
+
+    return or_(
+        name(col(Request.requester_name)).like(pattern, escape="\\"),
+        name(col(Request.agent_name)).like(pattern, escape="\\"),
+        col(Request.reference).like(f"%{escaped.upper()}", escape="\\"),
+    )
+
+
+def requester_activity(session: Session, request_ids: Sequence[str]) -> dict[str, datetime]:
+    """When the requester (or their agent) last did something on each request: wrote,
+    confirmed the address, uploaded, withdrew. Submitting it does not count."""
+    if not request_ids:
+        return {}
+    rows = session.exec(
+        select(Event.request_id, func.max(Event.at))
+        .where(
+            col(Event.request_id).in_(request_ids),
+            Event.actor == "requester",
+            Event.kind != "submitted",
+        )
+        .group_by(col(Event.request_id))
+    )
+    return {request_id: at for request_id, at in rows}
+
+
+def set_handling(session: Session, request_id: str, values: dict[str, Any]) -> None:
+    """Assignment and "last seen": the desk's own bookkeeping, which is no decision and so
+    leaves the version alone (a form open elsewhere does not go stale)."""
+    session.execute(
+        update(Request)
+        .where(col(Request.id) == request_id)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def assignee_email(session: Session, request: Request) -> str | None:
+    """The address of the handler the request is given to, unless their token is revoked."""
+    if request.assignee_id is None:
+        return None
+    handler = session.get(Handler, request.assignee_id)
+    return handler.email if handler is not None and handler.revoked_at is None else None
+
+
+def notes(session: Session, request_id: str) -> list[RequestNote]:
+    return list(
+        session.exec(
+            select(RequestNote)
+            .where(RequestNote.request_id == request_id)
+            .order_by(col(RequestNote.id))
+        )
+    )
 
 
 def history(session: Session, request_id: str) -> list[Event]:
@@ -124,6 +252,35 @@ def verification_token(
     if locked:
         query = query.with_for_update().execution_options(populate_existing=True)
     return session.exec(query).first()
+
+
+def claim_verification_token(session: Session, token_id: int, at: datetime) -> bool:
+    """Mark the link used unless it already is; False when another use came first (the row lock
+    makes a concurrent claim wait, then find it used)."""
+    result = session.execute(
+        update(VerificationToken)
+        .where(col(VerificationToken.id) == token_id, col(VerificationToken.used_at).is_(None))
+        .values(used_at=at)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def recent_duplicate(
+    session: Session, *, request_type: str, email: str, details: str, since: datetime
+) -> Request | None:
+    """The latest request of this type, address and details that arrived after ``since``."""
+    return session.exec(
+        select(Request)
+        .where(
+            col(Request.received_at) >= since,
+            Request.type == request_type,
+            func.lower(Request.requester_email) == email.lower(),
+            Request.details == details,
+        )
+        .order_by(col(Request.received_at).desc())
+        .limit(1)
+    ).first()
 
 
 def letters_to_requester(

@@ -16,12 +16,13 @@ from typing import Any
 from sqlmodel import Session
 
 from dsrflow.audit.chain import append_event
+from dsrflow.auth.models import Handler
 from dsrflow.auth.tokens import new_token, token_digest
 from dsrflow.db import utcnow
 from dsrflow.errors import Conflict, Invalid, NotFound, TriggerNotAllowed
 from dsrflow.requests import repository
 from dsrflow.requests.letters import HANDLER_LANGUAGE, letter_context, queue_letter
-from dsrflow.requests.models import Payment, Request, VerificationToken
+from dsrflow.requests.models import Payment, Request, RequestNote, VerificationToken
 from dsrflow.requests.notices import tell_desk
 from dsrflow.requests.schemas import (
     AgentPublic,
@@ -38,6 +39,7 @@ from dsrflow.workflow.definitions import AWAITING_STATE, EMAIL_LINK, WorkflowDef
 from dsrflow.workflow.engine import Subject
 
 log = logging.getLogger(__name__)
+MAX_NOTE_CHARS = 10_000
 
 
 def conflict(detail: str, request: Request, allowed: list[str]) -> Conflict:
@@ -48,7 +50,10 @@ def conflict(detail: str, request: Request, allowed: list[str]) -> Conflict:
 @dataclass(frozen=True)
 class Submitted:
     request: Request
-    status_token: str
+    # The status link's secret; None for a repeat of an earlier request (``duplicate``), whose
+    # link only its acknowledgment carries (just its digest is stored).
+    status_token: str | None
+    duplicate: bool = False
 
 
 class EmailCheck(Enum):
@@ -57,6 +62,7 @@ class EmailCheck(Enum):
     USED = "used"
     EXPIRED = "expired"
     UNKNOWN = "unknown"
+    PENDING = "pending"  # valid and not used yet (what the link's page shows before the click)
 
 
 def _reference(year: int, number: int) -> str:
@@ -76,6 +82,28 @@ def submit(
     ``received_at`` is when it reached us (a mail's arrival); the Art. 39 clock runs from it.
     """
     submitted = open_request(rt, session, data, channel=channel, received_at=received_at)
+    session.commit()
+    log.info("request submitted: %s (%s)", submitted.request.reference, submitted.request.type)
+    return submitted
+
+
+def submit_once(
+    rt: Runtime, session: Session, data: RequestCreate, *, channel: str, within: timedelta
+) -> Submitted:
+    """``submit``, unless a request of the same type, address and details arrived ``within``
+    the time before now: then that one, marked ``duplicate`` (a reload or a second click of
+    the form files nothing twice)."""
+    earlier = repository.recent_duplicate(
+        session,
+        request_type=data.type,
+        email=str(data.email),
+        details=data.details,
+        since=utcnow() - within,
+    )
+    if earlier is not None:
+        log.info("repeated submission of %s", earlier.reference)
+        return Submitted(request=earlier, status_token=None, duplicate=True)
+    submitted = open_request(rt, session, data, channel=channel)
     session.commit()
     log.info("request submitted: %s (%s)", submitted.request.reference, submitted.request.type)
     return submitted
@@ -248,13 +276,18 @@ def transition(
             rt.engine.allowed_triggers(request.type, request.state),
         )
     fields = body.fields()
-    also: dict[str, str] = {}
-    if body.trigger == "withdraw" and not (fields.get("note") or "").strip():
-        # The requester withdraws from the status page; a handler records why.
-        also["note"] = "is required when a handler records a withdrawal"
+    also = _handler_rules(body.trigger, fields)
     request = _apply(rt, session, request, body.trigger, fields, actor=actor, also_invalid=also)
     session.commit()
     return request
+
+
+def _handler_rules(trigger: str, fields: dict[str, Any]) -> dict[str, str]:
+    """What a handler's decision needs beyond the engine's rules (a requester's needs less)."""
+    if trigger == "withdraw" and not (fields.get("note") or "").strip():
+        # The requester withdraws from the status page; a handler records why.
+        return {"note": "is required when a handler records a withdrawal"}
+    return {}
 
 
 def withdraw_by_requester(rt: Runtime, session: Session, status_token: str) -> Request:
@@ -267,6 +300,20 @@ def withdraw_by_requester(rt: Runtime, session: Session, status_token: str) -> R
     tell_desk(rt, session, request, "withdrawn", key="withdrawn")
     session.commit()
     return request
+
+
+def check_email_link(session: Session, token: str) -> tuple[EmailCheck, Request | None]:
+    """What the link is now, changing nothing (mail scanners open links): UNKNOWN, USED,
+    EXPIRED or PENDING, with its request."""
+    row = repository.verification_token(session, token_digest(token))
+    if row is None:
+        return EmailCheck.UNKNOWN, None
+    request = repository.get(session, row.request_id)
+    if row.used_at is not None:
+        return EmailCheck.USED, request
+    if row.expires_at <= utcnow():
+        return EmailCheck.EXPIRED, request
+    return EmailCheck.PENDING, request
 
 
 def verify_email(rt: Runtime, session: Session, token: str) -> tuple[EmailCheck, Request | None]:
@@ -287,8 +334,10 @@ def verify_email(rt: Runtime, session: Session, token: str) -> tuple[EmailCheck,
     if row.expires_at <= now:
         return EmailCheck.EXPIRED, request
     assert request is not None
-    row.used_at = now
-    session.add(row)
+    assert row.id is not None
+    if not repository.claim_verification_token(session, row.id, now):
+        session.rollback()
+        return EmailCheck.USED, repository.get(session, row.request_id)
     append_event(session, request.id, kind="email_verified", actor="requester", at=now)
     wf = rt.definitions.workflow(request.type)
     allowed = rt.engine.allowed_triggers(request.type, request.state)
@@ -533,3 +582,102 @@ def describe(rt: Runtime, session: Session, request: Request, *, history: bool) 
         allowed_triggers=rt.engine.allowed_triggers(request.type, request.state),
         history=[EventPublic.model_validate(e, from_attributes=True) for e in events],
     )
+
+
+# --------------------------------------------------------------------------- the desk's own work
+
+
+@dataclass(frozen=True)
+class LetterPreview:
+    """What a decision would send, rendered exactly as it would go out (nothing is saved)."""
+
+    dest: str
+    letter: str | None
+    recipient: str | None
+    language: str
+    subject: str | None
+    body: str | None
+
+
+def preview(
+    rt: Runtime, session: Session, request: Request, trigger: str, fields: dict[str, Any]
+) -> LetterPreview:
+    """Check a handler's decision as ``transition`` would and render its letter in the
+    requester's language, without saving anything. Raises Conflict (not allowed now) or
+    Invalid."""
+    allowed = rt.engine.allowed_triggers(request.type, request.state)
+    also = _handler_rules(trigger, fields)
+    try:
+        outcome = rt.engine.fire(request.type, subject_of(rt, session, request), trigger, fields)
+    except TriggerNotAllowed as exc:
+        raise conflict(str(exc), request, allowed) from exc
+    except Invalid as exc:
+        raise Invalid({**exc.errors, **also}) from exc
+    if also:
+        raise Invalid(also)
+    letter = outcome.transition.letter
+    if letter is None:
+        return LetterPreview(outcome.dest, None, None, request.language, None, None)
+    # The letter is rendered after the state has changed: show it as of the new state.
+    after = Request(**{**request.model_dump(), "state": outcome.dest})
+    rendered = rt.letters.render(letter, request.language, letter_context(rt, after, fields=fields))
+    return LetterPreview(
+        dest=outcome.dest,
+        letter=letter,
+        recipient=request.agent_email or request.requester_email,
+        language=request.language,
+        subject=rendered.subject,
+        body=rendered.body,
+    )
+
+
+def add_note(session: Session, request: Request, handler_id: int, body: str) -> RequestNote:
+    """An internal note (never sent to the requester), audited, and commit."""
+    body = body.strip()
+    if not body:
+        raise Invalid({"body": "must not be empty"})
+    if len(body) > MAX_NOTE_CHARS:
+        raise Invalid({"body": f"at most {MAX_NOTE_CHARS} characters"})
+    note = RequestNote(request_id=request.id, handler_id=handler_id, body=body)
+    session.add(note)
+    session.flush()
+    # The chain records that a note was written and by whom, not its words (a purge may
+    # remove the words; the chain must still verify).
+    append_event(
+        session,
+        request.id,
+        kind="note",
+        actor=f"handler:{handler_id}",
+        at=note.created_at,
+        detail={"note_id": note.id},
+    )
+    session.commit()
+    return note
+
+
+def assign(session: Session, request: Request, assignee_id: int | None, *, actor: str) -> None:
+    """Give the request to a handler (None: to nobody), audited, and commit. Reminders then go
+    to the assignee as well as to the desk's mailbox."""
+    if assignee_id is not None:
+        assignee = session.get(Handler, assignee_id)
+        if assignee is None or assignee.revoked_at is not None:
+            raise Invalid({"assignee_id": "no such handler"})
+    if assignee_id == request.assignee_id:
+        return
+    repository.set_handling(session, request.id, {"assignee_id": assignee_id})
+    append_event(
+        session,
+        request.id,
+        kind="assigned",
+        actor=actor,
+        at=utcnow(),
+        detail={"assignee_id": assignee_id},
+    )
+    session.commit()
+    session.refresh(request)
+
+
+def mark_seen(session: Session, request: Request) -> None:
+    """A handler has looked at the request now (clears the queue's "requester acted" flag)."""
+    repository.set_handling(session, request.id, {"handler_seen_at": utcnow()})
+    session.commit()

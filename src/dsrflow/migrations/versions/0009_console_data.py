@@ -1,7 +1,7 @@
 """console data: disclosure packages, scheduler job runs, desk notices
 
 Revision ID: 0009
-Revises: 0006
+Revises: 0008
 Create Date: 2026-12-01 20:31:04.776734
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 import dsrflow.db
 
 revision = "0009"
-down_revision = "0006"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
