@@ -184,8 +184,10 @@ def test_attaching_is_refused_before_verification_and_checked(
     url = f"/api/v1/requests/{request_id}/packages"
     empty = client.post(url, files=[("files", ("a.txt", b"", "text/plain"))], headers=auth)
     assert empty.status_code == 422
-    none = client.post(url, data={"max_downloads": "2"}, headers=auth)
-    assert none.status_code == 415  # a form without files is no multipart upload
+    none = client.post(url, files={"max_downloads": (None, "2")}, headers=auth)
+    assert none.status_code == 422, none.text
+    not_multipart = client.post(url, data={"max_downloads": "2"}, headers=auth)
+    assert not_multipart.status_code == 415, "the API takes JSON, or multipart files here"
     bad = _attach(client, auth, request_id, expires_in_days="0")
     assert bad.status_code == 422
     assert "expires_in_days" in bad.json()["errors"]

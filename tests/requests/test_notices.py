@@ -153,3 +153,22 @@ def test_batch_mode_sends_one_mail_for_many_events(rt: Runtime) -> None:
         assert s.exec(select(DeskNotice)).all() == [], "sent events are deleted"
     assert notices.send_batch(rt) == 0, "nothing waits: no empty mail"
     assert len(_desk_mail(rt, "requester_events")) == 1
+
+
+def test_a_status_page_upload_reaches_the_desk(rt: Runtime) -> None:
+    from dsrflow.documents import service as documents
+
+    request, status_token = _submitted(rt, "disclosure")
+    with Session(rt.db) as s:
+        documents.upload(
+            rt,
+            s,
+            status_token,
+            kind="identity",
+            filename="licence.png",
+            content=b"\x89PNG\r\n\x1a\n1",
+        )
+    (notice,) = _desk_mail(rt, "requester_event")
+    assert "アップロード" in notice.subject
+    assert request.reference in notice.subject
+    assert "ファイル：1件" in notice.body

@@ -21,6 +21,7 @@ from dsrflow.documents import repository
 from dsrflow.documents.models import RequesterDocument
 from dsrflow.errors import Conflict, Invalid, NotFound
 from dsrflow.requests import repository as requests
+from dsrflow.requests.notices import tell_desk
 from dsrflow.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,16 @@ def upload(
             "size": len(content),
             "sha256": document.sha256,
         },
+    )
+    # The desk hears of it, with the requester's name (src/dsrflow/requests/notices.py).
+    tell_desk(
+        rt,
+        session,
+        request,
+        "upload",
+        key=f"upload:{document.id}",
+        at=now,
+        details={"files": 1, "document_kind": kind},
     )
     session.commit()
     log.info("document uploaded for %s (%s, %d bytes)", request.reference, kind, len(content))

@@ -11,10 +11,10 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
 
-from dsrflow.api.deps import RuntimeDep, SessionDep, client_address
+from dsrflow.api.deps import RuntimeDep, SessionDep
 from dsrflow.errors import Gone, NotFound
 from dsrflow.packages import service as packages
-from dsrflow.pages.routes import _language, _notice
+from dsrflow.pages.routes import _language, _limited, _notice, _too_many
 
 router = APIRouter(include_in_schema=False)
 
@@ -24,8 +24,9 @@ def download_file(
     token: str, file_id: str, request: Request, rt: RuntimeDep, session: SessionDep
 ) -> Response:
     lang = _language(request)
-    if request.app.state.rate_limiter.retry_after("status", client_address(request)) is not None:
-        return _notice(request, rt, lang, "site_title", "too_many", status_code=429)
+    wait = _limited(request, "status")
+    if wait is not None:
+        return _too_many(request, rt, lang, wait)
     try:
         found = packages.download(rt, session, token, file_id)
     except NotFound:

@@ -6,7 +6,7 @@ the headers of its kind of route; a header a route set itself is kept.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -62,6 +62,16 @@ def _has_nul(scope: Scope) -> bool:
     )
 
 
+# API writes that take multipart files: the disclosure package upload. It needs a bearer token,
+# which a cross-site form cannot send, so it needs no CSRF token either.
+MULTIPART_API = re.compile(r"/api/v1/requests/[^/]+/packages")
+
+
+def _is_multipart(path: str, content_type: bytes) -> bool:
+    media = content_type.split(b";", 1)[0].strip().lower()
+    return media == b"multipart/form-data" and MULTIPART_API.fullmatch(path) is not None
+
+
 def _is_json(content_type: bytes) -> bool:
     media = content_type.split(b";", 1)[0].strip().lower()
     return media == b"application/json" or media.endswith(b"+json")
@@ -81,13 +91,9 @@ class SecurityHeaders:
         https: bool,
         max_header_bytes: int = 16 * 1024,
         refusal: Refusal | None = None,
-        multipart_paths: Callable[[str], object] | None = None,
     ):
         self.app, self.https, self.refusal = app, https, refusal or problem_refusal
         self.max_header_bytes = max_header_bytes
-        # API routes that take files (a disclosure package): multipart as well as JSON. They
-        # need a bearer token, which a cross-site form cannot send.
-        self.multipart_paths = multipart_paths or (lambda path: False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -109,10 +115,7 @@ class SecurityHeaders:
                 b"transfer-encoding" in headers
             )
             content_type = headers.get(b"content-type", b"")
-            takes_files = content_type.startswith(b"multipart/form-data") and bool(
-                self.multipart_paths(path)
-            )
-            if has_body and not _is_json(content_type) and not takes_files:
+            if has_body and not (_is_json(content_type) or _is_multipart(path, content_type)):
                 await self._refuse(scope, send, 415, encoded)
                 return
 
