@@ -157,6 +157,19 @@ def _queue_reply(rt: Runtime, session: Session, row: InboundMessage, answer: Tri
     )
 
 
+def dismiss_many(session: Session, inbound_ids: list[int], note: str, *, actor: str) -> int:
+    """Close several waiting messages with one note and no mail (spam), in one transaction, and
+    commit; those decided meanwhile are left as they are. Returns how many were closed."""
+    values = {"status": "dismissed", "note": note, "decided_by": actor, "decided_at": utcnow()}
+    count = sum(
+        repository.update_if_status(session, inbound_id, OPEN_STATUSES, values)
+        for inbound_id in inbound_ids
+    )
+    session.commit()
+    log.info("%s inbound messages dismissed by %s", count, actor)
+    return count
+
+
 def assign(session: Session, inbound_ids: list[int], assignee_id: int | None) -> int:
     """Give waiting messages to a handler (or to nobody), and commit; returns how many."""
     count = repository.assign_waiting(session, inbound_ids, assignee_id)
