@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test test-fast lint format bench reliability letters diagrams clean
+.PHONY: install run test test-fast lint format bench reliability letters diagrams screenshots clean
 
 install: $(STAMP)
 
@@ -25,6 +25,10 @@ test: install lint
 
 test-fast: install
 	$(BIN)/pytest -q -x -m "not postgres and not browser and not slow" -p no:cacheprovider
+
+# The requester pages in headless Chromium at 390 and 1280 px, screenshots into docs/pages/.
+screenshots: install
+	DSRFLOW_SCREENSHOT_DIR=docs/pages $(BIN)/pytest -q tests/pages/test_journeys.py -k sqlite -p no:cacheprovider
 
 lint: install
 	$(BIN)/ruff check src tests bench scripts

@@ -32,6 +32,7 @@ LAYERS: dict[str, int] = {
     "reports": 3,
     # retention purges across the rooms of the domain (requests, their mail, their letters)
     "retention": 3,
+    "documents": 3,  # the requester's uploads: a request's files, audited
     # the domain
     "requests": 2,
     # below
@@ -41,8 +42,8 @@ LAYERS: dict[str, int] = {
     "audit": 1,
     "auth": 1,
     "logs": 1,
-    "web": 1,  # CSRF and limits for the HTML faces (from the pages work)
     "backup": 1,
+    "web": 1,  # what every face shares over HTTP: CSRF, limits, security headers, uvicorn
     "config": 0,
     "db": 0,
     "errors": 0,

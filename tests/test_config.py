@@ -44,3 +44,11 @@ def test_one_mail_domain(
     monkeypatch.setenv("DSRFLOW_MAIL_FROM", mail_from)
     monkeypatch.setenv("DSRFLOW_BASE_URL", base_url)
     assert _settings().mail_domain == domain
+
+
+def test_the_secret_key_never_shows_in_a_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DSRFLOW_SECRET_KEY", "csrf-s3cret")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert "csrf-s3cret" not in repr(settings)
+    assert settings.secret_key is not None
+    assert settings.secret_key.get_secret_value() == "csrf-s3cret"

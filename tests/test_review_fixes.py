@@ -22,6 +22,7 @@ from dsrflow.runtime import Runtime
 from dsrflow.scheduler.runner import build_scheduler
 from dsrflow.workflow.calendar import BusinessCalendar
 from tests.conftest import make_request, request_body
+from tests.pages.test_pages import confirm, post_form, status_link
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 
@@ -88,8 +89,8 @@ def test_a_closure_range_may_wrap_the_year() -> None:
 
 
 def _submit(client: TestClient, **overrides: str) -> tuple[str, str]:
-    page = client.post("/", data={**request_body(), **overrides}).text
-    link = re.search(r'href="(/status/[^"?]+)', page).group(1)  # type: ignore[union-attr]
+    page = post_form(client, "/", {**request_body(), **overrides}).text
+    link = status_link(page)
     reference = re.search(r'id="reference">(DSR-[\d-]+)<', page).group(1)  # type: ignore[union-attr]
     return link, reference
 
@@ -97,7 +98,8 @@ def _submit(client: TestClient, **overrides: str) -> tuple[str, str]:
 def test_the_withdraw_confirmation_is_valid_html(client: TestClient) -> None:
     link, _ = _submit(client)
     page = client.get(link + "?lang=en").text
-    assert "onsubmit='return confirm(\"Do you really want to withdraw?\")'" in page
+    assert 'data-confirm="Withdraw your request? This cannot be undone."' in page
+    assert "onsubmit" not in page  # no inline script: the CSP allows none
 
 
 def test_withdrawing_a_closed_request_does_not_say_withdrawn(
@@ -117,14 +119,14 @@ def test_withdrawing_a_closed_request_does_not_say_withdrawn(
     ):
         response = client.post(f"{base}/transitions", json=body, headers=auth)
         assert response.status_code == 200, response.text
-    page = client.post(f"{link}/withdraw", follow_redirects=True).text
+    page = post_form(client, f"{link}/withdraw", {}, page_url="/").text
     assert 'id="state">対応完了<' in page
     assert "ご請求を取り下げました" not in page
 
 
 def test_the_verification_page_knows_a_closed_request(rt: Runtime, client: TestClient) -> None:
     link, reference = _submit(client)
-    client.post(f"{link}/withdraw")
+    post_form(client, f"{link}/withdraw", {}, page_url=link)
     with Session(rt.db) as session:
         body = session.exec(
             select(OutboxMessage.body).where(
@@ -132,8 +134,8 @@ def test_the_verification_page_knows_a_closed_request(rt: Runtime, client: TestC
             )
         ).one()
     verify = re.search(r"http://testserver(/verify/\S+)", body).group(1)  # type: ignore[union-attr]
-    page = client.get(verify).text
-    assert "手続は既に終了しています" in page
+    page = confirm(client, verify).text
+    assert "手続きは既に終了しております" in page
     assert "ほかの方法" not in page
 
 
@@ -141,7 +143,7 @@ def test_nul_characters_are_a_422_not_a_500(client: TestClient) -> None:
     response = client.post("/api/v1/requests", json=request_body(details="x\x00y"))
     assert response.status_code == 422
     assert "details" in response.json()["errors"]
-    assert client.post("/", data=request_body(details="x\x00y")).status_code == 422
+    assert post_form(client, "/", request_body(details="x\x00y")).status_code == 422
 
 
 def test_the_digest_waits_for_its_hour_and_runs_after_a_late_start(rt: Runtime) -> None:

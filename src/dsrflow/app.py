@@ -6,16 +6,22 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.types import Scope
 
 from dsrflow import __version__
+from dsrflow.api import docs as docs_routes
+from dsrflow.api import documents as document_routes
 from dsrflow.api import inbox as inbox_routes
 from dsrflow.api import openapi, problems
 from dsrflow.api import requests as request_routes
 from dsrflow.api import workflows as workflow_routes
+from dsrflow.config import Settings
 from dsrflow.console import routes as console_routes
 from dsrflow.db import reading
 from dsrflow.pages import routes as page_routes
 from dsrflow.runtime import Runtime
+from dsrflow.web.csrf import Csrf
+from dsrflow.web.headers import SecurityHeaders
 from dsrflow.web.limits import BodySizeLimit, RateLimiter
 
 Background = Callable[[Runtime], AbstractAsyncContextManager[object]]
@@ -48,16 +54,28 @@ def create_app(rt: Runtime, *, background: Background | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served from local assets by api/docs.py
+        redoc_url=None,
     )
+    settings = rt.settings
     app.state.runtime = rt
-    app.state.rate_limiter = RateLimiter(rt.settings.rate_limit_per_minute)
+    # The hooks the faces share: app.state.rate_limiter.retry_after(bucket, client) and
+    # app.state.csrf (dsrflow.web.csrf.Csrf).
+    app.state.rate_limiter = RateLimiter(
+        settings.rate_limit_per_minute,
+        buckets=settings.rate_limits,
+        max_clients=settings.rate_limit_max_clients,
+    )
+    app.state.csrf = Csrf(rt.secret_key, settings.base_url)
     problems.install(app)
     app.include_router(request_routes.router)
     app.include_router(workflow_routes.router)
     app.include_router(inbox_routes.router)
+    app.include_router(document_routes.router)
     app.include_router(page_routes.router)
     app.include_router(console_routes.router)
     openapi.install(app)
+    app.include_router(docs_routes.router)
 
     @app.get("/healthz", tags=["health"], summary="Liveness and database check")
     def healthz() -> dict[str, str]:
@@ -65,5 +83,26 @@ def create_app(rt: Runtime, *, background: Background | None = None) -> FastAPI:
             connection.exec_driver_sql("SELECT 1")
         return {"status": "ok"}
 
-    app.add_middleware(BodySizeLimit, max_bytes=rt.settings.max_body_bytes)
+    refusal = page_routes.page_refusal(rt)
+    app.add_middleware(BodySizeLimit, max_bytes=_body_limit(settings), refusal=refusal)
+    app.add_middleware(
+        SecurityHeaders,
+        https=settings.base_url.lower().startswith("https://"),
+        max_header_bytes=settings.max_header_bytes,
+        refusal=refusal,
+    )
     return app
+
+
+def _body_limit(settings: Settings) -> Callable[[Scope], int]:
+    """The form and the document upload take more than the JSON API."""
+
+    def limit(scope: Scope) -> int:
+        path = scope["path"]
+        if path == "/":
+            return settings.max_form_bytes
+        if path.startswith("/status/") and path.endswith("/documents"):
+            return settings.max_upload_bytes + 64 * 1024  # the file and the form around it
+        return settings.max_body_bytes
+
+    return limit

@@ -94,6 +94,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from dsrflow.app import create_app
+    from dsrflow.web.server import uvicorn_config
 
     rt = _runtime(migrate=True)
     background = None
@@ -102,9 +103,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         background = running_scheduler
     app = create_app(rt, background=background)
-    config = uvicorn.Config(
-        app, host=args.host, port=args.port, log_level="info", proxy_headers=True
-    )
+    config = uvicorn_config(app, rt.settings, host=args.host, port=args.port, log_level="info")
     server = uvicorn.Server(config)
     logs.install()  # after uvicorn set up its loggers: requester links never reach a log
     server.run()

@@ -48,7 +48,7 @@ class Settings(BaseSettings):
 
     # Signs CSRF tokens and receipt links. Unset: a random key kept in DATA_DIR/secret_key
     # (set it explicitly when several hosts serve the pages and do not share DATA_DIR).
-    secret_key: str | None = None
+    secret_key: SecretStr | None = None
 
     # Public endpoints: size caps and per-client request budgets.
     max_body_bytes: int = 64 * 1024

@@ -2,6 +2,7 @@
 
 from dsrflow.audit.models import AuditHead, Event
 from dsrflow.auth.models import ConsoleSession, Handler
+from dsrflow.documents.models import RequesterDocument
 from dsrflow.inbound_mail.models import ImapSyncState, InboundAttachment, InboundMessage
 from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.requests.models import (
@@ -25,5 +26,6 @@ __all__ = [
     "ReferenceCounter",
     "Request",
     "RequestNote",
+    "RequesterDocument",
     "VerificationToken",
 ]

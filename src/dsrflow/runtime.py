@@ -60,7 +60,7 @@ class Runtime:
         """The key that signs CSRF tokens and receipt links: DSRFLOW_SECRET_KEY, else a random
         key created once in DATA_DIR (every process on the host shares it)."""
         if self.settings.secret_key:
-            return self.settings.secret_key.encode()
+            return self.settings.secret_key.get_secret_value().encode()
         path = self.settings.data_dir / "secret_key"
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists():

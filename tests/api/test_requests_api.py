@@ -101,19 +101,24 @@ def test_oversized_chunked_body_is_413(client: TestClient, rt: Runtime) -> None:
     # Regression: without Content-Length the JSON route turned the cut-off body into a 400.
     chunk = b" " * 8192
 
-    def chunks():  # type: ignore[no-untyped-def]
+    def chunks(limit: int):  # type: ignore[no-untyped-def]
         yield b'{"type": "disclosure", "details": "'
-        for _ in range(rt.settings.max_body_bytes // len(chunk) + 2):
+        for _ in range(limit // len(chunk) + 2):
             yield chunk
         yield b'"}'
 
-    for path, kind in (
-        ("/api/v1/requests", "application/json"),
-        ("/", "application/x-www-form-urlencoded"),
+    for path, kind, limit, answer in (
+        (
+            "/api/v1/requests",
+            "application/json",
+            rt.settings.max_body_bytes,
+            "application/problem+json",
+        ),
+        ("/", "application/x-www-form-urlencoded", rt.settings.max_form_bytes, "text/html"),
     ):
-        response = client.post(path, content=chunks(), headers={"content-type": kind})
+        response = client.post(path, content=chunks(limit), headers={"content-type": kind})
         assert response.status_code == 413, (path, response.text)
-        assert response.headers["content-type"].startswith("application/problem+json")
+        assert response.headers["content-type"].startswith(answer)
 
 
 def test_public_intake_is_rate_limited(rt: Runtime) -> None:

@@ -18,15 +18,37 @@ from tests.conftest import ROOT, request_body
 CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uff00-\uffef]")
 
 
+def csrf_token(page: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert match, page
+    return match.group(1)
+
+
+def post_form(client: TestClient, url: str, data: dict[str, str], page_url: str | None = None):  # type: ignore[no-untyped-def]
+    """POST as the browser would: with the CSRF token of the page the form is on."""
+    token = csrf_token(client.get(page_url or url).text)
+    return client.post(url, data={**data, "csrf_token": token})
+
+
 def submit_form(client: TestClient, lang: str = "ja", **overrides: str) -> str:
     form = {**request_body(), "language": lang, **overrides}
-    response = client.post(f"/?lang={lang}", data=form)
-    assert response.status_code == 201, response.text
+    response = post_form(client, f"/?lang={lang}", form)
+    assert response.status_code == 200, response.text
+    assert response.history
+    assert response.history[0].status_code == 303
     return response.text
 
 
+def confirm(client: TestClient, link: str):  # type: ignore[no-untyped-def]
+    """Open the e-mailed link, then press its button."""
+    page = client.get(link)
+    if 'id="confirm"' not in page.text:
+        return page
+    return client.post(link, data={"csrf_token": csrf_token(page.text)})
+
+
 def status_link(page: str) -> str:
-    match = re.search(r'href="(/status/[^"?]+)', page)
+    match = re.search(r'action="(/status/[^"?/]+)/withdraw', page)
     assert match, page
     return match.group(1)
 
@@ -63,11 +85,11 @@ def test_form_submission_shows_the_reference(client: TestClient) -> None:
 
 
 def test_form_errors_are_shown_in_the_requesters_language(client: TestClient) -> None:
-    response = client.post("/?lang=en", data={**request_body(email="nope"), "language": "en"})
+    response = post_form(client, "/?lang=en", {**request_body(email="nope"), "language": "en"})
     assert response.status_code == 422
-    assert "Please enter a valid e-mail address." in response.text
+    assert "Please enter a valid e-mail address (e.g. taro@example.jp)." in response.text
     assert 'value="山田 太郎"' in response.text  # nothing typed is lost
-    response = client.post("/", data={**request_body(details="")})
+    response = post_form(client, "/", {**request_body(details="")})
     assert "ご請求の内容を入力してください。" in response.text
 
 
@@ -101,12 +123,12 @@ def test_status_page_shows_state_and_letters_then_withdraws(client: TestClient) 
     assert 'id="state">受付済み<' in page.text
     assert "を受け付けました" in page.text  # the acknowledgment letter
     assert 'id="withdraw"' in page.text
-    done = client.post(f"{link}/withdraw", follow_redirects=True)
+    done = post_form(client, f"{link}/withdraw", {}, page_url=link)
     assert 'id="state">取下げ済み<' in done.text
     assert "ご請求の取下げを承りました" in done.text  # the withdrawal letter is listed
     assert 'id="withdraw"' not in done.text
     # A second withdrawal changes nothing.
-    again = client.post(f"{link}/withdraw", follow_redirects=True)
+    again = post_form(client, f"{link}/withdraw", {}, page_url="/")
     assert 'id="state">取下げ済み<' in again.text
 
 
@@ -115,7 +137,7 @@ def test_status_page_needs_the_exact_secret(client: TestClient) -> None:
     token = link.rsplit("/", 1)[1]
     assert len(token) >= 40
     assert client.get(link[:-1] + ("A" if link[-1] != "A" else "B")).status_code == 404
-    assert client.post("/status/st_nothing/withdraw").status_code == 404
+    assert post_form(client, "/status/st_nothing/withdraw", {}, "/").status_code == 404
 
 
 def test_verification_link_is_single_use_and_email_only_verifies_where_allowed(
@@ -124,10 +146,10 @@ def test_verification_link_is_single_use_and_email_only_verifies_where_allowed(
     page = submit_form(client, type="purpose_notice")
     reference = re.search(r'id="reference">(DSR-[\d-]+)<', page).group(1)  # type: ignore[union-attr]
     link = verify_link(rt, reference)
-    first = client.get(link)
+    first = confirm(client, link)
     assert first.status_code == 200
     assert "ご本人確認が完了しました" in first.text
-    second = client.get(link)
+    second = confirm(client, link)
     assert "使用済み" in second.text
     with Session(rt.db) as session:
         request = session.exec(select(Request).where(Request.reference == reference)).one()
@@ -137,7 +159,7 @@ def test_verification_link_is_single_use_and_email_only_verifies_where_allowed(
 
     page = submit_form(client, type="disclosure")
     reference = re.search(r'id="reference">(DSR-[\d-]+)<', page).group(1)  # type: ignore[union-attr]
-    response = client.get(verify_link(rt, reference))
+    response = confirm(client, verify_link(rt, reference))
     assert "ほかの方法によるご本人確認も必要です" in response.text
     with Session(rt.db) as session:
         request = session.exec(select(Request).where(Request.reference == reference)).one()
@@ -197,7 +219,7 @@ def test_the_link_alone_never_verifies_an_agent(rt: Runtime, client: TestClient)
         agent_relation="appointed_agent",
     )
     reference = re.search(r'id="reference">(DSR-[\d-]+)<', page).group(1)  # type: ignore[union-attr]
-    response = client.get(verify_link(rt, reference))
+    response = confirm(client, verify_link(rt, reference))
     assert "ほかの方法によるご本人確認も必要です" in response.text
     with Session(rt.db) as session:
         request = session.exec(select(Request).where(Request.reference == reference)).one()

@@ -30,6 +30,7 @@ def test_jobs_have_fixed_ids_and_tolerant_settings(rt: Runtime) -> None:
         "daily_digest",
         "art39_alert",
         "retention_purge",
+        "document_purge",
     }
     for coalesce, grace, instances in jobs.values():
         assert coalesce

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Annotated
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
@@ -119,9 +119,10 @@ def current_request(request_id: str, session: ReadSessionDep, _: CurrentHandler)
 CurrentRequest = Annotated[DsrRequest, Depends(current_request)]
 
 
-# A row id: positive and within a 64-bit integer, so that no id reaches the database as an
-# integer it cannot hold (a 500 before, found by schemathesis).
-RowId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+# Ids and offsets the databases can hold (PostgreSQL integer ids; SQLite refuses 2**63): a
+# larger number is a 422, never a database error.
+RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+Offset = Annotated[int, Query(ge=0, le=2**31 - 1)]
 
 
 def current_message(

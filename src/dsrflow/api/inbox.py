@@ -13,6 +13,7 @@ from dsrflow.api.deps import (
     CurrentMessage,
     CurrentRequest,
     Decider,
+    Offset,
     Reader,
     ReadSessionDep,
     RowId,
@@ -44,7 +45,7 @@ def list_inbox(
     _: Reader,
     status: Status | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> InboxPage:
     """Every inbound message, newest arrival first; ``status=triage`` (or ``quarantined``) is
     what waits for a handler."""

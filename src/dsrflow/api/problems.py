@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dsrflow.errors import DsrflowError
@@ -88,6 +89,15 @@ def install(app: FastAPI) -> None:
             errors=errors,
         )
 
+    @app.exception_handler(OverflowError)
+    @app.exception_handler(DataError)
+    async def _out_of_range(request: Request, exc: Exception) -> JSONResponse:
+        # A number or date the database cannot hold (2**63, the year 1 moved to UTC): the
+        # client's input, so a 422 rather than a 500. Nothing was committed.
+        return problem_response(
+            422, "A value is out of the range this service can store.", instance=request.url.path
+        )
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         # Logged without the request body: it may hold personal data.
@@ -96,4 +106,8 @@ def install(app: FastAPI) -> None:
         route = request.scope.get("route")
         where = getattr(route, "path", "?")  # the route's template: no secret from the URL
         logging.getLogger("dsrflow.api").exception("unexpected error on %s", where)
-        return problem_response(500, "Internal error; it has been logged.")
+        # Connection: close, because the server drops the connection after an unhandled error;
+        # told so, the client opens a fresh one for its next call instead of failing on it.
+        return problem_response(
+            500, "Internal error; it has been logged.", headers={"Connection": "close"}
+        )

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Response
 from dsrflow.api.deps import (
     CurrentRequest,
     Decider,
+    Offset,
     OptionalHandler,
     Reader,
     ReadSessionDep,
@@ -84,13 +85,15 @@ def list_requests(
     overdue: bool = False,
     due_before: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> RequestPage:
     if due_before is not None and due_before.tzinfo is None:
         raise Invalid(
             {"due_before": "must carry a time zone (e.g. 2026-12-01T00:00:00+09:00)"},
             detail="due_before must carry a time zone (e.g. 2026-12-01T00:00:00+09:00).",
         )
+    if due_before is not None and not 1900 <= due_before.year <= 9000:
+        raise Invalid({"due_before": "must be a date between the years 1900 and 9000"})
     now = utcnow()
     rows, total = repository.search(
         session,

@@ -448,9 +448,10 @@ def inbox_bulk(rt: RuntimeDep, session: SessionDep, desk: DeskDep, form: FormDep
     ids = [int(i) for i in ([selected] if isinstance(selected, str) else selected) if i.isdigit()]
     if not ids:
         return _redirect(desk.lang, "/console/inbox", done="none")
+    count = 0
     if form.get("action") == "spam":
         note = str(messages(desk.lang)["spam_note"])
-        count = triage.dismiss_many(session, ids, note, actor=desk.actor)
+        count = triage.dismiss_many(rt, session, ids, note, actor=desk.actor)
     elif form.get("action") == "assign":
         value = str(form.get("assignee_id") or "")
         count = triage.assign(session, ids, int(value) if value.isdigit() else None)

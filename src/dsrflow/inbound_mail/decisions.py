@@ -32,6 +32,8 @@ class Decision:
     reason: str | None = None
     about: Request | None = None
     create: RequestCreate | None = None
+    # Mail about ``about`` from neither its requester nor its agent (the handlers are told).
+    sender_differs: bool = False
 
 
 @dataclass(frozen=True)
@@ -138,10 +140,18 @@ def answers_a_closed_request(facts: Facts) -> Decision | None:
 
 
 def answers_a_request(facts: Facts) -> Decision | None:
-    """A reply by reference or threading joins its request."""
-    if facts.answered:
-        return Decision("joined", about=facts.about)
-    return None
+    """A reply by reference or threading joins its request when it comes from the requester or
+    the agent; from anyone else it waits in triage, flagged "sender differs"."""
+    if not facts.answered:
+        return None
+    about = facts.about
+    if about is not None and not from_requester(about, facts.mail.from_address):
+        reason = (
+            f"sender differs: names {about.reference}, but comes from neither its requester "
+            "nor its agent"
+        )
+        return Decision("triage", reason, about, sender_differs=True)
+    return Decision("joined", about=about)
 
 
 def names_an_unknown_reference(facts: Facts) -> Decision | None:

@@ -47,6 +47,7 @@ from dsrflow.workflow.definitions import AWAITING_STATE
 log = logging.getLogger(__name__)
 
 REPLIED_LETTER = "requester_replied"
+SENDER_DIFFERS_LETTER = "sender_differs"
 # Attachments described in one message's view; the count gives the rest.
 LISTED_ATTACHMENTS = 100
 
@@ -143,6 +144,8 @@ def _record(
 
     if status == "ignored" and mail.returned_ids:
         _bounced(rt, session, row, mail)
+    if decision.sender_differs and request is not None:
+        _sender_differs(rt, session, request, row, mail)
     if status == "joined":
         assert request is not None
         _join(rt, session, request, row, mail)
@@ -195,6 +198,31 @@ def _join(
         request,
         f"reply:{row.id}",
         REPLIED_LETTER,
+        context,
+        recipient=rt.settings.handler_email,
+        language=HANDLER_LANGUAGE,
+    )
+
+
+def _sender_differs(
+    rt: Runtime, session: Session, request: Request, row: InboundMessage, mail: InboundMail
+) -> None:
+    """Someone other than the requester or agent wrote about a request: the handlers are told,
+    in the subject, and the message waits in triage (never joined, nothing sent to its sender)."""
+    context = {
+        **letter_context(rt, request, language=HANDLER_LANGUAGE),
+        "mail_received_at_local": mail.received_at.astimezone(rt.settings.tz).strftime(
+            "%Y-%m-%d %H:%M"
+        ),
+        "attachment_count": mail.attachment_count,
+        "inbox_url": f"{rt.settings.base_url}/api/v1/inbox/{row.id}",
+    }
+    queue_letter(
+        rt,
+        session,
+        request,
+        f"sender_differs:{row.id}",
+        SENDER_DIFFERS_LETTER,
         context,
         recipient=rt.settings.handler_email,
         language=HANDLER_LANGUAGE,

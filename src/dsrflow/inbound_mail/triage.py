@@ -128,6 +128,22 @@ def dismiss(
     return row
 
 
+def dismiss_many(
+    rt: Runtime, session: Session, inbound_ids: list[int], note: str, *, actor: str
+) -> int:
+    """Close many triage messages with one note (spam, say), in one transaction, and commit.
+    Messages decided meanwhile by someone else are left as they are. Returns how many closed."""
+    values = {"status": "dismissed", "note": note, "decided_by": actor, "decided_at": utcnow()}
+    closed = sum(
+        1
+        for inbound_id in inbound_ids
+        if repository.update_if_status(session, inbound_id, OPEN_STATUSES, values)
+    )
+    session.commit()
+    log.info("%d inbound messages dismissed by %s", closed, actor)
+    return closed
+
+
 def _queue_reply(rt: Runtime, session: Session, row: InboundMessage, answer: TriageReply) -> None:
     assert row.from_address is not None
     language = "en" if row.language == "en" else "ja"
@@ -155,19 +171,6 @@ def _queue_reply(rt: Runtime, session: Session, row: InboundMessage, answer: Tri
         ),
         rt.mail_domain,
     )
-
-
-def dismiss_many(session: Session, inbound_ids: list[int], note: str, *, actor: str) -> int:
-    """Close several waiting messages with one note and no mail (spam), in one transaction, and
-    commit; those decided meanwhile are left as they are. Returns how many were closed."""
-    values = {"status": "dismissed", "note": note, "decided_by": actor, "decided_at": utcnow()}
-    count = sum(
-        repository.update_if_status(session, inbound_id, OPEN_STATUSES, values)
-        for inbound_id in inbound_ids
-    )
-    session.commit()
-    log.info("%s inbound messages dismissed by %s", count, actor)
-    return count
 
 
 def assign(session: Session, inbound_ids: list[int], assignee_id: int | None) -> int:

@@ -244,6 +244,35 @@ def verification_token(
     return session.exec(query).first()
 
 
+def claim_verification_token(session: Session, token_id: int, at: datetime) -> bool:
+    """Mark the link used unless it already is; False when another use came first (the row lock
+    makes a concurrent claim wait, then find it used)."""
+    result = session.execute(
+        update(VerificationToken)
+        .where(col(VerificationToken.id) == token_id, col(VerificationToken.used_at).is_(None))
+        .values(used_at=at)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def recent_duplicate(
+    session: Session, *, request_type: str, email: str, details: str, since: datetime
+) -> Request | None:
+    """The latest request of this type, address and details that arrived after ``since``."""
+    return session.exec(
+        select(Request)
+        .where(
+            col(Request.received_at) >= since,
+            Request.type == request_type,
+            func.lower(Request.requester_email) == email.lower(),
+            Request.details == details,
+        )
+        .order_by(col(Request.received_at).desc())
+        .limit(1)
+    ).first()
+
+
 def letters_to_requester(
     session: Session, request: Request, internal: Sequence[str]
 ) -> list[OutboxMessage]:

@@ -49,7 +49,10 @@ def conflict(detail: str, request: Request, allowed: list[str]) -> Conflict:
 @dataclass(frozen=True)
 class Submitted:
     request: Request
-    status_token: str
+    # The status link's secret; None for a repeat of an earlier request (``duplicate``), whose
+    # link only its acknowledgment carries (just its digest is stored).
+    status_token: str | None
+    duplicate: bool = False
 
 
 class EmailCheck(Enum):
@@ -58,6 +61,7 @@ class EmailCheck(Enum):
     USED = "used"
     EXPIRED = "expired"
     UNKNOWN = "unknown"
+    PENDING = "pending"  # valid and not used yet (what the link's page shows before the click)
 
 
 def _reference(year: int, number: int) -> str:
@@ -77,6 +81,28 @@ def submit(
     ``received_at`` is when it reached us (a mail's arrival); the Art. 39 clock runs from it.
     """
     submitted = open_request(rt, session, data, channel=channel, received_at=received_at)
+    session.commit()
+    log.info("request submitted: %s (%s)", submitted.request.reference, submitted.request.type)
+    return submitted
+
+
+def submit_once(
+    rt: Runtime, session: Session, data: RequestCreate, *, channel: str, within: timedelta
+) -> Submitted:
+    """``submit``, unless a request of the same type, address and details arrived ``within``
+    the time before now: then that one, marked ``duplicate`` (a reload or a second click of
+    the form files nothing twice)."""
+    earlier = repository.recent_duplicate(
+        session,
+        request_type=data.type,
+        email=str(data.email),
+        details=data.details,
+        since=utcnow() - within,
+    )
+    if earlier is not None:
+        log.info("repeated submission of %s", earlier.reference)
+        return Submitted(request=earlier, status_token=None, duplicate=True)
+    submitted = open_request(rt, session, data, channel=channel)
     session.commit()
     log.info("request submitted: %s (%s)", submitted.request.reference, submitted.request.type)
     return submitted
@@ -274,6 +300,20 @@ def withdraw_by_requester(rt: Runtime, session: Session, status_token: str) -> R
     return request
 
 
+def check_email_link(session: Session, token: str) -> tuple[EmailCheck, Request | None]:
+    """What the link is now, changing nothing (mail scanners open links): UNKNOWN, USED,
+    EXPIRED or PENDING, with its request."""
+    row = repository.verification_token(session, token_digest(token))
+    if row is None:
+        return EmailCheck.UNKNOWN, None
+    request = repository.get(session, row.request_id)
+    if row.used_at is not None:
+        return EmailCheck.USED, request
+    if row.expires_at <= utcnow():
+        return EmailCheck.EXPIRED, request
+    return EmailCheck.PENDING, request
+
+
 def verify_email(rt: Runtime, session: Session, token: str) -> tuple[EmailCheck, Request | None]:
     """Record that the requester controls the address; where the workflow says that is enough,
     also verify identity with method ``email_link``. The link works once and expires."""
@@ -292,8 +332,10 @@ def verify_email(rt: Runtime, session: Session, token: str) -> tuple[EmailCheck,
     if row.expires_at <= now:
         return EmailCheck.EXPIRED, request
     assert request is not None
-    row.used_at = now
-    session.add(row)
+    assert row.id is not None
+    if not repository.claim_verification_token(session, row.id, now):
+        session.rollback()
+        return EmailCheck.USED, repository.get(session, row.request_id)
     append_event(session, request.id, kind="email_verified", actor="requester", at=now)
     wf = rt.definitions.workflow(request.type)
     allowed = rt.engine.allowed_triggers(request.type, request.state)

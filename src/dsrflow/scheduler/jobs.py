@@ -56,6 +56,22 @@ async def retention_purge(rt: Runtime) -> None:
         log.info("retention purge: %s", report.summary())
 
 
+def _purge_documents(rt: Runtime) -> int:
+    from sqlmodel import Session
+
+    from dsrflow.documents.service import purge_expired
+
+    with Session(rt.db, expire_on_commit=False) as session:
+        return purge_expired(rt, session)
+
+
+async def document_purge(rt: Runtime) -> None:
+    """Uploaded identity documents leave once their retention after closing has passed."""
+    removed = await asyncio.to_thread(_purge_documents, rt)
+    if removed:
+        log.info("document purge: %d removed", removed)
+
+
 async def imap_poll(rt: Runtime) -> None:
     from dsrflow.inbound_mail.imap import poll_once
 

@@ -61,14 +61,17 @@ class Csrf:
         return hmac.compare_digest(mac, self._mac(binding, issued))
 
     def same_origin(self, headers: Mapping[str, str]) -> bool:
-        """False when the browser says the request comes from another site: ``Sec-Fetch-Site``
-        cross-site, or an ``Origin`` (else ``Referer``) not of ``BASE_URL``'s origin. A request
-        with neither header passes here (the token still has to match)."""
-        if headers.get("sec-fetch-site", "").lower() == "cross-site":
+        """False when the browser says the request comes from elsewhere: ``Sec-Fetch-Site``
+        other than same-origin, or an ``Origin`` (else ``Referer``) not of ``BASE_URL``'s
+        origin. ``Origin: null`` (sent under a no-referrer policy) passes only with
+        ``Sec-Fetch-Site: same-origin``. A request with none of these headers passes here
+        (the token still has to match)."""
+        site = headers.get("sec-fetch-site", "").lower()
+        if site and site not in ("same-origin", "none"):
             return False
         origin = headers.get("origin")
         if origin is not None:
-            return origin.lower() == self.origin
+            return origin.lower() == self.origin or (origin == "null" and site == "same-origin")
         referer = headers.get("referer")
         if referer is not None:
             return origin_of(referer) == self.origin

@@ -76,6 +76,7 @@ DETAILS = {
     400: "The request line or a query value is malformed (NUL characters are refused).",
     413: "The request body is larger than {max_bytes} bytes.",
     415: "This endpoint takes application/json bodies only.",
+    431: "The request headers are too large.",
 }
 
 
@@ -138,6 +139,11 @@ class RateLimiter:
 
     def __len__(self) -> int:
         return len(self._hits)
+
+    def clear(self) -> None:
+        """Forget every client (tests; a restart does the same)."""
+        with self._lock:
+            self._hits.clear()
 
     def limit(self, bucket: str) -> int:
         return self.buckets.get(bucket, self.per_minute)

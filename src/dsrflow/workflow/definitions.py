@@ -230,8 +230,21 @@ class ReasonCatalog(_Strict):
     reasons: list[LegalReason]
 
 
+class Branding(_Strict):
+    """How the requester pages look and whom they name (every field optional)."""
+
+    # An SVG, PNG or JPEG file, relative to the workflows directory.
+    logo: str | None = None
+    # The accent colour of the pages' header and buttons, as #rrggbb.
+    colour: str = Field(default="#1f4e79", pattern=r"^#[0-9a-fA-F]{6}$")
+    address: Text | None = None
+    phone: str | None = None
+    hours: Text | None = None
+
+
 class Company(_Strict):
     name: Text
+    branding: Branding = Branding()
 
 
 @dataclass(frozen=True)
@@ -259,6 +272,15 @@ class Definitions:
             if r.fits(request_type, state)
             and (not r.requires_fee or (has_fee and fee_outstanding is not False))
         ]
+
+
+def _is_image_file(directory: Path, name: str) -> bool:
+    path = (directory / name).resolve()
+    return (
+        path.is_file()
+        and path.is_relative_to(directory.resolve())
+        and path.suffix.lower() in (".svg", ".png", ".jpg", ".jpeg")
+    )
 
 
 def _read_yaml(path: Path, errors: list[str]) -> Any:
@@ -386,6 +408,12 @@ def load_definitions(directory: Path, guards: Iterable[str] = ()) -> Definitions
     elif raw_company is not None:
         try:
             company = Company.model_validate(raw_company)
+            logo = company.branding.logo
+            if logo is not None and not _is_image_file(directory, logo):
+                errors.append(
+                    f"{company_path}: branding.logo: '{logo}' is no .svg, .png or .jpg file "
+                    f"inside {directory}"
+                )
         except ValidationError as exc:
             errors.extend(_schema_errors(company_path, exc))
 

@@ -1,7 +1,7 @@
 """APPI substance: identity evidence, agent authority, the disclosure method used, fee payments
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-01 20:45:00
 """
 

@@ -1,7 +1,7 @@
 """console: sessions, internal notes, assignment and "last seen by a handler"
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-01 20:40:00
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 import dsrflow.db
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

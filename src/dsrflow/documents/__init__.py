@@ -1,0 +1,1 @@
+"""Identity and authority documents the requester uploads from the status page."""
