@@ -95,7 +95,7 @@ def create_app(rt: Runtime, *, background: Background | None = None) -> FastAPI:
         return {"status": "ok"}
 
     refusal = page_routes.page_refusal(rt)
-    app.add_middleware(BodySizeLimit, max_bytes=body_limit(rt), refusal=refusal)
+    app.add_middleware(BodySizeLimit, max_bytes=_body_limit(settings), refusal=refusal)
     app.add_middleware(
         SecurityHeaders,
         https=settings.base_url.lower().startswith("https://"),
