@@ -184,8 +184,8 @@ def text_names_a_request(facts: Facts) -> Decision | None:
 
 
 def phishing_from_a_stranger(facts: Facts) -> Decision | None:
-    """A phishing-like subject ("ご利用停止のお知らせ", "verify your account") from a sender
-    with no request of theirs is never a request: a handler looks at it."""
+    """A phishing-like subject ("verify your account", a notice that an account is suspended)
+    from a sender with no request of theirs is never a request: a handler looks at it."""
     words = facts.mail.phishing_like
     if words and not facts.known_sender:
         return Decision(
