@@ -118,6 +118,10 @@ def make_engine(
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        # A call may hold a write session and a short read session (the token check) at once,
+        # from each of the 40 worker threads: the default pool (5 + 10) starves under load.
+        kwargs.setdefault("pool_size", 20)
+        kwargs.setdefault("max_overflow", 100)
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_SECONDS},
