@@ -120,8 +120,9 @@ def make_engine(
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         # A call may hold a write session and a short read session (the token check) at once,
         # from each of the 40 worker threads: the default pool (5 + 10) starves under load.
-        kwargs.setdefault("pool_size", 20)
-        kwargs.setdefault("max_overflow", 100)
+        if parsed.database and parsed.database != ":memory:":
+            kwargs.setdefault("pool_size", 20)
+            kwargs.setdefault("max_overflow", 100)
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_SECONDS},

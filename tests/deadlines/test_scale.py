@@ -62,8 +62,10 @@ def test_three_scheduler_processes_send_each_reminder_once(
     results = [p.communicate(timeout=300) for p in processes]
     assert [p.returncode for p in processes] == [0, 0, 0], [r[1][-2000:] for r in results]
     lines = [line for out, _ in results for line in out.decode().splitlines()]
-    # Each request: one overdue escalation, one identity reminder, one identity escalation.
-    assert len(lines) == 3 * DUE_REQUESTS
+    # Each request: one overdue escalation, one identity reminder, one identity escalation, and
+    # the Art. 39 alert (its Art. 39 date, 4/15, has passed).
+    assert len(lines) == 4 * DUE_REQUESTS
+    assert sum("\tart39_alert:" in line for line in lines) == DUE_REQUESTS
     assert len(set(lines)) == len(lines)
     with Session(rt.db) as session:
         counts = dict(

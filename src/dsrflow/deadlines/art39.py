@@ -46,7 +46,12 @@ def art39_alerts(rt: Runtime, now: datetime | None = None, *, dry_run: bool = Fa
     for request_id in ids:
         with Session(rt.db, expire_on_commit=False) as session:
             try:
-                request = requests_repository.get(session, request_id)
+                # The row lock first, so that two sweepers never queue the same alert.
+                request = (
+                    requests_repository.get(session, request_id)
+                    if dry_run
+                    else requests_repository.lock(session, request_id)
+                )
                 if request is None or request.art39_date is None:
                     continue
                 wf = rt.definitions.workflow(request.type)

@@ -14,6 +14,7 @@ import uuid
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from dsrflow.audit.chain import append_event
@@ -279,6 +280,24 @@ def _queue_batch(
     """Claim the requests that have something to send, queue it, and move every planned
     request's ``next_sweep_at`` on; one transaction for the batch."""
     sending = [rid for rid, mails in fresh.items() if mails]
+    # Another sweeper may queue the same reminder between our read and our claim; the unique
+    # key then refuses ours, and the batch is planned again (the key is taken by then).
+    for attempt in range(3):
+        if _try_batch(rt, requests, fresh, sending, unsent, now, report, last=attempt == 2):
+            return
+
+
+def _try_batch(
+    rt: Runtime,
+    requests: list[Request],
+    fresh: dict[str, list[PlannedMail]],
+    sending: list[str],
+    unsent: dict[str, str],
+    now: datetime,
+    report: SweepReport,
+    *,
+    last: bool,
+) -> bool:
     by_id = {r.id: r for r in requests}
     with Session(rt.db, expire_on_commit=False) as session:
         try:
@@ -306,10 +325,20 @@ def _queue_batch(
             session.commit()
             report.queued += queued
             report.planned += [mail for planned in mails.values() for mail in planned]
+            return True
+        except IntegrityError:
+            session.rollback()
+            if not last:
+                log.info("deadline sweep: a batch raced another sweeper; planning it again")
+                return False
+            report.errors += len(sending) or 1
+            log.exception("deadline sweep failed for a batch of %d requests", len(sending))
+            return True
         except Exception:
             session.rollback()
             report.errors += len(sending) or 1
             log.exception("deadline sweep failed for a batch of %d requests", len(sending))
+            return True
 
 
 def handler_batch_context(
