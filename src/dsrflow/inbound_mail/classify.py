@@ -14,7 +14,7 @@ from dsrflow.inbound_mail.charsets import JAPANESE, KANA, LATIN
 from dsrflow.inbound_mail.headers import Headers, Sender, one_line, parse_date
 from dsrflow.inbound_mail.rules_file import IntakeRules, Limits, normalise
 
-# Not \b: Japanese text runs straight into a reference (受付番号DSR-2026-000001の件).
+# Not \b: in Japanese text a reference runs straight on from the words before it (no space).
 REFERENCE = re.compile(r"(?<![A-Za-z0-9])DSR-\d{4}-\d{6}(?![0-9])")
 # A clock skew we accept before an arrival time from a header counts as "in the future".
 FUTURE_SKEW = timedelta(minutes=5)
