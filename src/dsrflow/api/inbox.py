@@ -22,7 +22,7 @@ from dsrflow.api.deps import (
 )
 from dsrflow.api.problems import HANDLER_PROBLEMS as PROBLEMS
 from dsrflow.errors import NotFound
-from dsrflow.inbound_mail import repository, service
+from dsrflow.inbound_mail import repository, service, triage
 from dsrflow.inbound_mail.schemas import (
     ConvertedPublic,
     ConvertIn,
@@ -113,7 +113,7 @@ def get_inbox_attachment(
 def convert_message(
     inbound_id: RowId, body: ConvertIn, rt: RuntimeDep, session: SessionDep, handler: Decider
 ) -> ConvertedPublic:
-    row, request = service.convert(rt, session, inbound_id, body, actor=f"handler:{handler.id}")
+    row, request = triage.convert(rt, session, inbound_id, body, actor=f"handler:{handler.id}")
     return ConvertedPublic(
         message=service.describe(session, row),
         request_id=request.id,
@@ -132,7 +132,7 @@ def convert_message(
 def dismiss_message(
     inbound_id: RowId, body: DismissIn, rt: RuntimeDep, session: SessionDep, handler: Decider
 ) -> InboxMessage:
-    row = service.dismiss(
+    row = triage.dismiss(
         rt, session, inbound_id, body.note, actor=f"handler:{handler.id}", reply=body.reply
     )
     return service.describe(session, row)

@@ -31,10 +31,6 @@ from dsrflow.inbound_mail.schemas import (
     IngestOutcome,
     IntakePolicy,
 )
-
-# The triage actions, which the inbox routes still reach through this module (re-exported).
-from dsrflow.inbound_mail.triage import convert as convert
-from dsrflow.inbound_mail.triage import dismiss as dismiss
 from dsrflow.outbound_mail.outbox import enqueue
 from dsrflow.requests import repository as requests_repository
 from dsrflow.requests.letters import HANDLER_LANGUAGE, letter_context, queue_letter

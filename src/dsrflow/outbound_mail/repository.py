@@ -67,18 +67,6 @@ def update_if_still_claimed(session: Session, row: OutboxMessage, **values: Any)
     return result.rowcount == 1  # type: ignore[attr-defined]
 
 
-def undelivered(session: Session, letter: str, created_before: datetime) -> list[tuple[str, str]]:
-    """(request id, status) of ``letter`` rows queued before the given time and not yet sent."""
-    rows = session.exec(
-        select(OutboxMessage.request_id, OutboxMessage.status).where(
-            OutboxMessage.letter == letter,
-            OutboxMessage.status != "sent",
-            col(OutboxMessage.created_at) <= created_before,
-        )
-    )
-    return [(request_id, status) for request_id, status in rows if request_id]
-
-
 def listing(session: Session, status: str | None, limit: int) -> list[OutboxMessage]:
     """Outbox rows, newest first, optionally of one status."""
     query = select(OutboxMessage)
