@@ -399,7 +399,6 @@ def _moment(text: str) -> datetime:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from dsrflow.db import utcnow
-    from dsrflow.deadlines.art39 import art39_alerts
     from dsrflow.deadlines.service import sweep
     from dsrflow.reports.service import record_job_run
 
@@ -411,11 +410,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     report = sweep(rt, as_of, dry_run=args.dry_run)
     if not args.dry_run:  # a sweep run from cron shows in /metrics too (job "sweep")
         record_job_run(rt, "sweep", started, utcnow(), report.errors)
-    # The Art. 39 alerts too, so that a cron-only setup (no scheduler) still sends them.
-    alerts = art39_alerts(rt, as_of, dry_run=args.dry_run)
-    report.planned += alerts.planned
-    report.already_sent += alerts.already_sent
-    report.errors += alerts.errors
     for mail in report.planned:
         print(f"{mail.reference}\t{mail.kind}:{mail.step}\t{mail.recipient}")
     verb = "would queue" if args.dry_run else "queued"

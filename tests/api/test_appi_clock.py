@@ -12,7 +12,7 @@ import yaml
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
-from dsrflow.deadlines.art39 import art39_alerts
+from dsrflow.deadlines.service import sweep
 from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.runtime import Runtime
 from tests.conftest import WORKFLOWS, auth_header, make_request, request_body
@@ -69,18 +69,18 @@ def test_the_art39_alert_goes_out_daily_from_near_to_past_and_never_twice(rt: Ru
     notice = make_request(rt, "purpose_notice", received_at=arrival)
     assert paused.art39_date == date(2026, 4, 16)
 
-    art39_alerts(rt, jst(2026, 4, 12, 9, 30))  # 4 days before: not yet (default 3)
+    sweep(rt, jst(2026, 4, 12, 9, 30))  # 4 days before: not yet (default 3)
     assert alerts(rt, paused.id) == []
-    art39_alerts(rt, jst(2026, 4, 13, 8, 0))  # 3 days before, but before the reminders' hour
+    sweep(rt, jst(2026, 4, 13, 8, 0))  # 3 days before, but before the reminders' hour
     assert alerts(rt, paused.id) == []
-    report = art39_alerts(rt, jst(2026, 4, 13, 9, 30))
-    assert report.queued == 1
+    report = sweep(rt, jst(2026, 4, 13, 9, 30))
+    assert [m.kind for m in report.planned].count("art39_alert") == 1
     (first,) = alerts(rt, paused.id)
     assert first.recipient == rt.settings.handler_email
     assert "あと3日" in first.subject
     assert "2026-04-16" in first.body
-    assert art39_alerts(rt, jst(2026, 4, 13, 15, 0)).queued == 0  # once a day
-    art39_alerts(rt, jst(2026, 4, 17, 9, 30))  # passed: every day still
+    assert sweep(rt, jst(2026, 4, 13, 15, 0)).queued == 0  # once a day
+    sweep(rt, jst(2026, 4, 17, 9, 30))  # passed: every day still
     assert len(alerts(rt, paused.id)) == 2
     assert "過ぎています" in alerts(rt, paused.id)[-1].subject
     # Closed requests and types outside Art. 39 get none.
@@ -97,7 +97,7 @@ def test_the_alert_lead_is_configurable(rt: Runtime, tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
     edited = Runtime.load(rt.settings.model_copy(update={"workflows_dir": workflows}), db=rt.db)
     request = make_request(edited, "correction", received_at=jst(2026, 4, 1, 10))
-    art39_alerts(edited, jst(2026, 4, 9, 9, 30))  # 7 days before 04-16
+    sweep(edited, jst(2026, 4, 9, 9, 30))  # 7 days before 04-16
     assert len(alerts(edited, request.id)) == 1
 
 

@@ -30,15 +30,17 @@ def jst(*args: int) -> datetime:
     return datetime(*args, tzinfo=TOKYO)  # type: ignore[misc]
 
 
-def reminder_keys(rt: Runtime, request_id: str) -> list[str]:
-    """Keys of the reminders queued for a request (without the request id prefix), in order."""
+def reminder_keys(rt: Runtime, request_id: str, *, art39: bool = False) -> list[str]:
+    """Keys of the reminders queued for a request (without the request id prefix), in order;
+    the daily Art. 39 alerts only with ``art39``."""
     with Session(rt.db) as session:
         keys = session.exec(
             select(Reminder.key)
             .where(Reminder.request_id == request_id)
             .order_by(col(Reminder.outbox_id), col(Reminder.key))
         ).all()
-    return [key.split(":", 1)[1] for key in keys]
+    keys = [key.split(":", 1)[1] for key in keys]
+    return [key for key in keys if art39 or not key.startswith("art39_alert:")]
 
 
 def mail_of(rt: Runtime, key: str) -> OutboxMessage:
@@ -171,7 +173,8 @@ def test_waiting_for_the_requester_pauses_the_internal_clock_not_art39(rt: Runti
             .values(awaiting_requester_at=waited_since)
         )
         session.commit()
-    assert sweep(rt, jst(2026, 4, 15, 9, 0)).planned == []  # paused: no due reminder
+    # Paused: no due reminder, but the Art. 39 date (4/16) still counts.
+    assert [m.kind for m in sweep(rt, jst(2026, 4, 15, 9, 0)).planned] == ["art39_alert"]
     with Session(rt.db, expire_on_commit=False) as session:
         after = service.transition(
             rt, session, request.id, TransitionIn(trigger="info_received"), actor="test"
@@ -364,7 +367,8 @@ def test_handlers_get_one_mail_per_recipient_listing_the_overdue_requests(rt: Ru
         for _ in range(3)
     ]
     report = sweep(rt, jst(2026, 4, 16, 9, 0))
-    assert report.queued == 6  # a reminder per request and recipient, recorded once each
+    # A reminder per request and recipient, recorded once each.
+    assert sum(m.kind == "overdue" for m in report.planned) == 6
     with Session(rt.db) as session:
         mails = session.exec(select(OutboxMessage).where(OutboxMessage.letter == "overdue")).all()
     assert sorted(m.recipient for m in mails) == ["dpo@example.jp", "info@innovativeai.co.jp"]
@@ -411,3 +415,41 @@ def test_a_decision_wakes_a_request_for_the_next_sweep(rt: Runtime) -> None:
         closed = session.get(Request, request.id)
         assert closed is not None
         assert closed.next_sweep_at is None
+
+
+def test_the_art39_alert_rides_on_the_watermark(rt: Runtime) -> None:
+    rt.settings.escalation_email = "dpo@example.jp"
+    past = [
+        make_request(rt, "correction", "identity_verified", received_at=jst(2026, 4, 1, 10))
+        for _ in range(3)
+    ]  # Art. 39 date 4/15
+    near = make_request(rt, "correction", "identity_verified", received_at=jst(2026, 4, 3, 10))
+    sweep(rt, jst(2026, 4, 17, 9, 0))
+
+    def art39_mails() -> list[OutboxMessage]:
+        with Session(rt.db) as session:
+            query = select(OutboxMessage).where(OutboxMessage.letter == "art39_alert")
+            return list(session.exec(query.order_by(col(OutboxMessage.id))))
+
+    # One mail per recipient listing the requests: the escalation address only hears of those
+    # whose date has come.
+    mails = art39_mails()
+    assert sorted(m.recipient for m in mails) == ["dpo@example.jp", "info@innovativeai.co.jp"]
+    desk = next(m for m in mails if m.recipient == "info@innovativeai.co.jp")
+    dpo = next(m for m in mails if m.recipient == "dpo@example.jp")
+    assert "4件" in desk.subject
+    assert all(r.reference in desk.body for r in [*past, near])
+    assert near.reference not in dpo.body
+    for request in past:
+        assert sorted(k for k in reminder_keys(rt, request.id, art39=True) if "art39" in k) == [
+            "art39_alert:2026-04-17:dpo@example.jp",
+            "art39_alert:2026-04-17:info@innovativeai.co.jp",
+        ]
+    # Later that day the sweep reads nothing per request and writes nothing.
+    with statements(rt) as seen:
+        assert sweep(rt, jst(2026, 4, 17, 9, 15)).planned == []
+    assert _writes(seen) == []
+    assert len([s for s in seen if s.startswith("SELECT")]) == 2, seen
+    # The next day, again.
+    sweep(rt, jst(2026, 4, 18, 9, 0))
+    assert len(art39_mails()) == 4

@@ -28,7 +28,6 @@ def test_jobs_have_fixed_ids_and_tolerant_settings(rt: Runtime) -> None:
         "outbox_dispatch",
         "daily_digest",
         "package_sweep",
-        "art39_alert",
         "retention_purge",
         "document_purge",
     }

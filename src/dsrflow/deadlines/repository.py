@@ -1,46 +1,100 @@
-"""Queries for the deadline sweeps. Nothing here commits."""
+"""Queries for the deadline sweeps. Nothing here commits.
+
+The sweep reads plain rows (the columns it plans from), never ORM objects, and every query
+over a batch takes its ids or keys in chunks of ``CHUNK`` (SQLite's parameter limit).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from datetime import UTC, date, datetime
+from functools import lru_cache
+from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import and_, bindparam, exists, insert, or_, update
-from sqlalchemy.orm import defer
+from sqlalchemy import (
+    DateTime,
+    Dialect,
+    Select,
+    String,
+    TypeDecorator,
+    and_,
+    exists,
+    or_,
+    type_coerce,
+    update,
+)
+from sqlalchemy import select as select_columns
+from sqlalchemy.types import TypeEngine
 from sqlmodel import Session, col, select
-from sqlmodel.sql.expression import SelectOfScalar
 
-from dsrflow.db import utcnow
+from dsrflow.auth.models import Handler
+from dsrflow.db import UTCDateTime, utcnow
 from dsrflow.deadlines.models import Reminder
 from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.requests.models import Request
 
-SWEEP_DEFERRED = [
-    defer(getattr(Request, name))
-    for name in (
-        "details",
-        "requester_phone",
-        "requester_postal_address",
-        "status_token_hash",
-        "created_at",
-        "updated_at",
-        "email_verified_at",
-        "identity_verified_at",
-        "closed_at",
-    )
-]
+CHUNK = 900
+T = TypeVar("T")
+
+
+@lru_cache(maxsize=65_536)
+def _utc(value: str | datetime) -> datetime:
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+class SweepMoment(TypeDecorator[datetime]):
+    """``UTCDateTime`` read for many rows that share few values (due dates are the end of a
+    day, watermarks the reminders' hour): each distinct value is parsed once."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        # SQLite keeps the text; fromisoformat (memoised) is cheaper than the dialect's parse.
+        return dialect.type_descriptor(String() if dialect.name == "sqlite" else self.impl)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        return None if value is None else _utc(value)
+
+
+def _moment(column: Any) -> Any:
+    return type_coerce(column, SweepMoment()).label(column.key)
+
+
+# What a sweep plans from; the rest of the row (the request's text can be long) stays put.
+SWEEP_COLUMNS = (
+    col(Request.id),
+    col(Request.reference),
+    col(Request.type),
+    col(Request.state),
+    col(Request.version),
+    col(Request.language),
+    col(Request.requester_email),
+    col(Request.agent_email),
+    _moment(col(Request.received_at)),
+    _moment(col(Request.due_at)),
+    col(Request.art39_date),
+    col(Request.assignee_id),
+    _moment(col(Request.next_sweep_at)),
+)
 
 # Undelivered: anything but sent (a pending, sending or failed acknowledgment).
 UNDELIVERED = ("pending", "sending", "failed")
 
 
+def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
 def due_for_sweep_query(
     now: datetime, after: tuple[datetime, str] | None, limit: int
-) -> SelectOfScalar[Request]:
+) -> Select[Any]:
     """Requests whose ``next_sweep_at`` has come, in (next_sweep_at, id) order after ``after``
     (ix_requests_next_sweep_at)."""
-    # What a sweep does not read stays in the table (the request's text can be long).
-    query = select(Request).options(*SWEEP_DEFERRED).where(col(Request.next_sweep_at) <= now)
+    query = select_columns(*SWEEP_COLUMNS).where(col(Request.next_sweep_at) <= now)
     if after is not None:
         at, request_id = after
         query = query.where(
@@ -52,21 +106,64 @@ def due_for_sweep_query(
     return query.order_by(col(Request.next_sweep_at), col(Request.id)).limit(limit)
 
 
+class SweepRow(NamedTuple):
+    """A request as the sweep reads it (a plain tuple: its fields cost nothing to read)."""
+
+    id: str
+    reference: str
+    type: str
+    state: str
+    version: int
+    language: str
+    requester_email: str
+    agent_email: str | None
+    received_at: datetime
+    due_at: datetime
+    art39_date: date | None
+    assignee_id: int | None
+    next_sweep_at: datetime | None
+
+
 def due_for_sweep(
     session: Session, now: datetime, after: tuple[datetime, str] | None, limit: int
-) -> list[Request]:
-    return list(session.exec(due_for_sweep_query(now, after, limit)))
+) -> list[SweepRow]:
+    result = session.execute(due_for_sweep_query(now, after, limit)).tuples()
+    return list(map(SweepRow._make, result))
+
+
+def rows_by_ids(session: Session, ids: Sequence[str]) -> list[SweepRow]:
+    """The sweep's columns of these requests."""
+    rows: list[SweepRow] = []
+    for part in chunks(ids):
+        query = select_columns(*SWEEP_COLUMNS).where(col(Request.id).in_(part))
+        rows += map(SweepRow._make, session.execute(query).tuples())
+    return rows
 
 
 def by_ids(session: Session, ids: Sequence[str]) -> list[Request]:
-    return list(session.exec(select(Request).where(col(Request.id).in_(ids)))) if ids else []
+    found: list[Request] = []
+    for part in chunks(ids):
+        found += session.exec(select(Request).where(col(Request.id).in_(part)))
+    return found
+
+
+def assignee_emails(session: Session, handler_ids: set[int]) -> dict[int, str]:
+    """The address of each of these handlers whose token is not revoked."""
+    found: dict[int, str] = {}
+    for part in chunks(sorted(handler_ids)):
+        query = select(Handler.id, Handler.email).where(
+            col(Handler.id).in_(part), col(Handler.revoked_at).is_(None)
+        )
+        found.update({hid: email for hid, email in session.exec(query) if hid is not None})
+    return found
 
 
 def taken_keys(session: Session, keys: Sequence[str]) -> set[str]:
-    """Which of ``keys`` a sweep already queued: one query for the whole batch."""
-    if not keys:
-        return set()
-    return set(session.exec(select(Reminder.key).where(col(Reminder.key).in_(keys))))
+    """Which of ``keys`` a sweep already queued: one query per chunk of keys."""
+    taken: set[str] = set()
+    for part in chunks(keys):
+        taken.update(session.exec(select(Reminder.key).where(col(Reminder.key).in_(part))))
+    return taken
 
 
 def claim(session: Session, ids: Sequence[str]) -> dict[str, int]:
@@ -76,44 +173,47 @@ def claim(session: Session, ids: Sequence[str]) -> dict[str, int]:
     PostgreSQL: ``FOR UPDATE SKIP LOCKED``. SQLite: the transaction holds the database's write
     lock, so a plain read is the claim.
     """
-    if not ids:
-        return {}
-    query = (
-        select(Request.id, Request.version)
-        .where(col(Request.id).in_(ids))
-        .order_by(col(Request.id))
-        .with_for_update(skip_locked=True)
-    )
-    return {request_id: version for request_id, version in session.exec(query)}
+    locked: dict[str, int] = {}
+    for part in chunks(sorted(ids)):
+        query = (
+            select(Request.id, Request.version)
+            .where(col(Request.id).in_(part))
+            .order_by(col(Request.id))
+            .with_for_update(skip_locked=True)
+        )
+        locked.update({request_id: version for request_id, version in session.exec(query)})
+    return locked
 
 
 def move_next_sweep(session: Session, steps: Sequence[tuple[str, int, datetime | None]]) -> None:
     """Set each request's next sweep time, unless it changed since it was read (its version):
-    a changed request stays due, and the next sweep plans it again."""
-    if not steps:
-        return
-    statement = (
-        update(Request)
-        .where(col(Request.id) == bindparam("rid"), col(Request.version) == bindparam("ver"))
-        .values(next_sweep_at=bindparam("nxt"))
-        .execution_options(synchronize_session=False)
-    )
-    session.connection().execute(
-        statement, [{"rid": rid, "ver": version, "nxt": nxt} for rid, version, nxt in steps]
-    )
+    a changed request stays due, and the next sweep plans it again. Requests that share a
+    version and a next time (most do) share one statement per chunk."""
+    groups: dict[tuple[int, datetime | None], list[str]] = defaultdict(list)
+    for rid, version, nxt in steps:
+        groups[(version, nxt)].append(rid)
+    for (version, nxt), ids in groups.items():
+        for part in chunks(ids):
+            session.execute(
+                update(Request)
+                .where(col(Request.id).in_(part), col(Request.version) == version)
+                .values(next_sweep_at=nxt)
+                .execution_options(synchronize_session=False)
+            )
 
 
 def record_reminders(session: Session, keys: Sequence[tuple[str, str, int | None]]) -> None:
-    """Record the key of each queued reminder (request id, key, outbox row): one statement."""
-    if keys:
-        now = utcnow()
-        session.execute(
-            insert(Reminder.__table__),  # type: ignore[attr-defined]
-            [
-                {"key": key, "request_id": rid, "outbox_id": outbox_id, "created_at": now}
-                for rid, key, outbox_id in keys
-            ],
-        )
+    """Record the key of each queued reminder (request id, key, outbox row) in one driver-level
+    batch: the rows are plain strings, so nothing is processed per row."""
+    if not keys:
+        return
+    connection = session.connection()
+    created = UTCDateTime().process_bind_param(utcnow(), connection.dialect)
+    marks = "?, ?, ?, ?" if connection.dialect.paramstyle == "qmark" else "%s, %s, %s, %s"
+    connection.exec_driver_sql(
+        f"INSERT INTO reminders (key, request_id, outbox_id, created_at) VALUES ({marks})",
+        [(key, rid, outbox_id, created) for rid, key, outbox_id in keys],
+    )
 
 
 def unsent_acknowledgments(session: Session, created_before: datetime) -> list[tuple[str, str]]:

@@ -1,10 +1,15 @@
 """Deadline sweeps: what reminders and escalations are due, queued once each; extensions.
 
-A sweep is a pass over indexed queries, not a job per request. Each request is handled in its
-own transaction: claimed (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite's write lock), its
-due reminders computed, each queued under a unique key (request, kind, step, recipient) in the
-outbox, committed. A rerun, a crash or a second scheduler never sends one twice, and an error on
-one request is logged and skipped while the sweep goes on.
+A sweep costs what is newly due, not what is open. It reads the requests whose
+``next_sweep_at`` has come (plain rows, in pages), plans each in memory (the steps of requests
+that share a workflow, state and dates are computed once), checks the planned keys in one query
+per page, and then, in one transaction for the run, claims only the requests that have
+something to send (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite's write lock), checks their
+keys again under the lock, queues the mail and records each key (request, kind, step,
+recipient), and moves every planned request's ``next_sweep_at`` on. A rerun, a crash or a
+second scheduler never sends one twice; an error planning one request is logged and skipped
+while the sweep goes on. Mail for the company's mailboxes is one mail per recipient and letter
+per run (up to ``RUN_REQUESTS`` requests), listing the requests.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import date, datetime, time, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -19,7 +25,8 @@ from sqlmodel import Session
 
 from dsrflow.audit.chain import append_event
 from dsrflow.db import read_session, utcnow
-from dsrflow.deadlines import repository
+from dsrflow.deadlines import art39, repository
+from dsrflow.deadlines.repository import SweepRow
 from dsrflow.deadlines.schemas import PlannedMail, SweepReport
 from dsrflow.errors import Invalid, NotFound
 from dsrflow.inbound_mail import repository as inbox_repository
@@ -36,59 +43,41 @@ from dsrflow.workflow.definitions import AWAITING_STATE, WorkflowDef
 log = logging.getLogger(__name__)
 IDENTITY_WAIT_STATE = "received"
 DIGEST_DUE_SOON = timedelta(days=3)
+# Rows read per page; requests per write transaction (and per listing mail).
+BATCH = 2_000
+RUN_REQUESTS = 20_000
+
+
+# (kind, step, letter, audience, language or None for the request's, extra); the audience is
+# resolved per request: "desk" (the handlers' mailbox and the assignee), "handlers" (and the
+# escalation address), "alert" (the handlers' mailbox), "requester".
+Step = tuple[str, str, str, str, str | None, dict[str, object]]
+StepCache = dict[tuple[Any, ...], list[Step]]
 
 
 def _at(rt: Runtime, day: date, moment: time) -> datetime:
     return datetime.combine(day, moment, tzinfo=rt.settings.tz)
 
 
-def plan(
-    rt: Runtime,
-    request: Request,
-    now: datetime,
-    ack_status: str | None = None,
-    assignee_email: str | None = None,
-) -> list[PlannedMail]:
-    """The reminders due for ``request`` at ``now`` (pure: reads nothing, writes nothing).
-    The desk's reminders also go to ``assignee_email``, the handler the request is given to.
+def _steps_key(rt: Runtime, request: SweepRow) -> tuple[Any, ...]:
+    # Everything _steps reads: requests that share these share their steps (the day of
+    # arrival counts only while the identity wait runs).
+    arrival_day = (
+        request.received_at.astimezone(rt.settings.tz).date()
+        if request.state == IDENTITY_WAIT_STATE
+        else None
+    )
+    return (request.type, request.state, request.due_at, arrival_day, request.art39_date)
 
-    Only the latest step of each series is planned: after an outage the handlers get one
-    reminder that says where things stand, not a burst of stale ones.
-    """
+
+def _steps(rt: Runtime, request: SweepRow, now: datetime) -> list[Step]:
+    """The steps due for ``request`` at ``now``, whoever receives them."""
     wf = rt.definitions.workflow(request.type)
     if request.state in wf.terminal_states:
         return []
     tz = rt.settings.tz
     send_at = wf.reminders.send_at
-    handlers = [rt.settings.handler_email]
-    if rt.settings.escalation_email:
-        handlers.append(rt.settings.escalation_email)
-    assignee = [assignee_email] if assignee_email and assignee_email not in handlers else []
-    handlers += assignee
-    desk = [handlers[0], *assignee]
-    planned: list[PlannedMail] = []
-
-    def add(
-        kind: str,
-        step: int | str,
-        letter_key: str,
-        recipients: list[str],
-        language: str,
-        **extra: object,
-    ) -> None:
-        for recipient in recipients:
-            planned.append(
-                PlannedMail(
-                    request.reference,
-                    kind,
-                    str(step),
-                    recipient,
-                    wf.letters[letter_key],
-                    language,
-                    extra,
-                )
-            )
-
+    steps: list[Step] = []
     paused = request.state == AWAITING_STATE and request.type in rt.paused_types
     due_day = request.due_at.astimezone(tz).date()
     if not paused and now <= request.due_at:
@@ -101,27 +90,24 @@ def plan(
             days_left = min(reached)
             # The due date is part of the step: after an extension or a pause the new date
             # gets its own reminders.
-            add(
-                "due",
-                f"{due_day.isoformat()}:{days_left}",
-                "due_reminder",
-                desk,
-                HANDLER_LANGUAGE,
-                days_left=days_left,
-            )
+            step = f"{due_day.isoformat()}:{days_left}"
+            extra: dict[str, object] = {"days_left": days_left}
+            steps.append(("due", step, wf.letters["due_reminder"], "desk", HANDLER_LANGUAGE, extra))
     elif not paused:
         local_now = now.astimezone(tz)
         days_after = (local_now.date() - due_day).days - (1 if local_now.time() < send_at else 0)
         if days_after >= 1:
             every = wf.reminders.overdue_every_days
-            step = 1 + ((days_after - 1) // every) * every
-            add(
-                "overdue",
-                f"{due_day.isoformat()}:{step}",
-                "overdue",
-                handlers,
-                HANDLER_LANGUAGE,
-                days_overdue=step,
+            overdue = 1 + ((days_after - 1) // every) * every
+            steps.append(
+                (
+                    "overdue",
+                    f"{due_day.isoformat()}:{overdue}",
+                    wf.letters["overdue"],
+                    "handlers",
+                    HANDLER_LANGUAGE,
+                    {"days_overdue": overdue},
+                )
             )
 
     if request.state == IDENTITY_WAIT_STATE:
@@ -132,35 +118,99 @@ def plan(
             for d in wait.remind_requester_after_days
             if _at(rt, arrival_day + timedelta(d), send_at) <= now
         ]
-        requester = request.agent_email or request.requester_email
         if reached:
-            add("identity", max(reached), "identity_reminder", [requester], request.language)
+            letter = wf.letters["identity_reminder"]
+            steps.append(("identity", str(max(reached)), letter, "requester", None, {}))
         if _at(rt, arrival_day + timedelta(wait.escalate_after_days), send_at) <= now:
-            add(
-                "identity_escalation",
-                wait.escalate_after_days,
-                "identity_escalation",
-                desk,
-                HANDLER_LANGUAGE,
-                days_waiting=wait.escalate_after_days,
+            steps.append(
+                (
+                    "identity_escalation",
+                    str(wait.escalate_after_days),
+                    wf.letters["identity_escalation"],
+                    "desk",
+                    HANDLER_LANGUAGE,
+                    {"days_waiting": wait.escalate_after_days},
+                )
             )
 
-    if ack_status is not None:
-        add(
-            "acknowledgment_unsent",
-            1,
-            "acknowledgment_unsent",
-            handlers,
-            HANDLER_LANGUAGE,
-            outbox_status=ack_status,
+    # Whatever due_at, an extension or a pause says: before the date, the desk; once it has
+    # come, the escalation address too.
+    alert_left = art39.alert_days_left(rt, wf, request.art39_date, now)
+    if alert_left is not None:
+        steps.append(
+            (
+                art39.KIND,
+                now.astimezone(tz).date().isoformat(),
+                wf.letters[art39.KIND],
+                "alert" if alert_left > 0 else "alert_all",
+                HANDLER_LANGUAGE,
+                {"art39_days_left": alert_left},
+            )
         )
-    return planned
+    return steps
 
 
-BATCH = 500
+def plan(
+    rt: Runtime,
+    request: SweepRow,
+    now: datetime,
+    ack_status: str | None = None,
+    assignee_email: str | None = None,
+    *,
+    cache: StepCache | None = None,
+) -> list[PlannedMail]:
+    """The reminders due for ``request`` at ``now`` (pure: reads nothing, writes nothing).
+    The desk's reminders also go to ``assignee_email``, the handler the request is given to.
+    ``cache`` keeps the steps of requests that share a workflow, state and dates.
+
+    Only the latest step of each series is planned: after an outage the handlers get one
+    reminder that says where things stand, not a burst of stale ones.
+    """
+    if cache is None:
+        steps = _steps(rt, request, now)
+    else:
+        key = _steps_key(rt, request)
+        steps = cache.get(key)  # type: ignore[assignment]
+        if steps is None:
+            steps = cache[key] = _steps(rt, request, now)
+    if not steps and ack_status is None:
+        return []
+    handler = rt.settings.handler_email
+    handlers = [handler]
+    if rt.settings.escalation_email:
+        handlers.append(rt.settings.escalation_email)
+    assignee = [assignee_email] if assignee_email and assignee_email not in handlers else []
+    audiences = {
+        "desk": [handler, *assignee],
+        "handlers": [*handlers, *assignee],
+        "alert": [handler],
+        "alert_all": handlers,
+        "requester": [request.agent_email or request.requester_email],
+    }
+    if ack_status is not None:
+        wf = rt.definitions.workflow(request.type)
+        extra: dict[str, object] = {"outbox_status": ack_status}
+        steps = [
+            *steps,
+            (
+                "acknowledgment_unsent",
+                "1",
+                wf.letters["acknowledgment_unsent"],
+                "handlers",
+                HANDLER_LANGUAGE,
+                extra,
+            ),
+        ]
+    return [
+        PlannedMail(
+            request.reference, kind, step, recipient, letter, language or request.language, extra
+        )
+        for kind, step, letter, audience, language, extra in steps
+        for recipient in audiences[audience]
+    ]
 
 
-def next_step_at(rt: Runtime, request: Request, now: datetime) -> datetime | None:
+def next_step_at(rt: Runtime, request: SweepRow, now: datetime) -> datetime | None:
     """The first moment after ``now`` at which ``plan`` has a step it did not have at ``now``;
     None when no step is ahead (closed, or a paused clock: a change wakes it again)."""
     wf = rt.definitions.workflow(request.type)
@@ -190,53 +240,76 @@ def next_step_at(rt: Runtime, request: Request, now: datetime) -> datetime | Non
             moment = _at(rt, arrival_day + timedelta(days), send_at)
             if moment > now:
                 ahead.append(moment)
+    alert = art39.next_alert_at(rt, wf, request.art39_date, now)
+    if alert is not None:
+        ahead.append(alert)
     return min(ahead, default=None)
 
 
-def _ack_overdue(rt: Runtime, request: Request, status: str | None, now: datetime) -> str | None:
-    if status is None:
-        return None
-    grace = rt.definitions.workflow(request.type).reminders.acknowledgment_grace_minutes
-    return status if request.received_at + timedelta(minutes=grace) <= now else None
+class _Planner:
+    """Plans for one sweep: the steps and next times of requests that share a workflow,
+    state and dates are computed once."""
 
+    def __init__(self, rt: Runtime, now: datetime, unsent: dict[str, str]) -> None:
+        self.rt, self.now, self.unsent = rt, now, unsent
+        self.steps: StepCache = {}
+        self.nexts: dict[tuple[Any, ...], datetime | None] = {}
+        self.graces = {
+            wf.id: timedelta(minutes=wf.reminders.acknowledgment_grace_minutes)
+            for wf in rt.definitions.workflows.values()
+        }
 
-def _plans(
-    rt: Runtime,
-    session: Session,
-    requests: list[Request],
-    unsent: dict[str, str],
-    now: datetime,
-    report: SweepReport | None,
-) -> dict[str, list[PlannedMail]]:
-    """What each request has to send that no earlier sweep queued: planned in memory, the keys
-    checked in one query. A request whose planning fails is logged and left for the next sweep."""
-    planned: dict[str, list[PlannedMail]] = {}
-    for request in requests:
-        try:
-            ack = _ack_overdue(rt, request, unsent.get(request.id), now)
-            assignee = requests_repository.assignee_email(session, request)
-            planned[request.id] = plan(rt, request, now, ack, assignee)
-        except Exception:
+    def next_at(self, request: SweepRow) -> datetime | None:
+        key = _steps_key(self.rt, request)
+        if key not in self.nexts:
+            self.nexts[key] = next_step_at(self.rt, request, self.now)
+        return self.nexts[key]
+
+    def plans(
+        self, session: Session, requests: list[SweepRow], report: SweepReport | None
+    ) -> dict[str, list[PlannedMail]]:
+        """What each request has to send that no earlier sweep queued: planned in memory, the
+        keys checked in one query per chunk. A request whose planning fails is logged and left
+        for the next sweep."""
+        assigned = {r.assignee_id for r in requests if r.assignee_id is not None}
+        assignees = repository.assignee_emails(session, assigned) if assigned else {}
+        planned: dict[str, list[PlannedMail]] = {}
+        for request in requests:
+            try:
+                status = self.unsent.get(request.id)
+                if (
+                    status is not None
+                    and request.received_at + self.graces[request.type] > self.now
+                ):
+                    status = None
+                assignee = assignees.get(request.assignee_id) if request.assignee_id else None
+                planned[request.id] = plan(
+                    self.rt, request, self.now, status, assignee, cache=self.steps
+                )
+            except Exception:
+                if report is not None:
+                    report.errors += 1
+                log.exception("deadline sweep failed for request %s; going on", request.id)
+        taken = repository.taken_keys(
+            session, [f"{rid}:{mail.key}" for rid, mails in planned.items() for mail in mails]
+        )
+        if not taken:
+            return planned
+        fresh: dict[str, list[PlannedMail]] = {}
+        for rid, mails in planned.items():
+            fresh[rid] = [m for m in mails if f"{rid}:{m.key}" not in taken]
             if report is not None:
-                report.errors += 1
-            log.exception("deadline sweep failed for request %s; going on", request.id)
-    taken = repository.taken_keys(
-        session, [f"{rid}:{mail.key}" for rid, mails in planned.items() for mail in mails]
-    )
-    fresh: dict[str, list[PlannedMail]] = {}
-    for rid, mails in planned.items():
-        fresh[rid] = [m for m in mails if f"{rid}:{m.key}" not in taken]
-        if report is not None:
-            report.already_sent += len(mails) - len(fresh[rid])
-    return fresh
+                report.already_sent += len(mails) - len(fresh[rid])
+        return fresh
 
 
 def sweep(rt: Runtime, now: datetime | None = None, *, dry_run: bool = False) -> SweepReport:
     """One sweep as of ``now``: reminders before the due date, overdue escalations, identity
-    waits and unsent acknowledgments. With ``dry_run`` nothing is written.
+    waits, unsent acknowledgments and the daily Art. 39 alerts. With ``dry_run`` nothing is
+    written.
 
     It reads only the requests whose ``next_sweep_at`` has come (and acknowledgments still
-    unsent past their grace), plans them in memory, checks their keys in one query per batch,
+    unsent past their grace), plans them in memory, checks their keys in one query per page,
     and then claims only the requests that have something to send. When nothing is due it
     writes nothing at all.
     """
@@ -245,8 +318,10 @@ def sweep(rt: Runtime, now: datetime | None = None, *, dry_run: bool = False) ->
     # The reads take no write lock (SQLite): a sweep with nothing to send writes nothing.
     with read_session(rt.db) as session:
         unsent = _unsent_acknowledgments(rt, session, now)
+    planner = _Planner(rt, now, unsent)
     after: tuple[datetime, str] | None = None
     extra = list(unsent)
+    run: dict[str, tuple[SweepRow, list[PlannedMail]]] = {}
     while True:
         with read_session(rt.db) as session:
             requests = repository.due_for_sweep(session, now, after, BATCH)
@@ -255,113 +330,132 @@ def sweep(rt: Runtime, now: datetime | None = None, *, dry_run: bool = False) ->
             if extra:
                 known = {r.id for r in requests}
                 requests += [
-                    r for r in repository.by_ids(session, extra[:BATCH]) if r.id not in known
+                    r
+                    for r in repository.rows_by_ids(session, extra[:BATCH])
+                    if r.id not in known and r.id not in run
                 ]
                 extra = extra[BATCH:]
-            if not requests:
-                return report
-            fresh = _plans(rt, session, requests, unsent, now, report)
-            # Leaving the block ends the read (closing keeps the rows loaded; a rollback would
-            # expire them).
+            if requests:
+                fresh = planner.plans(session, requests, report)
+        if not requests:
+            break
+        by_id = {r.id: r for r in requests}
+        for rid, mails in fresh.items():
+            run[rid] = (by_id[rid], mails)
         if dry_run:
             report.planned += [mail for mails in fresh.values() for mail in mails]
-        else:
-            _queue_batch(rt, requests, fresh, unsent, now, report)
+            run.clear()
+        elif len(run) >= RUN_REQUESTS:
+            _queue_run(rt, planner, run, report)
+            run = {}
+    if run:
+        _queue_run(rt, planner, run, report)
+    return report
 
 
-def _queue_batch(
+def _queue_run(
     rt: Runtime,
-    requests: list[Request],
-    fresh: dict[str, list[PlannedMail]],
-    unsent: dict[str, str],
-    now: datetime,
+    planner: _Planner,
+    run: dict[str, tuple[SweepRow, list[PlannedMail]]],
     report: SweepReport,
 ) -> None:
     """Claim the requests that have something to send, queue it, and move every planned
-    request's ``next_sweep_at`` on; one transaction for the batch."""
-    sending = [rid for rid, mails in fresh.items() if mails]
+    request's ``next_sweep_at`` on; one transaction."""
     # Another sweeper may queue the same reminder between our read and our claim; the unique
-    # key then refuses ours, and the batch is planned again (the key is taken by then).
+    # key then refuses ours, and the run is planned again (the key is taken by then).
     for attempt in range(3):
-        if _try_batch(rt, requests, fresh, sending, unsent, now, report, last=attempt == 2):
+        if _try_run(rt, planner, run, report, last=attempt == 2):
             return
 
 
-def _try_batch(
+def _try_run(
     rt: Runtime,
-    requests: list[Request],
-    fresh: dict[str, list[PlannedMail]],
-    sending: list[str],
-    unsent: dict[str, str],
-    now: datetime,
+    planner: _Planner,
+    run: dict[str, tuple[SweepRow, list[PlannedMail]]],
     report: SweepReport,
     *,
     last: bool,
 ) -> bool:
-    by_id = {r.id: r for r in requests}
+    sending = [rid for rid, (_, mails) in run.items() if mails]
     with Session(rt.db, expire_on_commit=False) as session:
         try:
             locked = repository.claim(session, sending)
-            report.skipped_claimed += len(sending) - len(locked)
+            skipped = len(sending) - len(locked)
             # A request decided on since the read is planned again from its locked row; the
-            # rest keep their plan (and its keys are checked again, under the lock).
-            moved = [rid for rid, version in locked.items() if version != by_id[rid].version]
-            for request in repository.by_ids(session, moved):
-                by_id[request.id] = request
-            claimed = [by_id[rid] for rid in locked]
-            mails = _plans(rt, session, [by_id[rid] for rid in moved], unsent, now, None)
-            kept = {rid: fresh[rid] for rid in locked if rid not in mails}
+            # rest keep their plan, and its keys are checked again under the lock.
+            moved_ids = [rid for rid, version in locked.items() if version != run[rid][0].version]
+            moved: dict[str, SweepRow] = {
+                r.id: r for r in repository.rows_by_ids(session, moved_ids)
+            }
+            mails = planner.plans(session, list(moved.values()), None) if moved else {}
+            kept = {rid: run[rid][1] for rid in locked if rid not in moved}
             taken = repository.taken_keys(
                 session, [f"{rid}:{m.key}" for rid, planned in kept.items() for m in planned]
             )
             for rid, planned in kept.items():
                 mails[rid] = [m for m in planned if f"{rid}:{m.key}" not in taken]
+            claimed = [moved.get(rid) or run[rid][0] for rid in locked]
             queued = _queue(rt, session, claimed, mails)
-            quiet = [r for r in requests if r.id in fresh and not fresh[r.id]]
+            quiet = [request for request, planned in run.values() if not planned]
             repository.move_next_sweep(
                 session,
-                [(r.id, r.version, next_step_at(rt, r, now)) for r in (*claimed, *quiet)],
+                [(r.id, r.version, planner.next_at(r)) for r in (*claimed, *quiet)],
             )
             session.commit()
+            report.skipped_claimed += skipped
             report.queued += queued
             report.planned += [mail for planned in mails.values() for mail in planned]
             return True
         except IntegrityError:
             session.rollback()
             if not last:
-                log.info("deadline sweep: a batch raced another sweeper; planning it again")
+                log.info("deadline sweep: a run raced another sweeper; planning it again")
                 return False
             report.errors += len(sending) or 1
-            log.exception("deadline sweep failed for a batch of %d requests", len(sending))
+            log.exception("deadline sweep failed for a run of %d requests", len(sending))
             return True
         except Exception:
             session.rollback()
             report.errors += len(sending) or 1
-            log.exception("deadline sweep failed for a batch of %d requests", len(sending))
+            log.exception("deadline sweep failed for a run of %d requests", len(sending))
             return True
 
 
 def handler_batch_context(
-    rt: Runtime, items: list[tuple[Request, dict[str, object]]], language: str
+    rt: Runtime, items: list[tuple[SweepRow, dict[str, object]]], language: str
 ) -> dict[str, Any]:
     """What a handlers' reminder lists: each request's line (reference, type, state, dates,
     link) with the step's own values (``days_overdue``, ``days_left``, ...), soonest due
     first."""
     tz = rt.settings.tz
+    labels: dict[tuple[str, str], tuple[str, str]] = {}
+    days: dict[datetime, str] = {}
+    base = f"{rt.settings.base_url}/api/v1/requests/"
     rows = []
     for request, extra in sorted(items, key=lambda item: (item[0].due_at, item[0].reference)):
-        wf = rt.definitions.workflow(request.type)
+        label = labels.get((request.type, request.state))
+        if label is None:
+            wf = rt.definitions.workflow(request.type)
+            label = labels[(request.type, request.state)] = (
+                wf.title.for_language(language),
+                wf.states[request.state].label.for_language(language),
+            )
+        due_on = days.get(request.due_at)
+        if due_on is None:
+            due_on = days[request.due_at] = request.due_at.astimezone(tz).date().isoformat()
+        # Attributes, not keys: the templates read ``r.reference``, which Jinja tries as an
+        # attribute first (a dict costs an exception per lookup).
         rows.append(
-            {
-                "reference": request.reference,
-                "type_title": wf.title.for_language(language),
-                "state_label": wf.states[request.state].label.for_language(language),
-                "received_at_local": request.received_at.astimezone(tz).strftime("%Y-%m-%d %H:%M"),
-                "due_on": request.due_at.astimezone(tz).date().isoformat(),
-                "art39_on": request.art39_date.isoformat() if request.art39_date else None,
-                "handler_url": f"{rt.settings.base_url}/api/v1/requests/{request.id}",
+            SimpleNamespace(
+                reference=request.reference,
+                type_title=label[0],
+                state_label=label[1],
+                received_at_local=request.received_at.astimezone(tz).isoformat(" ", "minutes")[:16],
+                due_on=due_on,
+                art39_on=request.art39_date.isoformat() if request.art39_date else None,
+                handler_url=base + request.id,
                 **extra,
-            }
+            )
         )
     return {
         "company_name": rt.definitions.company.name.for_language(language),
@@ -371,14 +465,15 @@ def handler_batch_context(
 
 
 def _queue(
-    rt: Runtime, session: Session, claimed: list[Request], mails: dict[str, list[PlannedMail]]
+    rt: Runtime, session: Session, claimed: list[SweepRow], mails: dict[str, list[PlannedMail]]
 ) -> int:
     """Queue what the claimed requests have to send: a requester's reminder as its own letter;
     everything for the company's mailboxes as one mail per recipient and letter, listing the
-    requests. Each reminder's key is recorded, so none is ever sent twice."""
+    requests (rendered once for recipients whose lists are the same). Each reminder's key is
+    recorded, so none is ever sent twice."""
     by_id = {r.id: r for r in claimed}
-    grouped: dict[tuple[str, str, str], list[tuple[Request, PlannedMail]]] = {}
-    keys: list[tuple[str, str, OutboxMessage | None]] = []
+    grouped: dict[tuple[str, str, str], list[tuple[SweepRow, PlannedMail]]] = {}
+    own: list[tuple[str, PlannedMail]] = []
     for rid, planned in mails.items():
         request = by_id[rid]
         for mail in planned:
@@ -388,25 +483,34 @@ def _queue(
                 grouped.setdefault((mail.recipient, mail.letter, mail.language), []).append(
                     (request, mail)
                 )
-                continue
-            context = {**letter_context(rt, request, language=mail.language), **mail.extra}
+            else:
+                own.append((rid, mail))
+    # Each outbox row with the (request id, reminder key) pairs it carries.
+    carried: list[tuple[OutboxMessage | None, list[tuple[str, str]]]] = []
+    if own:
+        # A requester's letter shows more of the request than the sweep reads.
+        full = {r.id: r for r in repository.by_ids(session, sorted({rid for rid, _ in own}))}
+        for rid, mail in own:
+            context = {**letter_context(rt, full[rid], language=mail.language), **mail.extra}
             row = queue_letter(
                 rt,
                 session,
-                request,
+                full[rid],
                 mail.key,
                 mail.letter,
                 context,
                 recipient=mail.recipient,
                 language=mail.language,
             )
-            keys.append((rid, f"{rid}:{mail.key}", row))
+            carried.append((row, [(rid, f"{rid}:{mail.key}")]))
+    rendered_for: dict[tuple[str, str, tuple[str, ...]], Any] = {}
     for (recipient, letter, language), items in grouped.items():
         only = items[0][0] if len(items) == 1 else None
-        context = handler_batch_context(
-            rt, [(request, mail.extra) for request, mail in items], language
-        )
-        rendered = rt.letters.render(letter, language, context)
+        listed = (letter, language, tuple(f"{r.id}:{m.kind}:{m.step}" for r, m in items))
+        rendered = rendered_for.get(listed)
+        if rendered is None:
+            context = handler_batch_context(rt, [(r, m.extra) for r, m in items], language)
+            rendered = rendered_for[listed] = rt.letters.render(letter, language, context)
         row = enqueue(
             session,
             OutgoingMail(
@@ -419,12 +523,17 @@ def _queue(
                 reference=only.reference if only else None,
             ),
             rt.mail_domain,
+            new_key=True,  # a fresh uuid: no row can hold it
         )
-        keys += [(request.id, f"{request.id}:{mail.key}", row) for request, mail in items]
+        carried.append((row, [(r.id, f"{r.id}:{m.key}") for r, m in items]))
     session.flush()
-    repository.record_reminders(
-        session, [(rid, key, row.id if row else None) for rid, key, row in keys]
-    )
+    keys = [
+        (rid, key, outbox_id)
+        for row, pairs in carried
+        for outbox_id in [row.id if row is not None else None]
+        for rid, key in pairs
+    ]
+    repository.record_reminders(session, keys)
     return len(keys)
 
 

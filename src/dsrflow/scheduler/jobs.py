@@ -12,7 +12,6 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from dsrflow.db import utcnow
-from dsrflow.deadlines import art39
 from dsrflow.deadlines import service as deadlines
 from dsrflow.outbound_mail.dispatch import flush_outbox
 from dsrflow.packages import service as packages
@@ -35,6 +34,8 @@ async def _recorded(rt: Runtime, job: str, work: Callable[[], Awaitable[int]]) -
 
 
 async def deadline_sweep(rt: Runtime) -> None:
+    """Reminders, escalations and the daily Art. 39 alerts: what has come due since the last."""
+
     async def work() -> int:
         report = await asyncio.to_thread(deadlines.sweep, rt)
         if report.queued or report.errors:
@@ -42,16 +43,6 @@ async def deadline_sweep(rt: Runtime) -> None:
         return report.errors
 
     await _recorded(rt, "deadline_sweep", work)
-
-
-async def art39_alert(rt: Runtime) -> None:
-    async def work() -> int:
-        report = await asyncio.to_thread(art39.art39_alerts, rt)
-        if report.queued or report.errors:
-            log.info("Art. 39 alerts: %d queued, %d errors", report.queued, report.errors)
-        return report.errors
-
-    await _recorded(rt, "art39_alert", work)
 
 
 async def daily_digest(rt: Runtime) -> None:

@@ -45,8 +45,6 @@ def _jobs(rt: Runtime) -> list[tuple[str, Job, object, int]]:
             300,
         ),
         ("package_sweep", jobs.package_sweep, IntervalTrigger(minutes=10, timezone=tz), 3600),
-        # Daily per request (dedup key per day); checked often so a restart never skips a day.
-        ("art39_alert", jobs.art39_alert, IntervalTrigger(minutes=15, timezone=tz), 3600),
         ("document_purge", jobs.document_purge, IntervalTrigger(hours=1, timezone=tz), 6 * 3600),
         (
             "daily_digest",
