@@ -64,20 +64,24 @@ def _moment(column: Any) -> Any:
 
 
 # What a sweep plans from; the rest of the row (the request's text can be long) stays put.
+# Table columns, not ORM attributes: the hot queries are Core, with no ORM loading per row.
+_requests_table = Request.__table__  # type: ignore[attr-defined]
+_requests = _requests_table.c
+_reminders = Reminder.__table__.c  # type: ignore[attr-defined]
 SWEEP_COLUMNS = (
-    col(Request.id),
-    col(Request.reference),
-    col(Request.type),
-    col(Request.state),
-    col(Request.version),
-    col(Request.language),
-    col(Request.requester_email),
-    col(Request.agent_email),
-    _moment(col(Request.received_at)),
-    _moment(col(Request.due_at)),
-    col(Request.art39_date),
-    col(Request.assignee_id),
-    _moment(col(Request.next_sweep_at)),
+    _requests.id,
+    _requests.reference,
+    _requests.type,
+    _requests.state,
+    _requests.version,
+    _requests.language,
+    _requests.requester_email,
+    _requests.agent_email,
+    _moment(_requests.received_at),
+    _moment(_requests.due_at),
+    _requests.art39_date,
+    _requests.assignee_id,
+    _moment(_requests.next_sweep_at),
 )
 
 # Undelivered: anything but sent (a pending, sending or failed acknowledgment).
@@ -94,16 +98,12 @@ def due_for_sweep_query(
 ) -> Select[Any]:
     """Requests whose ``next_sweep_at`` has come, in (next_sweep_at, id) order after ``after``
     (ix_requests_next_sweep_at)."""
-    query = select_columns(*SWEEP_COLUMNS).where(col(Request.next_sweep_at) <= now)
+    next_sweep, request_id = _requests.next_sweep_at, _requests.id
+    query = select_columns(*SWEEP_COLUMNS).where(next_sweep <= now)
     if after is not None:
-        at, request_id = after
-        query = query.where(
-            or_(
-                col(Request.next_sweep_at) > at,
-                and_(col(Request.next_sweep_at) == at, col(Request.id) > request_id),
-            )
-        )
-    return query.order_by(col(Request.next_sweep_at), col(Request.id)).limit(limit)
+        at, last = after
+        query = query.where(or_(next_sweep > at, and_(next_sweep == at, request_id > last)))
+    return query.order_by(next_sweep, request_id).limit(limit)
 
 
 class SweepRow(NamedTuple):
@@ -135,7 +135,7 @@ def rows_by_ids(session: Session, ids: Sequence[str]) -> list[SweepRow]:
     """The sweep's columns of these requests."""
     rows: list[SweepRow] = []
     for part in chunks(ids):
-        query = select_columns(*SWEEP_COLUMNS).where(col(Request.id).in_(part))
+        query = select_columns(*SWEEP_COLUMNS).where(_requests.id.in_(part))
         rows += map(SweepRow._make, session.execute(query).tuples())
     return rows
 
@@ -162,7 +162,8 @@ def taken_keys(session: Session, keys: Sequence[str]) -> set[str]:
     """Which of ``keys`` a sweep already queued: one query per chunk of keys."""
     taken: set[str] = set()
     for part in chunks(keys):
-        taken.update(session.exec(select(Reminder.key).where(col(Reminder.key).in_(part))))
+        query = select_columns(_reminders.key).where(_reminders.key.in_(part))
+        taken.update(session.execute(query).scalars())
     return taken
 
 
@@ -176,12 +177,12 @@ def claim(session: Session, ids: Sequence[str]) -> dict[str, int]:
     locked: dict[str, int] = {}
     for part in chunks(sorted(ids)):
         query = (
-            select(Request.id, Request.version)
-            .where(col(Request.id).in_(part))
-            .order_by(col(Request.id))
+            select_columns(_requests.id, _requests.version)
+            .where(_requests.id.in_(part))
+            .order_by(_requests.id)
             .with_for_update(skip_locked=True)
         )
-        locked.update({request_id: version for request_id, version in session.exec(query)})
+        locked.update(dict(session.execute(query).tuples().all()))
     return locked
 
 
@@ -195,10 +196,9 @@ def move_next_sweep(session: Session, steps: Sequence[tuple[str, int, datetime |
     for (version, nxt), ids in groups.items():
         for part in chunks(ids):
             session.execute(
-                update(Request)
-                .where(col(Request.id).in_(part), col(Request.version) == version)
+                update(_requests_table)
+                .where(_requests.id.in_(part), _requests.version == version)
                 .values(next_sweep_at=nxt)
-                .execution_options(synchronize_session=False)
             )
 
 
@@ -208,7 +208,9 @@ def record_reminders(session: Session, keys: Sequence[tuple[str, str, int | None
     if not keys:
         return
     connection = session.connection()
-    created = UTCDateTime().process_bind_param(utcnow(), connection.dialect)
+    created: object = UTCDateTime().process_bind_param(utcnow(), connection.dialect)
+    if connection.dialect.name == "sqlite":  # as SQLAlchemy writes it, once, not per row
+        created = f"{created:%Y-%m-%d %H:%M:%S.%f}"
     marks = "?, ?, ?, ?" if connection.dialect.paramstyle == "qmark" else "%s, %s, %s, %s"
     connection.exec_driver_sql(
         f"INSERT INTO reminders (key, request_id, outbox_id, created_at) VALUES ({marks})",

@@ -31,7 +31,7 @@ class DeadlineExtensionIn(BaseModel):
     confirm_past_art39: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class PlannedMail:
     """One reminder, escalation or digest that a sweep sends (or, dry, would send)."""
 
