@@ -453,3 +453,17 @@ def test_the_art39_alert_rides_on_the_watermark(rt: Runtime) -> None:
     # The next day, again.
     sweep(rt, jst(2026, 4, 18, 9, 0))
     assert len(art39_mails()) == 4
+
+
+def test_keys_with_quotes_commas_and_backslashes_round_trip(rt: Runtime) -> None:
+    # PostgreSQL gets the keys as one array literal: quoting must hold for any address.
+    from dsrflow.deadlines import repository
+
+    request = make_request(rt, "correction", "identity_verified", received_at=jst(2026, 4, 1, 10))
+    odd = [f'{request.id}:identity:3:"a,b"\\{{c}}@example.jp', f"{request.id}:identity:3:NULL"]
+    with Session(rt.db) as session:
+        repository.record_reminders(session, [(request.id, key, None) for key in odd])
+        session.commit()
+    with Session(rt.db) as session:
+        assert repository.taken_keys(session, [*odd, f"{request.id}:other"]) == set(odd)
+        assert repository.claim(session, [request.id, "missing"]) == {request.id: request.version}

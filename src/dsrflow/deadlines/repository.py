@@ -13,12 +13,17 @@ from functools import lru_cache
 from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import (
+    ARRAY,
     DateTime,
     Dialect,
     Select,
     String,
+    Text,
     TypeDecorator,
     and_,
+    any_,
+    bindparam,
+    cast,
     exists,
     or_,
     type_coerce,
@@ -39,9 +44,8 @@ T = TypeVar("T")
 
 
 @lru_cache(maxsize=65_536)
-def _utc(value: str | datetime) -> datetime:
-    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+def _from_text(value: str) -> datetime:
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
 class SweepMoment(TypeDecorator[datetime]):
@@ -56,7 +60,11 @@ class SweepMoment(TypeDecorator[datetime]):
         return dialect.type_descriptor(String() if dialect.name == "sqlite" else self.impl)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        return None if value is None else _utc(value)
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return _from_text(value)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _moment(column: Any) -> Any:
@@ -91,6 +99,36 @@ UNDELIVERED = ("pending", "sending", "failed")
 def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def _pg_array(values: Sequence[object]) -> str:
+    """A PostgreSQL array literal, sent as one text parameter: cheaper than the driver's
+    per-element array dump."""
+    quoted = (
+        "NULL"
+        if value is None
+        else '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+        for value in values
+    )
+    return "{" + ",".join(quoted) + "}"
+
+
+def _among(session: Session, column: Any, values: Sequence[str]) -> Any:
+    """``column IN values``; on PostgreSQL ``column = ANY(:array)``, one parameter however many
+    values (an expanded IN costs a bind, a cast and a parse per value)."""
+    if session.get_bind().dialect.name == "postgresql":
+        array = cast(
+            bindparam("among", _pg_array(values), type_=Text(), unique=True), ARRAY(Text())
+        )
+        return column == any_(array)
+    return column.in_(values)
+
+
+def _parts(session: Session, values: Sequence[T]) -> Iterator[Sequence[T]]:
+    # An array parameter has no limit worth chunking for; SQLite's parameters do.
+    if session.get_bind().dialect.name == "postgresql":
+        return iter([values] if values else [])
+    return chunks(values)
 
 
 def due_for_sweep_query(
@@ -134,8 +172,8 @@ def due_for_sweep(
 def rows_by_ids(session: Session, ids: Sequence[str]) -> list[SweepRow]:
     """The sweep's columns of these requests."""
     rows: list[SweepRow] = []
-    for part in chunks(ids):
-        query = select_columns(*SWEEP_COLUMNS).where(_requests.id.in_(part))
+    for part in _parts(session, ids):
+        query = select_columns(*SWEEP_COLUMNS).where(_among(session, _requests.id, part))
         rows += map(SweepRow._make, session.execute(query).tuples())
     return rows
 
@@ -161,8 +199,8 @@ def assignee_emails(session: Session, handler_ids: set[int]) -> dict[int, str]:
 def taken_keys(session: Session, keys: Sequence[str]) -> set[str]:
     """Which of ``keys`` a sweep already queued: one query per chunk of keys."""
     taken: set[str] = set()
-    for part in chunks(keys):
-        query = select_columns(_reminders.key).where(_reminders.key.in_(part))
+    for part in _parts(session, keys):
+        query = select_columns(_reminders.key).where(_among(session, _reminders.key, part))
         taken.update(session.execute(query).scalars())
     return taken
 
@@ -175,10 +213,10 @@ def claim(session: Session, ids: Sequence[str]) -> dict[str, int]:
     lock, so a plain read is the claim.
     """
     locked: dict[str, int] = {}
-    for part in chunks(sorted(ids)):
+    for part in _parts(session, sorted(ids)):
         query = (
             select_columns(_requests.id, _requests.version)
-            .where(_requests.id.in_(part))
+            .where(_among(session, _requests.id, part))
             .order_by(_requests.id)
             .with_for_update(skip_locked=True)
         )
@@ -194,10 +232,10 @@ def move_next_sweep(session: Session, steps: Sequence[tuple[str, int, datetime |
     for rid, version, nxt in steps:
         groups[(version, nxt)].append(rid)
     for (version, nxt), ids in groups.items():
-        for part in chunks(ids):
+        for part in _parts(session, ids):
             session.execute(
                 update(_requests_table)
-                .where(_requests.id.in_(part), _requests.version == version)
+                .where(_among(session, _requests.id, part), _requests.version == version)
                 .values(next_sweep_at=nxt)
             )
 
@@ -211,9 +249,21 @@ def record_reminders(session: Session, keys: Sequence[tuple[str, str, int | None
     created: object = UTCDateTime().process_bind_param(utcnow(), connection.dialect)
     if connection.dialect.name == "sqlite":  # as SQLAlchemy writes it, once, not per row
         created = f"{created:%Y-%m-%d %H:%M:%S.%f}"
-    marks = "?, ?, ?, ?" if connection.dialect.paramstyle == "qmark" else "%s, %s, %s, %s"
+    if connection.dialect.name == "postgresql":
+        # One statement, three array parameters.
+        connection.exec_driver_sql(
+            "INSERT INTO reminders (key, request_id, outbox_id, created_at) "
+            "SELECT k, r, o, %s FROM unnest(%s::text[], %s::text[], %s::int[]) AS t(k, r, o)",
+            (
+                created,
+                _pg_array([key for _, key, _ in keys]),
+                _pg_array([rid for rid, _, _ in keys]),
+                _pg_array([outbox_id for _, _, outbox_id in keys]),
+            ),
+        )
+        return
     connection.exec_driver_sql(
-        f"INSERT INTO reminders (key, request_id, outbox_id, created_at) VALUES ({marks})",
+        "INSERT INTO reminders (key, request_id, outbox_id, created_at) VALUES (?, ?, ?, ?)",
         [(key, rid, outbox_id, created) for rid, key, outbox_id in keys],
     )
 
