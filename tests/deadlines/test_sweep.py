@@ -466,4 +466,33 @@ def test_keys_with_quotes_commas_and_backslashes_round_trip(rt: Runtime) -> None
         session.commit()
     with Session(rt.db) as session:
         assert repository.taken_keys(session, [*odd, f"{request.id}:other"]) == set(odd)
-        assert repository.claim(session, [request.id, "missing"]) == {request.id: request.version}
+        steps = [(request.id, request.version, None), ("missing", 1, None)]
+        assert repository.claim(session, steps) == {request.id}
+        # A request that changed since it was read is not claimed.
+        assert repository.claim(session, [(request.id, request.version + 1, None)]) == set()
+
+
+def test_a_request_changed_between_read_and_claim_waits_for_the_next_sweep(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dsrflow.deadlines import service as deadlines
+    from dsrflow.requests import repository as requests_repository
+
+    changed = make_request(rt, "suspension", "identity_verified", received_at=jst(2026, 4, 1, 10))
+    steady = make_request(rt, "suspension", "identity_verified", received_at=jst(2026, 4, 1, 11))
+    real_queue_run = deadlines._queue_run
+
+    def decided_meanwhile(*args, **kwargs):  # type: ignore[no-untyped-def]
+        with Session(rt.db) as session:  # a handler's decision lands after the sweep's read
+            assert requests_repository.update_if_version(session, changed.id, changed.version, {})
+            session.commit()
+        return real_queue_run(*args, **kwargs)
+
+    monkeypatch.setattr(deadlines, "_queue_run", decided_meanwhile)
+    report = sweep(rt, jst(2026, 4, 16, 9, 0))
+    assert report.skipped_claimed == 1
+    assert reminder_keys(rt, changed.id) == []
+    assert reminder_keys(rt, steady.id) == ["overdue:2026-04-15:1:info@innovativeai.co.jp"]
+    monkeypatch.setattr(deadlines, "_queue_run", real_queue_run)
+    sweep(rt, jst(2026, 4, 16, 9, 1))  # planned again from the changed row
+    assert reminder_keys(rt, changed.id) == ["overdue:2026-04-15:1:info@innovativeai.co.jp"]

@@ -205,33 +205,45 @@ def taken_keys(session: Session, keys: Sequence[str]) -> set[str]:
     return taken
 
 
-def claim(session: Session, ids: Sequence[str]) -> dict[str, int]:
-    """Lock these requests for this transaction, skipping any that another process holds;
-    returns the version of each one locked.
+def claim(session: Session, steps: Sequence[tuple[str, int, datetime | None]]) -> set[str]:
+    """Lock the requests (id, version read, next sweep time) that have not changed since they
+    were read, and move their next sweep time, in one statement per (version, time); skips any
+    that another process holds (PostgreSQL ``FOR UPDATE SKIP LOCKED``; on SQLite the
+    transaction holds the database's write lock) or that changed (they stay due, and the next
+    sweep plans them again). Returns the ids claimed."""
+    claimed: set[str] = set()
+    for (version, nxt), ids in _by_version_and_time(steps).items():
+        for part in _parts(session, sorted(ids)):
+            free = (
+                select_columns(_requests.id)
+                .where(_among(session, _requests.id, part))
+                .order_by(_requests.id)
+                .with_for_update(skip_locked=True)
+            )
+            statement = (
+                update(_requests_table)
+                .where(_requests.id.in_(free), _requests.version == version)
+                .values(next_sweep_at=nxt)
+                .returning(_requests.id)
+            )
+            claimed.update(session.execute(statement).scalars())
+    return claimed
 
-    PostgreSQL: ``FOR UPDATE SKIP LOCKED``. SQLite: the transaction holds the database's write
-    lock, so a plain read is the claim.
-    """
-    locked: dict[str, int] = {}
-    for part in _parts(session, sorted(ids)):
-        query = (
-            select_columns(_requests.id, _requests.version)
-            .where(_among(session, _requests.id, part))
-            .order_by(_requests.id)
-            .with_for_update(skip_locked=True)
-        )
-        locked.update(dict(session.execute(query).tuples().all()))
-    return locked
+
+def _by_version_and_time(
+    steps: Sequence[tuple[str, int, datetime | None]],
+) -> dict[tuple[int, datetime | None], list[str]]:
+    groups: dict[tuple[int, datetime | None], list[str]] = defaultdict(list)
+    for rid, version, nxt in steps:
+        groups[(version, nxt)].append(rid)
+    return groups
 
 
 def move_next_sweep(session: Session, steps: Sequence[tuple[str, int, datetime | None]]) -> None:
     """Set each request's next sweep time, unless it changed since it was read (its version):
     a changed request stays due, and the next sweep plans it again. Requests that share a
     version and a next time (most do) share one statement per chunk."""
-    groups: dict[tuple[int, datetime | None], list[str]] = defaultdict(list)
-    for rid, version, nxt in steps:
-        groups[(version, nxt)].append(rid)
-    for (version, nxt), ids in groups.items():
+    for (version, nxt), ids in _by_version_and_time(steps).items():
         for part in _parts(session, ids):
             session.execute(
                 update(_requests_table)

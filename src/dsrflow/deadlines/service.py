@@ -379,27 +379,26 @@ def _try_run(
     sending = [rid for rid, (_, mails) in run.items() if mails]
     with Session(rt.db, expire_on_commit=False) as session:
         try:
-            locked = repository.claim(session, sending)
+            # The claim moves each claimed request's next sweep on; a request decided on
+            # since the read is not claimed and stays due for the next sweep.
+            locked = repository.claim(
+                session,
+                [(rid, run[rid][0].version, planner.next_at(run[rid][0])) for rid in sending],
+            )
             skipped = len(sending) - len(locked)
-            # A request decided on since the read is planned again from its locked row; the
-            # rest keep their plan, and its keys are checked again under the lock.
-            moved_ids = [rid for rid, version in locked.items() if version != run[rid][0].version]
-            moved: dict[str, SweepRow] = {
-                r.id: r for r in repository.rows_by_ids(session, moved_ids)
-            }
-            mails = planner.plans(session, list(moved.values()), None) if moved else {}
-            kept = {rid: run[rid][1] for rid in locked if rid not in moved}
+            kept = {rid: run[rid][1] for rid in sending if rid in locked}
+            # The keys are checked again under the lock: another sweeper may have queued them.
             taken = repository.taken_keys(
                 session, [f"{rid}:{m.key}" for rid, planned in kept.items() for m in planned]
             )
-            for rid, planned in kept.items():
-                mails[rid] = [m for m in planned if f"{rid}:{m.key}" not in taken]
-            claimed = [moved.get(rid) or run[rid][0] for rid in locked]
-            queued = _queue(rt, session, claimed, mails)
+            mails = {
+                rid: [m for m in planned if f"{rid}:{m.key}" not in taken]
+                for rid, planned in kept.items()
+            }
+            queued = _queue(rt, session, [run[rid][0] for rid in kept], mails)
             quiet = [request for request, planned in run.values() if not planned]
             repository.move_next_sweep(
-                session,
-                [(r.id, r.version, planner.next_at(r)) for r in (*claimed, *quiet)],
+                session, [(r.id, r.version, planner.next_at(r)) for r in quiet]
             )
             session.commit()
             report.skipped_claimed += skipped
