@@ -568,7 +568,9 @@ def sweep_only() -> int:
             try:
                 with contextlib.ExitStack() as stack:
                     if make is None:
-                        make = stack.enter_context(PostgresCluster()).create_database
+                        settings = {"shared_buffers": os.environ.get("PG_SHARED_BUFFERS", "128MB")}
+                        cluster = stack.enter_context(PostgresCluster(settings=settings))
+                        make = cluster.create_database
                     db = make_engine(make("sweep"))
                     migrate(db)
                     (tmp / name).mkdir()

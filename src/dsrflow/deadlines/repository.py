@@ -222,7 +222,13 @@ def claim(session: Session, steps: Sequence[tuple[str, int, datetime | None]]) -
             )
             statement = (
                 update(_requests_table)
-                .where(_requests.id.in_(free), _requests.version == version)
+                # The ids outside too, so that the update reads them by the primary key rather
+                # than joining the locked set against the whole table.
+                .where(
+                    _among(session, _requests.id, part),
+                    _requests.id.in_(free),
+                    _requests.version == version,
+                )
                 .values(next_sweep_at=nxt)
                 .returning(_requests.id)
             )
