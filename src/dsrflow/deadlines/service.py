@@ -4,9 +4,11 @@ A sweep costs what is newly due, not what is open. It reads the requests whose
 ``next_sweep_at`` has come (plain rows, in pages), plans each in memory (the steps of requests
 that share a workflow, state and dates are computed once), checks the planned keys in one query
 per page, and then, in one transaction for the run, claims only the requests that have
-something to send (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite's write lock), checks their
+something to send and are unchanged since the read, moving their ``next_sweep_at`` on in the
+same statement (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite's write lock), checks their
 keys again under the lock, queues the mail and records each key (request, kind, step,
-recipient), and moves every planned request's ``next_sweep_at`` on. A rerun, a crash or a
+recipient), and moves the watermark of the rest. A request changed since the read stays due
+for the next sweep. A rerun, a crash or a
 second scheduler never sends one twice; an error planning one request is logged and skipped
 while the sweep goes on. Mail for the company's mailboxes is one mail per recipient and letter
 per run (up to ``RUN_REQUESTS`` requests), listing the requests.
