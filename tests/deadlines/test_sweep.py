@@ -496,3 +496,38 @@ def test_a_request_changed_between_read_and_claim_waits_for_the_next_sweep(
     monkeypatch.setattr(deadlines, "_queue_run", real_queue_run)
     sweep(rt, jst(2026, 4, 16, 9, 1))  # planned again from the changed row
     assert reminder_keys(rt, changed.id) == ["overdue:2026-04-15:1:info@innovativeai.co.jp"]
+
+
+def test_migration_0011_wakes_art39_requests_and_carries_todays_alert_keys(rt: Runtime) -> None:
+    from alembic import command
+
+    from dsrflow.db import alembic_config, migrate, utcnow
+
+    request = make_request(rt, "correction", "identity_verified", received_at=jst(2026, 4, 1, 10))
+    command.downgrade(alembic_config(rt.db), "0010")
+    key = f"{request.id}:art39_alert:2026-12-02:{rt.settings.handler_email}"
+    with Session(rt.db) as session:
+        session.execute(
+            update(Request).where(col(Request.id) == request.id).values(next_sweep_at=None)
+        )
+        session.add(
+            OutboxMessage(
+                dedup_key=key,
+                request_id=request.id,
+                letter="art39_alert",
+                recipient=rt.settings.handler_email,
+                subject="s",
+                body="b",
+                message_id="<m@example.jp>",
+            )
+        )
+        session.commit()
+    migrate(rt.db)
+    with Session(rt.db) as session:
+        woken = session.get(Request, request.id)
+        assert woken is not None
+        assert woken.next_sweep_at is not None
+        assert woken.next_sweep_at <= utcnow()
+        reminder = session.get(Reminder, key)
+        assert reminder is not None
+        assert reminder.request_id == request.id
