@@ -6,7 +6,7 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, update
+from sqlalchemy import and_, bindparam, func, or_, update
 from sqlmodel import Session, col, select
 
 from dsrflow.outbound_mail.models import OutboxMessage
@@ -65,6 +65,28 @@ def update_if_still_claimed(session: Session, row: OutboxMessage, **values: Any)
         .execution_options(synchronize_session=False)
     )
     return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+_outbox = OutboxMessage.__table__  # type: ignore[attr-defined]
+# Built once: a statement constructed per call costs more than the commit itself (about 1 ms of
+# SQLAlchemy against 0.1 ms of SQLite), and this one runs once per message sent.
+_MARK_SENT = (
+    update(_outbox)
+    .where(
+        _outbox.c.id == bindparam("row_id"),
+        _outbox.c.status == "sending",
+        _outbox.c.attempts == bindparam("claim"),
+    )
+    .values(status="sent", sent_at=bindparam("at"), claimed_until=None, last_error=None)
+)
+
+
+def mark_sent(session: Session, row: OutboxMessage, at: datetime) -> bool:
+    """``update_if_still_claimed`` for the one outcome of every message that goes well."""
+    result = session.connection().execute(
+        _MARK_SENT, {"row_id": row.id, "claim": row.attempts, "at": at}
+    )
+    return result.rowcount == 1
 
 
 def listing(session: Session, status: str | None, limit: int) -> list[OutboxMessage]:
