@@ -8,6 +8,7 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import and_, case, func, literal, or_, text, update
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
@@ -59,8 +60,24 @@ _TAKE_NUMBER = text(
 
 def next_reference_number(session: Session, year: int) -> int:
     """Take the next number of ``year`` in one atomic upsert: the first intakes of a year can
-    race to create its counter, and the row lock serialises the rest."""
-    return int(session.execute(_TAKE_NUMBER, {"year": year}).scalar_one())
+    race to create its counter, and the row lock serialises the rest.
+
+    On PostgreSQL the number is taken in a short transaction of its own, so that the counter's
+    row lock is held for one statement, not for the whole create (which made every create wait
+    for the one before it). A create that then fails leaves its number unused: references can
+    have gaps, as a sequence's do. That transaction need not wait for its WAL flush: the
+    create's own commit flushes the WAL past it, and if the server dies before, the number was
+    never given to a request that survived. On SQLite the write lock serialises creates anyway,
+    and a second commit would cost a second sync, so the number is taken in the create's own
+    transaction."""
+    bind = session.get_bind()
+    if bind.dialect.name != "postgresql" or not isinstance(bind, Engine):
+        return int(session.execute(_TAKE_NUMBER, {"year": year}).scalar_one())
+    with bind.connect() as connection:
+        connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
+        number = int(connection.execute(_TAKE_NUMBER, {"year": year}).scalar_one())
+        connection.commit()
+    return number
 
 
 def update_if_version(
