@@ -79,6 +79,40 @@ def test_not_a_maildir_is_a_clear_error(
     assert "is not a Maildir" in capsys.readouterr().err
 
 
+# Never on the path of one piped message. jinja2 is: the acknowledgment of a request made by
+# mail is rendered in the transaction that records the message.
+HEAVY = (
+    "alembic",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "apscheduler",
+    "aiosmtplib",
+    "aioimaplib",
+    "httpx",
+    "html2text",  # only for a message with no plain text part
+    "mailbox",
+    "dsrflow.app",
+    "dsrflow.api",
+    "dsrflow.pages",
+    "dsrflow.scheduler",
+    "dsrflow.inbound_mail.imap",
+)
+
+
+def test_the_command_line_module_imports_no_library_before_a_command_runs() -> None:
+    # `dsrflow --help`, and every command before it starts, load argparse and little else: each
+    # command imports what it needs, so none pays for another's libraries.
+    probe = (
+        "import sys\n"
+        "import dsrflow.cli\n"
+        "libraries = ('sqlalchemy', 'sqlmodel', 'pydantic', 'yaml')\n"
+        "print(sorted(m for m in libraries if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert out.stdout.strip() == "[]", out.stderr[-2000:]
+
+
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_intake_imports_no_migration_web_or_delivery_code(
     backend: str, rt: Runtime, database_url: str, tmp_path: Path
@@ -89,7 +123,7 @@ def test_intake_imports_no_migration_web_or_delivery_code(
         "import sys\n"
         "from dsrflow.cli import main\n"
         f"code = main(['ingest-email', {str(CORPUS / REQUESTS[0])!r}])\n"
-        "heavy = ('alembic', 'fastapi', 'apscheduler', 'aiosmtplib', 'mailbox', 'uvicorn')\n"
+        f"heavy = {HEAVY!r}\n"
         "print(sorted(m for m in heavy if m in sys.modules), code)\n"
     )
     env = {

@@ -148,6 +148,17 @@ def test_requests_made_by_mail_are_capped_per_sender(rt: Runtime) -> None:
     assert "possible mail loop" in (second.reason or "")
 
 
+def test_a_phishing_like_subject_is_suspect_only_from_a_stranger(rt: Runtime) -> None:
+    # The relation to us is looked up only for such a subject: it must still be looked up.
+    make_request(rt, "disclosure", "received", email="Taro@example.jp")
+    subject, text = "アカウントがロックされました", "ログインできません。"
+    known = ingest(rt, plain("taro@example.jp", subject, "p1@example.jp", text))
+    stranger = ingest(rt, plain("eve@example.org", subject, "p2@example.org", text))
+    assert (known.status, stranger.status) == ("triage", "triage")
+    assert "phishing-like" not in (known.reason or "")
+    assert "phishing-like subject" in (stranger.reason or "")
+
+
 def test_two_requests_named_go_to_triage(rt: Runtime, seeded: Seeded) -> None:
     both = f"Re: [{seeded.b.reference}] and [{seeded.a.reference}]"
     outcome = ingest(rt, plain("taro@example.jp", both, "two@example.jp", "which one?"))
