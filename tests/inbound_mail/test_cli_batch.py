@@ -60,6 +60,21 @@ def test_a_maildir_is_read_and_each_message_moved_to_cur(
     assert len(inbox(rt)) == 3
 
 
+def test_a_message_recorded_but_not_moved_is_moved_by_the_next_run_and_not_recorded_again(
+    rt: Runtime, cli_env: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # As after a crash between the commit and the move to cur/.
+    maildir = tmp_path / "Maildir"
+    for sub in ("new", "cur", "tmp"):
+        (maildir / sub).mkdir(parents=True)
+    shutil.copyfile(CORPUS / REQUESTS[0], maildir / "new" / "0.host")
+    assert main(["ingest-email", str(maildir / "new" / "0.host")]) == 0
+    assert main(["ingest-email", "--maildir", str(maildir)]) == 0
+    assert "duplicate of #" in capsys.readouterr().out.splitlines()[-1]
+    assert [p.name for p in (maildir / "cur").iterdir()] == ["0.host:2,S"]
+    assert inbox(rt) == ["created"]
+
+
 def test_a_message_that_cannot_be_recorded_stays_in_new(
     cli_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
