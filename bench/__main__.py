@@ -439,8 +439,9 @@ def ingest_cells(url: str, data_dir: Path) -> list[Result]:
     maildir = data_dir / "inbound"
     for sub in ("cur", "new", "tmp"):
         (maildir / sub).mkdir(parents=True, exist_ok=True)
-    for i in range(INGEST_MESSAGES):
-        (maildir / "new" / f"{i}.bench").write_bytes(
+
+    def message(i: int) -> bytes:
+        return (
             f"From: person{i}@example.jp\r\nTo: info@innovativeai.co.jp\r\n"
             f"Subject: =?utf-8?b?5YCL5Lq65oOF5aCx44Gu6ZaL56S6?=\r\n"
             f"Message-ID: <bench{i}@example.jp>\r\n"
@@ -448,9 +449,15 @@ def ingest_cells(url: str, data_dir: Path) -> list[Result]:
             "Content-Type: text/plain; charset=utf-8\r\n\r\n"
             "私の個人情報の開示を請求します。\r\n".encode()
         )
-    one = maildir / "new" / "0.bench"
+
+    for i in range(INGEST_MESSAGES):
+        (maildir / "new" / f"{i}.bench").write_bytes(message(i))
     runs = []
-    for _ in range(3):
+    for i in range(3):
+        # A new message each time (the same one again would time a duplicate's short path),
+        # none of those of the batch.
+        one = data_dir / f"single{i}.eml"
+        one.write_bytes(message(INGEST_MESSAGES + i))
         start = time.perf_counter()
         subprocess.run(
             [str(BIN / "dsrflow"), "ingest-email", str(one)],
