@@ -24,8 +24,7 @@ from dsrflow.deadlines.schemas import PlannedMail, SweepReport
 from dsrflow.errors import Invalid, NotFound
 from dsrflow.inbound_mail import repository as inbox_repository
 from dsrflow.outbound_mail import repository as mail_repository
-from dsrflow.outbound_mail.models import OutboxMessage
-from dsrflow.outbound_mail.outbox import OutgoingMail, enqueue
+from dsrflow.outbound_mail.outbox import OutgoingMail, Queued, enqueue
 from dsrflow.requests import repository as requests_repository
 from dsrflow.requests.letters import HANDLER_LANGUAGE, letter_context, queue_letter
 from dsrflow.requests.models import Request
@@ -378,7 +377,7 @@ def _queue(
     requests. Each reminder's key is recorded, so none is ever sent twice."""
     by_id = {r.id: r for r in claimed}
     grouped: dict[tuple[str, str, str], list[tuple[Request, PlannedMail]]] = {}
-    keys: list[tuple[str, str, OutboxMessage | None]] = []
+    keys: list[tuple[str, str, Queued | None]] = []
     for rid, planned in mails.items():
         request = by_id[rid]
         for mail in planned:

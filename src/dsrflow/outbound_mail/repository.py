@@ -7,14 +7,23 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, bindparam, func, or_, update
+from sqlalchemy import insert as sql_insert
 from sqlmodel import Session, col, select
 
 from dsrflow.outbound_mail.models import OutboxMessage
+
+OUTBOX = OutboxMessage.__table__  # type: ignore[attr-defined]
+_INSERT = sql_insert(OUTBOX).returning(OUTBOX.c.id)
 
 
 def dedup_key_taken(session: Session, dedup_key: str) -> bool:
     query = select(OutboxMessage.id).where(OutboxMessage.dedup_key == dedup_key)
     return session.exec(query).first() is not None
+
+
+def insert(session: Session, values: dict[str, Any]) -> int:
+    """Insert an outbox row (one statement, no ORM object); returns its id."""
+    return session.execute(_INSERT, values).scalar_one()
 
 
 def message_id_for(session: Session, dedup_key: str) -> str | None:
