@@ -3,7 +3,8 @@
 A flush claims a batch of due rows (PostgreSQL: ``FOR UPDATE SKIP LOCKED``; SQLite: the same
 statements inside one ``BEGIN IMMEDIATE`` transaction, which is a write lock), marks them
 ``sending`` with a lease and commits the claim; only then does it talk to the mail server, over
-one connection per flush, and it records each row's outcome in its own transaction. So any
+one connection per flush, and it records each row's outcome in its own transaction before
+the next row is sent. A task renews the lease of the rows not yet done while it works. So any
 number of dispatchers can run side by side without sending a row twice, and a dispatcher that
 dies mid-batch leaves rows that become claimable again when their lease runs out.
 
