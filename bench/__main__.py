@@ -47,6 +47,7 @@ from bench.load import (
     rss_kib,
     run_wrk,
     serving,
+    smtp_sink,
     wrk_available,
 )
 
@@ -407,7 +408,6 @@ def outbox_cell(db: Engine, data_dir: Path, messages: int = OUTBOX_MESSAGES) -> 
 
     from dsrflow.outbound_mail.dispatch import flush_outbox
     from dsrflow.outbound_mail.outbox import OutgoingMail, enqueue
-    from tests.services.smtp import SmtpServer
 
     rt = _runtime(db, data_dir)
     with Session(db) as session:
@@ -417,8 +417,10 @@ def outbox_cell(db: Engine, data_dir: Path, messages: int = OUTBOX_MESSAGES) -> 
             )
             enqueue(session, mail, "example.jp", new_key=True)
         session.commit()
-    with SmtpServer() as smtp:
-        rt.settings.smtp_host, rt.settings.smtp_port = smtp.host, smtp.port
+    # The SMTP server runs in its own process, as a real one does: in this process it would
+    # share the interpreter with the dispatcher it is measuring.
+    with smtp_sink() as port:
+        rt.settings.smtp_host, rt.settings.smtp_port = "127.0.0.1", port
         start = time.perf_counter()
         report = asyncio.run(flush_outbox(db, rt.settings, rt.letters))
         took = time.perf_counter() - start

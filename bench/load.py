@@ -301,3 +301,29 @@ def paced_mixed_load(
         failed=len(failures),
         failures=sorted(set(failures))[:10],
     )
+
+
+@contextlib.contextmanager
+def smtp_sink() -> Iterator[int]:
+    """aiosmtpd in a process of its own, accepting every message and keeping none; yields its
+    port once it answers."""
+    import sys
+
+    port = free_port()
+    argv = [sys.executable, "-m", "aiosmtpd", "-n", "-c", "aiosmtpd.handlers.Sink"]
+    process = subprocess.Popen([*argv, "-l", f"127.0.0.1:{port}"])
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                    if s.recv(64).startswith(b"220"):
+                        break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("aiosmtpd did not start") from None
+                time.sleep(0.1)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(10)
