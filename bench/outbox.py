@@ -3,8 +3,8 @@
     .venv/bin/python -m bench.outbox [MESSAGES]       # default 2,000, as the full run
     .venv/bin/py-spy record -o outbox.svg -- .venv/bin/python -m bench.outbox
 
-A throwaway SQLite database, one flush to an aiosmtpd sink in its own process; prints the rate, writes no
-docs."""
+A throwaway SQLite database, one flush to an aiosmtpd sink in its own process; prints the
+rate, writes no docs."""
 
 from __future__ import annotations
 
