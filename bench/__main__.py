@@ -585,7 +585,9 @@ def write(results: list[Result], about: dict[str, Any], took: float) -> None:
         "throwaway PostgreSQL 15 cluster (as the tests start one). The floor is a bare "
         "FastAPI + SQLModel app that validates a similar body and inserts one row; a dsrflow "
         "create also takes a reference number and writes the first audit event, a verification "
-        "token and three outbox rows.",
+        "token and three outbox rows. The mixed-load cell is a Python client (`bench/load.py` "
+        "`paced_mixed_load`): 64 clients, each one call a second, latency counted from each "
+        "call's scheduled time. The outbox cell sends to an aiosmtpd sink in its own process.",
         "",
         "| figure | value | baseline | ratio | target | met |",
         "|---|---|---|---|---|---|",
