@@ -200,3 +200,130 @@ def serving(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@dataclass
+class MixedCell:
+    """The paced mixed load: every call's latency by kind, and what failed."""
+
+    calls: int
+    seconds: float
+    offered_per_second: float
+    p50_ms: float
+    p99_ms: float
+    p99_by_kind_ms: dict[str, float]
+    failed: int
+    failures: list[str]
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))] if ordered else 0.0
+
+
+def paced_mixed_load(
+    url: str, token: str, clients: int, seconds: float, period: float
+) -> MixedCell:
+    """``clients`` concurrent clients, each making one call every ``period`` seconds (from a
+    random phase, so they do not march in step): a quarter are handlers reading the queue, the
+    rest file a request and, on their next turn, refuse it with a reason. Latency is measured
+    from each call's scheduled time, so a server that falls behind is charged for the wait
+    (no coordinated omission)."""
+    import asyncio
+    import random
+
+    import httpx
+
+    latencies: dict[str, list[float]] = {"intake": [], "decision": [], "read": []}
+    failures: list[str] = []
+    auth = {"Authorization": f"Bearer {token}"}
+    refusal = {
+        "trigger": "refuse",
+        "reason_code": "PROC_ID_UNVERIFIED",
+        "explanation": "We could not confirm your identity from the documents sent.",
+    }
+
+    async def client(n: int, http: httpx.AsyncClient, start: float) -> None:
+        due = start + random.uniform(0, period)
+        pending: str | None = None
+        i = 0
+        while due < start + seconds:
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            i += 1
+            if n % 4 == 0:
+                kind, call = "read", http.get("/api/v1/requests?limit=20", headers=auth)
+            elif pending is None:
+                body = {
+                    "type": "correction",
+                    "name": "Bench Mark",
+                    "email": f"mixed{n}-{i}@example.jp",
+                    "details": "benchmark request, please correct my address",
+                }
+                kind, call = "intake", http.post("/api/v1/requests", json=body)
+            else:
+                path = f"/api/v1/requests/{pending}/transitions"
+                kind, call = "decision", http.post(path, json=refusal, headers=auth)
+            try:
+                response = await call
+                ok = response.is_success
+                problem = f"{kind} {response.status_code}"
+            except httpx.HTTPError as exc:
+                ok, problem = False, f"{kind} {type(exc).__name__}"
+            latencies[kind].append(time.monotonic() - due)
+            if not ok:
+                failures.append(problem)
+            elif kind == "intake":
+                pending = response.json()["id"]
+            elif kind == "decision":
+                pending = None
+            due += period
+
+    async def run() -> None:
+        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+        async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as http:
+            start = time.monotonic()
+            await asyncio.gather(*(client(n, http, start) for n in range(clients)))
+
+    began = time.monotonic()
+    asyncio.run(run())
+    took = time.monotonic() - began
+    every = [x for values in latencies.values() for x in values]
+    return MixedCell(
+        calls=len(every),
+        seconds=took,
+        offered_per_second=clients / period,
+        p50_ms=_percentile(every, 50) * 1000,
+        p99_ms=_percentile(every, 99) * 1000,
+        p99_by_kind_ms={k: _percentile(v, 99) * 1000 for k, v in latencies.items()},
+        failed=len(failures),
+        failures=sorted(set(failures))[:10],
+    )
+
+
+@contextlib.contextmanager
+def smtp_sink() -> Iterator[int]:
+    """aiosmtpd in a process of its own, accepting every message and keeping none; yields its
+    port once it answers."""
+    import sys
+
+    port = free_port()
+    argv = [sys.executable, "-m", "aiosmtpd", "-n", "-c", "aiosmtpd.handlers.Sink"]
+    process = subprocess.Popen([*argv, "-l", f"127.0.0.1:{port}"])
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                    if s.recv(64).startswith(b"220"):
+                        break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("aiosmtpd did not start") from None
+                time.sleep(0.1)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(10)

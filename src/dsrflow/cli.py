@@ -1,4 +1,9 @@
-"""The ``dsrflow`` command line."""
+"""The ``dsrflow`` command line.
+
+Each command imports what it uses, inside its function: ``ingest-email`` is started by the mail
+server for every message, and must not pay for the web app, the scheduler or Alembic
+(``tests/inbound_mail/test_cli_startup.py`` checks what it imports).
+"""
 
 from __future__ import annotations
 
@@ -8,15 +13,10 @@ import sys
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
-from sqlmodel import Session
-
 from dsrflow import logs
-from dsrflow.config import Settings
-from dsrflow.inbound_mail.rules_file import IntakeRulesError
-from dsrflow.workflow.definitions import WorkflowError
 
 if TYPE_CHECKING:
+    from dsrflow.config import Settings
     from dsrflow.runtime import Runtime
 
 
@@ -25,6 +25,10 @@ class CliError(Exception):
 
 
 def _settings() -> Settings:
+    from pydantic import ValidationError
+
+    from dsrflow.config import Settings
+
     try:
         return Settings()
     except ValidationError as exc:
@@ -170,6 +174,8 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
 
 
 def cmd_handlers_add(args: argparse.Namespace) -> int:
+    from sqlmodel import Session
+
     from dsrflow.auth.service import add_handler
 
     rt = _runtime()
@@ -184,6 +190,8 @@ def cmd_handlers_add(args: argparse.Namespace) -> int:
 
 
 def cmd_handlers_list(args: argparse.Namespace) -> int:
+    from sqlmodel import Session
+
     from dsrflow.auth.repository import list_handlers
 
     rt = _runtime()
@@ -195,6 +203,8 @@ def cmd_handlers_list(args: argparse.Namespace) -> int:
 
 
 def cmd_handlers_revoke(args: argparse.Namespace) -> int:
+    from sqlmodel import Session
+
     from dsrflow.auth.service import revoke_handler
 
     rt = _runtime()
@@ -244,6 +254,8 @@ def cmd_workflows_diagram(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from sqlmodel import Session
+
     from dsrflow.audit.chain import verify_chains
 
     rt = _runtime()
@@ -518,6 +530,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _definition_errors(exc: Exception) -> list[str] | None:
+    """The errors of a WorkflowError or IntakeRulesError, else None. Their modules are looked up
+    only if loaded (an exception of theirs means they are), so that no command imports them
+    just to catch what it cannot raise."""
+    for module, name in (
+        ("dsrflow.workflow.definitions", "WorkflowError"),
+        ("dsrflow.inbound_mail.rules_file", "IntakeRulesError"),
+    ):
+        error_class = getattr(sys.modules.get(module), name, None)
+        if error_class is not None and isinstance(exc, error_class):
+            return list(exc.errors)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -530,17 +556,18 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         return int(args.func(args))
-    except (WorkflowError, IntakeRulesError) as exc:
-        print(f"dsrflow: invalid workflow definitions ({len(exc.errors)} errors):", file=sys.stderr)
-        for error in exc.errors:
-            print(f"  {error}", file=sys.stderr)
-        return 2
     except CliError as exc:
         print(f"dsrflow: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
+        errors = _definition_errors(exc)
+        if errors is not None:
+            print(f"dsrflow: invalid workflow definitions ({len(errors)} errors):", file=sys.stderr)
+            for error in errors:
+                print(f"  {error}", file=sys.stderr)
+            return 2
         # No traceback for the user (-v shows it); the message names what failed.
         logging.getLogger("dsrflow").debug("unexpected error", exc_info=True)
         print(f"dsrflow: error: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -13,9 +13,13 @@ Sessions say what they are for (see docs/reliability.md):
   the write lock is never held while the response travels between threads and the event loop.
 
 SQLite runs in WAL mode with ``synchronous=FULL`` by default (each commit is on disk before it
-is acknowledged; ``NORMAL`` trades that for speed, see ``DSRFLOW_SQLITE_SYNCHRONOUS``). Taking
-the write lock waits up to the busy timeout and is then tried again, so "database is locked"
-does not reach a caller while the lock keeps changing hands. PostgreSQL is used as is, with row
+is acknowledged; ``NORMAL`` trades that for speed, see ``DSRFLOW_SQLITE_SYNCHRONOUS``). Within
+one process, writers queue first for a ``WriteGate`` (first come, first served, and woken the
+moment the writer before them ends), and only then for SQLite's lock: SQLite's own busy handler
+polls with sleeps of up to 100 ms, which under load left the lock idle while callers slept.
+Between processes (``serve`` beside ``scheduler``) the busy handler still decides; taking the
+lock waits up to the busy timeout and is then tried again, so "database is locked" does not
+reach a caller while the lock keeps changing hands. PostgreSQL is used as is, with row
 locks, conditional updates and ``FOR UPDATE SKIP LOCKED`` claims doing the coordination.
 """
 
@@ -25,7 +29,9 @@ import ast
 import logging
 import re
 import sqlite3
+import threading
 import time
+from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -90,12 +96,108 @@ _READING = (
 )
 
 
+class WriteGate:
+    """A first-come, first-served lock over one SQLite database's write transactions in this
+    process. ``release`` hands the gate straight to the longest waiter, so no writer waits
+    longer than the writers ahead of it, and none sleeps while the database is free."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._held = False
+        self._waiters: deque[threading.Lock] = deque()
+
+    def acquire(self, timeout: float) -> bool:
+        with self._mutex:
+            if not self._held:
+                self._held = True
+                return True
+            turn = threading.Lock()
+            turn.acquire()
+            self._waiters.append(turn)
+        if turn.acquire(timeout=timeout):
+            return True  # handed over by release()
+        with self._mutex:
+            if turn in self._waiters:
+                self._waiters.remove(turn)
+                return False
+        return True  # handed over just as the wait timed out
+
+    def release(self) -> None:
+        with self._mutex:
+            if self._waiters:
+                self._waiters.popleft().release()  # the gate stays held, by the next writer
+            else:
+                self._held = False
+
+
+_GATES: dict[str, WriteGate] = {}
+_GATES_MUTEX = threading.Lock()
+
+
+def _gate_for(database: str | None) -> WriteGate:
+    """One gate per database file in this process (engines on one file share it); an in-memory
+    database is private to its engine."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return WriteGate()
+    key = str(Path(database).resolve())
+    with _GATES_MUTEX:
+        return _GATES.setdefault(key, WriteGate())
+
+
+def _gated_connection(gate: WriteGate) -> type[sqlite3.Connection]:
+    """A ``sqlite3.Connection`` that gives ``gate`` back when its write transaction ends."""
+
+    class GatedConnection(sqlite3.Connection):
+        holds_gate = False
+
+        def _ended(self) -> None:
+            if self.holds_gate and not self.in_transaction:
+                self.holds_gate = False
+                gate.release()
+
+        def commit(self) -> None:
+            try:
+                super().commit()
+            finally:
+                self._ended()
+
+        def rollback(self) -> None:
+            try:
+                super().rollback()
+            finally:
+                self._ended()
+
+        def close(self) -> None:
+            try:
+                super().close()
+            finally:
+                if self.holds_gate:
+                    self.holds_gate = False
+                    gate.release()
+
+    return GatedConnection
+
+
 def _is_read_only(connection: Any) -> bool:
     return bool(connection.get_execution_options().get(READ_ONLY))
 
 
-def _begin_immediate(connection: Any) -> None:
-    """Take SQLite's write lock, waiting the busy timeout and then asking again."""
+def _begin_immediate(connection: Any, gate: WriteGate) -> None:
+    """Take this process's write gate, then SQLite's write lock (waiting the busy timeout and
+    then asking again)."""
+    if not gate.acquire(timeout=BUSY_TIMEOUT_SECONDS * BUSY_ATTEMPTS):
+        raise sqlite3.OperationalError("database is locked (write gate)")
+    dbapi_connection = connection.connection.dbapi_connection
+    dbapi_connection.holds_gate = True
+    try:
+        _take_write_lock(connection)
+    except BaseException:
+        dbapi_connection.holds_gate = False
+        gate.release()
+        raise
+
+
+def _take_write_lock(connection: Any) -> None:
     for attempt in range(1, BUSY_ATTEMPTS + 1):
         try:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
@@ -123,9 +225,14 @@ def make_engine(
         if parsed.database and parsed.database != ":memory:":
             kwargs.setdefault("pool_size", 20)
             kwargs.setdefault("max_overflow", 100)
+        gate = _gate_for(parsed.database)
         engine = create_engine(
             url,
-            connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_SECONDS},
+            connect_args={
+                "check_same_thread": False,
+                "timeout": BUSY_TIMEOUT_SECONDS,
+                "factory": _gated_connection(gate),
+            },
             hide_parameters=True,
             **kwargs,
         )
@@ -147,7 +254,7 @@ def make_engine(
             if _is_read_only(connection):
                 connection.exec_driver_sql("BEGIN")  # deferred: a reader never takes the lock
             else:
-                _begin_immediate(connection)
+                _begin_immediate(connection, gate)
 
     else:
         kwargs.setdefault("pool_pre_ping", True)

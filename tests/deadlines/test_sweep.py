@@ -498,13 +498,13 @@ def test_a_request_changed_between_read_and_claim_waits_for_the_next_sweep(
     assert reminder_keys(rt, changed.id) == ["overdue:2026-04-15:1:info@innovativeai.co.jp"]
 
 
-def test_migration_0011_wakes_art39_requests_and_carries_todays_alert_keys(rt: Runtime) -> None:
+def test_migration_0012_wakes_art39_requests_and_carries_todays_alert_keys(rt: Runtime) -> None:
     from alembic import command
 
     from dsrflow.db import alembic_config, migrate, utcnow
 
     request = make_request(rt, "correction", "identity_verified", received_at=jst(2026, 4, 1, 10))
-    command.downgrade(alembic_config(rt.db), "0010")
+    command.downgrade(alembic_config(rt.db), "0011")
     key = f"{request.id}:art39_alert:2026-12-02:{rt.settings.handler_email}"
     with Session(rt.db) as session:
         session.execute(

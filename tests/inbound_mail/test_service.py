@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import event
 from sqlmodel import Session, col, func, select
 
+from dsrflow.inbound_mail import repository as inbound_repository
 from dsrflow.inbound_mail.models import InboundAttachment, InboundMessage
 from dsrflow.inbound_mail.reading import ingest
 from dsrflow.inbound_mail.rules_file import rules_for
@@ -146,6 +151,37 @@ def test_requests_made_by_mail_are_capped_per_sender(rt: Runtime) -> None:
     other = ingest(rt, plain("ken@example.jp", "利用停止", "c3@example.jp", "利用停止します"))
     assert [first.status, second.status, other.status] == ["created", "triage", "created"]
     assert "possible mail loop" in (second.reason or "")
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_the_per_sender_limit_reads_only_the_window_s_rows(backend: str, rt: Runtime) -> None:
+    # Not every message ever created: the query is bounded by the index on (status, created_at).
+    since = datetime.now(UTC) - timedelta(hours=24)
+    seen: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, params: Any, *args: Any) -> None:
+        seen.append((statement, params))
+
+    with Session(rt.db) as session:
+        event.listen(rt.db, "before_cursor_execute", capture)
+        try:
+            inbound_repository.requests_created_from(session, "Hana@example.jp", since)
+        finally:
+            event.remove(rt.db, "before_cursor_execute", capture)
+        statement, params = next((q, p) for q, p in seen if "count(" in q)
+        plan = session.connection().exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params)
+        assert "ix_inbound_messages_status_created_at" in str(plan.all())
+
+
+def test_a_phishing_like_subject_is_suspect_only_from_a_stranger(rt: Runtime) -> None:
+    # The relation to us is looked up only for such a subject: it must still be looked up.
+    make_request(rt, "disclosure", "received", email="Taro@example.jp")
+    subject, text = "アカウントがロックされました", "ログインできません。"
+    known = ingest(rt, plain("taro@example.jp", subject, "p1@example.jp", text))
+    stranger = ingest(rt, plain("eve@example.org", subject, "p2@example.org", text))
+    assert (known.status, stranger.status) == ("triage", "triage")
+    assert "phishing-like" not in (known.reason or "")
+    assert "phishing-like subject" in (stranger.reason or "")
 
 
 def test_two_requests_named_go_to_triage(rt: Runtime, seeded: Seeded) -> None:

@@ -4,6 +4,8 @@ failures, TLS and AUTH, parallel dispatchers, the Maildir default, the command l
 from __future__ import annotations
 
 import asyncio
+import email
+import email.policy
 import logging
 import mailbox
 import socket
@@ -97,6 +99,41 @@ def test_build_message_headers(settings: Settings) -> None:
     assert message.get_content().replace("\r\n", "\n") == row.body  # canonical CRLF in MIME
     # Without a display name, From is the bare address.
     assert str(build_message(row, settings)["From"]) == settings.mail_from
+
+
+@pytest.mark.parametrize("recipient", ["taro@example.jp", "太郎@例え.jp"])
+@pytest.mark.parametrize(
+    "name", ["株式会社InnovativeAI", "株式会社" * 30, 'Plain, "Quoted" Ltd.', "", "x" * 200]
+)
+def test_from_is_folded_once_per_flush_and_reads_back(
+    settings: Settings, recipient: str, name: str
+) -> None:
+    # From is folded once and reused; a name too long to store folded (an unbreakable UTF-8
+    # run with an internationalised recipient) takes the ordinary path. Either way a reader
+    # gets the name back and no line passes the limit.
+    for subject in ("[DSR-2026-000001] 受付", "[DSR-2026-000001] Received"):
+        row = OutboxMessage(
+            dedup_key="k",
+            letter="acknowledgment",
+            recipient=recipient,
+            subject=subject,
+            body="本文\n",
+            message_id="<m@innovativeai.co.jp>",
+        )
+        raw = build_message(row, settings, from_name=name).as_bytes()
+        # As text: an SMTPUTF8 message carries raw UTF-8 in its headers.
+        message = email.message_from_string(raw.decode("utf-8"), policy=email.policy.default)
+        (group,) = message["From"].groups
+        assert group.display_name is None  # one address, not a group named "From:"
+        (sender,) = group.addresses
+        assert sender.addr_spec == settings.mail_from
+        # Python's reader keeps the folding space between two encoded words (RFC 2047 says to
+        # drop it), so a name long enough to need several reads back with spaces in it.
+        assert sender.display_name.replace(" ", "") == name.replace(" ", "")
+        assert sender.display_name == name or not name.isascii()
+        assert str(message["Subject"]) == subject
+        assert len(message.keys()) == len(set(message.keys()))
+        assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
 
 
 def test_header_injection_cannot_add_headers(mail_rt: Runtime, smtp: SmtpServer) -> None:

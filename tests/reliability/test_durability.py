@@ -4,6 +4,9 @@ ever sent after the commit succeeded; read-only work never takes SQLite's write 
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,8 +14,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, func, select
 
+from dsrflow import db as db_module
 from dsrflow.app import create_app
-from dsrflow.db import ReadOnlyViolation, make_engine, read_session
+from dsrflow.db import ReadOnlyViolation, WriteGate, _gate_for, make_engine, read_session
 from dsrflow.requests.models import Request
 from dsrflow.runtime import Runtime
 from tests.conftest import make_request, request_body
@@ -98,3 +102,78 @@ def make_fields() -> dict[str, object]:
         "due_at": now,
         "status_token_hash": "x" * 64,
     }
+
+
+def test_writers_in_one_process_take_turns_in_arrival_order() -> None:
+    gate = WriteGate()
+    assert gate.acquire(timeout=1)
+    order: list[int] = []
+    threads = []
+    for n in range(5):
+        thread = threading.Thread(target=lambda n=n: gate.acquire(60) and order.append(n))
+        thread.start()
+        while len(gate._waiters) <= n:  # queued in this order
+            time.sleep(0.001)
+        threads.append(thread)
+    for served in range(1, 6):
+        gate.release()
+        wait_until(lambda served=served: len(order) == served)
+    for thread in threads:
+        thread.join()
+    assert order == [0, 1, 2, 3, 4]
+    gate.release()
+    assert gate.acquire(timeout=0)  # free again once everyone has gone
+
+
+def test_a_waiting_writer_gives_up_after_its_timeout_and_leaves_the_queue() -> None:
+    gate = WriteGate()
+    assert gate.acquire(timeout=1)
+    assert not gate.acquire(timeout=0.05)
+    assert not gate._waiters
+    gate.release()
+    assert gate.acquire(timeout=0)
+
+
+@pytest.mark.parametrize("end", ["commit", "rollback", "close"])
+def test_every_end_of_a_write_transaction_frees_the_gate(database_url: str, end: str) -> None:
+    engine = make_engine(database_url)
+    gate = _gate_for(engine.url.database)
+    session = Session(engine)
+    session.exec(select(func.count()).select_from(Request)).one()  # BEGIN IMMEDIATE: gate held
+    assert not gate.acquire(timeout=0)
+    if end == "close":
+        session.connection().connection.dbapi_connection.close()  # type: ignore[union-attr]
+        session.invalidate()
+    else:
+        getattr(session, end)()
+    assert gate.acquire(timeout=0)
+    gate.release()
+    with read_session(engine) as reader:  # a reader never queues for the gate
+        assert gate.acquire(timeout=0)
+        reader.exec(select(func.count()).select_from(Request)).one()
+        gate.release()
+    engine.dispose()
+
+
+def test_a_failed_begin_gives_the_gate_back(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = make_engine(database_url)
+    gate = _gate_for(engine.url.database)
+
+    def disk_error(_connection: object) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(db_module, "_take_write_lock", disk_error)
+    with Session(engine) as session, pytest.raises(sqlite3.OperationalError):
+        session.connection()
+    assert gate.acquire(timeout=0)
+    gate.release()
+    engine.dispose()
+
+
+def wait_until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.001)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 from email.message import EmailMessage
+from typing import Any
 
 import pytest
 from sqlalchemy import update
@@ -18,7 +19,7 @@ from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.outbound_mail.senders import SmtpSender
 from dsrflow.runtime import Runtime
 from tests.conftest import make_request
-from tests.outbound_mail.conftest import by_message_id, company, outbox
+from tests.outbound_mail.conftest import by_message_id, company, outbox, pointed_at
 from tests.services.smtp import SmtpServer
 
 pytestmark = pytest.mark.smtp
@@ -116,3 +117,62 @@ def test_a_live_dispatcher_renews_its_lease(mail_rt: Runtime, smtp: SmtpServer) 
     assert stolen == []
     assert len(outbox(mail_rt, status="sent")) == total
     assert all(len(copies) == 1 for copies in by_message_id(smtp.messages).values())
+
+
+class _SlowFirstData:
+    """An aiosmtpd handler that answers the first DATA only after ``pause`` seconds."""
+
+    def __init__(self, handler: Any, pause: float):
+        self.handler, self.pause = handler, pause
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        pause, self.pause = self.pause, 0.0
+        await asyncio.sleep(pause)
+        return str(await self.handler.handle_DATA(server, session, envelope))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.handler, name)
+
+
+class SlowSmtpServer(SmtpServer):
+    """A real SMTP server that takes ``pause`` seconds to accept the first message."""
+
+    def __init__(self, pause: float):
+        super().__init__()
+        self.pause = pause
+
+    def _make_controller(self, port: int) -> Any:
+        controller = super()._make_controller(port)
+        controller.handler = _SlowFirstData(controller.handler, self.pause)
+        return controller
+
+
+def test_the_lease_is_renewed_while_a_slow_server_takes_one_message(rt: Runtime) -> None:
+    # One message in flight for longer than the whole lease: renewing only between messages
+    # would let another dispatcher take the batch, the message in flight included.
+    lease = timedelta(seconds=3)
+    with SlowSmtpServer(pause=4.5) as smtp:
+        slow = pointed_at(rt, smtp)
+        make_request(slow, "disclosure")
+        total = len(outbox(slow))
+        stolen: list[int] = []
+
+        async def run() -> None:
+            async def thief() -> None:
+                for _ in range(12):
+                    await asyncio.sleep(0.5)
+                    rows = await asyncio.to_thread(claim_due, slow.db, utcnow(), 100, lease)
+                    stolen.extend(r.id for r in rows if r.id is not None)
+
+            task = asyncio.create_task(thief())
+            report = await flush_outbox(
+                slow.db, slow.settings, slow.letters, lease=lease, from_name=company(slow)
+            )
+            await task
+            assert report.sent == total
+
+        asyncio.run(run())
+        assert stolen == []
+        assert len(outbox(slow, status="sent")) == total
+        assert len(smtp.wait_for(total)) == total
+        assert all(len(copies) == 1 for copies in by_message_id(smtp.messages).values())

@@ -5,12 +5,14 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from sqlmodel import Session, col, select
 
 from dsrflow.audit.chain import verify_chains
 from dsrflow.audit.models import Event
 from dsrflow.errors import Conflict
 from dsrflow.requests import service
+from dsrflow.requests.models import Request
 from dsrflow.requests.schemas import RequestCreate, TransitionIn
 from dsrflow.runtime import Runtime
 from tests.conftest import make_request, request_body
@@ -92,3 +94,22 @@ def test_first_intakes_of_a_year_race_for_the_counter(rt: Runtime) -> None:
         references = list(pool.map(submit, range(RACERS)))
     numbers = sorted(int(ref.rsplit("-", 1)[1]) for ref in references)
     assert numbers == list(range(1, RACERS + 1))
+
+
+@pytest.mark.parametrize("backend", [pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_an_open_create_does_not_hold_up_the_next_on_postgresql(rt: Runtime) -> None:
+    """The reference counter's row lock lasts one statement, not a whole create: a second create
+    takes its number while the first is still writing its rows."""
+    with Session(rt.db) as first:
+        taken = service.open_request(
+            rt, first, RequestCreate.model_validate(request_body()), channel="api"
+        ).request.reference
+        with Session(rt.db) as second:
+            second.connection().exec_driver_sql("SET lock_timeout = '2s'")
+            body = RequestCreate.model_validate(request_body())
+            created = service.submit(rt, second, body, channel="api")
+            assert created.request.reference > taken
+        first.commit()
+    with Session(rt.db) as session:
+        references = session.exec(select(Request.reference)).all()
+    assert sorted(references) == sorted([taken, created.request.reference])

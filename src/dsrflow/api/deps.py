@@ -3,10 +3,11 @@ load-or-404 of the things a path names (``CurrentRequest``, ``CurrentMessage``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
@@ -21,22 +22,27 @@ from dsrflow.requests import repository as requests_repository
 from dsrflow.requests.models import Request as DsrRequest
 from dsrflow.runtime import Runtime
 
+# Dependencies that do no I/O are ``async``: FastAPI runs a plain ``def`` dependency in the
+# thread pool, and each such hop costs more than the dependency itself.
 
-def get_runtime(request: Request) -> Runtime:
+
+async def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_session(rt: RuntimeDep) -> Iterator[Session]:
+async def get_session(rt: RuntimeDep) -> AsyncIterator[Session]:
     """For routes that write: the service commits once; what the route reads afterwards (its
-    response) runs in a read transaction that holds no lock."""
+    response) runs in a read transaction that holds no lock. Opening a session does no I/O, and
+    closing one after the commit ends at most a read transaction, so both stay in the event loop
+    instead of costing two trips to the thread pool per call."""
     with write_session(rt.db, reads_after_commit=True) as session:
         yield session
 
 
-def get_read_session(rt: RuntimeDep) -> Iterator[Session]:
+async def get_read_session(rt: RuntimeDep) -> AsyncIterator[Session]:
     """For routes that only read: never takes SQLite's write lock."""
     with read_session(rt.db) as session:
         yield session
@@ -68,21 +74,21 @@ def current_handler(
 CurrentHandler = Annotated[Handler, Depends(current_handler)]
 
 
-def optional_handler(
+async def optional_handler(
     rt: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Handler | None:
     """The handler behind a bearer token, or None for a public call (a bad token is 401)."""
     if credentials is None:
         return None
-    return current_handler(rt, credentials)
+    return await run_in_threadpool(current_handler, rt, credentials)
 
 
 OptionalHandler = Annotated[Handler | None, Depends(optional_handler)]
 
 
-def permission(name: str) -> Callable[[Handler], Handler]:
-    def check(handler: CurrentHandler) -> Handler:
+def permission(name: str) -> Callable[[Handler], Awaitable[Handler]]:
+    async def check(handler: CurrentHandler) -> Handler:
         if not may(handler.role, name):
             raise Forbidden(f"The role '{handler.role}' may not {name}.")
         return handler
@@ -98,8 +104,8 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def rate_limited(bucket: str) -> Callable[[Request], None]:
-    def check(request: Request) -> None:
+def rate_limited(bucket: str) -> Callable[[Request], Awaitable[None]]:
+    async def check(request: Request) -> None:
         limiter = request.app.state.rate_limiter
         wait = limiter.retry_after(bucket, client_address(request))
         if wait is not None:

@@ -15,13 +15,24 @@ import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
+from sqlalchemy import Table, bindparam, insert, update
 from sqlmodel import Session, col, select
 
 from dsrflow.audit.models import EVENT_FORMAT, AuditHead, Event
 
 GENESIS = "0" * 64
+EVENTS: Table = Event.__table__  # type: ignore[attr-defined]
+HEADS: Table = AuditHead.__table__  # type: ignore[attr-defined]
+_INSERT_EVENT = insert(EVENTS)
+_INSERT_HEAD = insert(HEADS)
+_MOVE_HEAD = (
+    update(HEADS)
+    .where(HEADS.c.request_id == bindparam("id"), HEADS.c.seq == bindparam("was"))
+    .values(seq=bindparam("seq"), hash=bindparam("hash"))
+)
 
 
 def event_hash(prev_hash: str, fields: dict[str, Any]) -> str:
@@ -43,7 +54,7 @@ def salted_digests(detail: dict[str, Any]) -> tuple[dict[str, str], dict[str, st
     return salts, {key: value_digest(salts[key], key, value) for key, value in detail.items()}
 
 
-def _hashed_fields(event: Event) -> dict[str, Any]:
+def _hashed_fields(event: Event | SimpleNamespace) -> dict[str, Any]:
     if event.format >= 2:
         return {
             "format": event.format,
@@ -82,19 +93,27 @@ def append_event(
     to_state: str | None = None,
     detail: dict[str, Any] | None = None,
     new_chain: bool = False,
-) -> Event:
-    """Add the next event of a request's chain to the session (the caller commits).
+) -> None:
+    """Write the next event of a request's chain, in the session's transaction (the caller
+    commits). Take the request's row lock first (``requests.repository.lock``).
 
-    The unique (request_id, seq) constraint makes a racing second append fail, not fork.
+    Events are only ever inserted, so they are written as plain inserts, without ORM objects:
+    an event is a third of a decision's rows. The head holds the chain's end, so no scan of the
+    request's events is needed; ``new_chain``: the request was created in this transaction, so
+    it has no head to read. The unique (request_id, seq) constraint makes a racing second append
+    fail, not fork, and so does the head's update, conditional on the seq it read.
     """
-    # The head holds the chain's end, so no scan of the request's events is needed.
-    # ``new_chain``: the request was created in this transaction, so it has no head to read.
-    found = None if new_chain else session.get(AuditHead, request_id)
-    head = found or AuditHead(request_id=request_id, hash=GENESIS)
+    seq, prev_hash = 0, GENESIS
+    if not new_chain:
+        head = session.execute(
+            select(AuditHead.seq, AuditHead.hash).where(AuditHead.request_id == request_id)
+        ).first()
+        if head is not None:
+            seq, prev_hash = head
     salts, digests = salted_digests(detail or {})
-    event = Event(
+    event = SimpleNamespace(
         request_id=request_id,
-        seq=head.seq + 1,
+        seq=seq + 1,
         kind=kind,
         trigger=trigger,
         from_state=from_state,
@@ -105,14 +124,18 @@ def append_event(
         format=EVENT_FORMAT,
         detail_salts=salts,
         detail_digest=digests,
-        prev_hash=head.hash,
-        hash="",
+        prev_hash=prev_hash,
     )
-    event.hash = event_hash(event.prev_hash, _hashed_fields(event))
-    session.add(event)
-    head.seq, head.hash = event.seq, event.hash
-    session.add(head)
-    return event
+    event.hash = event_hash(prev_hash, _hashed_fields(event))
+    session.execute(_INSERT_EVENT, vars(event))
+    if seq == 0:
+        session.execute(_INSERT_HEAD, {"request_id": request_id, "seq": 1, "hash": event.hash})
+        return
+    moved = session.execute(
+        _MOVE_HEAD, {"id": request_id, "was": seq, "seq": event.seq, "hash": event.hash}
+    )
+    if moved.rowcount != 1:  # type: ignore[attr-defined]
+        raise RuntimeError(f"audit chain of {request_id} moved under us (take its lock first)")
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,7 @@ from dsrflow.deadlines.schemas import PlannedMail, SweepReport
 from dsrflow.errors import Invalid, NotFound
 from dsrflow.inbound_mail import repository as inbox_repository
 from dsrflow.outbound_mail import repository as mail_repository
-from dsrflow.outbound_mail.models import OutboxMessage
-from dsrflow.outbound_mail.outbox import OutgoingMail, enqueue
+from dsrflow.outbound_mail.outbox import OutgoingMail, Queued, enqueue
 from dsrflow.requests import repository as requests_repository
 from dsrflow.requests.letters import HANDLER_LANGUAGE, letter_context, queue_letter
 from dsrflow.requests.models import Request
@@ -487,7 +486,7 @@ def _queue(
             else:
                 own.append((rid, mail))
     # Each outbox row with the (request id, reminder key) pairs it carries.
-    carried: list[tuple[OutboxMessage | None, list[tuple[str, str]]]] = []
+    carried: list[tuple[Queued | None, list[tuple[str, str]]]] = []
     if own:
         # A requester's letter shows more of the request than the sweep reads.
         full = {r.id: r for r in repository.by_ids(session, sorted({rid for rid, _ in own}))}
@@ -527,7 +526,6 @@ def _queue(
             new_key=True,  # a fresh uuid: no row can hold it
         )
         carried.append((row, [(r.id, f"{r.id}:{m.key}") for r, m in items]))
-    session.flush()
     keys = [
         (rid, key, outbox_id)
         for row, pairs in carried

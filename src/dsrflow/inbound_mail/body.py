@@ -12,8 +12,6 @@ from email import policy, utils
 from email.message import Message
 from typing import Any
 
-import html2text
-
 from dsrflow.inbound_mail.charsets import ODD, decode_bytes
 from dsrflow.inbound_mail.headers import Headers, clean, decode_header_text, message_id_of, one_line
 from dsrflow.inbound_mail.rules_file import Limits
@@ -126,6 +124,8 @@ def _html_text(data: bytes, charset: str | None) -> str:
         match = _META_CHARSET.search(data[:4096])
         charset = match.group(1).decode("ascii") if match else None
     html = decode_bytes(data, charset)
+    import html2text  # most mail has a plain part: not imported at every start of ingest-email
+
     try:
         converter = html2text.HTML2Text()
         converter.body_width = 0

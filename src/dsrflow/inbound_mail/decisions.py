@@ -47,9 +47,11 @@ class Facts:
     quoted: tuple[Request, ...] = ()
     # Its Message-ID is one of our letters'.
     ours: bool = False
-    # Requests this sender's mail created within the policy's window.
+    # Requests this sender's mail created within the policy's window (counted only when the
+    # message names a request type).
     recent_requests: int = 0
-    # The sender is the requester or agent of a request (has a relation to us).
+    # The sender is the requester or agent of a request (has a relation to us); looked up only
+    # when the subject reads like phishing, the one rule that asks.
     known_sender: bool = False
     policy: IntakePolicy = field(default_factory=IntakePolicy)
     closed_states: frozenset[str] = frozenset()
@@ -80,9 +82,13 @@ def facts_for(
     quoted: list[Request] = []
     if not answered and mail.body_references:
         quoted = repository.requests_by_reference(session, mail.body_references)
+    # Each of these reads a table that grows with the years: looked up only for the mail whose
+    # rule reads it (the per-sender limit for a message naming a type, the relation to us for a
+    # phishing-like subject), not for every message.
+    sender = mail.from_address
     recent = (
-        repository.requests_created_from(session, mail.from_address, now - policy.sender_window)
-        if mail.from_address
+        repository.requests_created_from(session, sender, now - policy.sender_window)
+        if sender and mail.detected_type
         else 0
     )
     return Facts(
@@ -91,8 +97,8 @@ def facts_for(
         quoted=tuple(quoted),
         ours=repository.is_our_message_id(session, mail.message_id),
         recent_requests=recent,
-        known_sender=bool(mail.from_address)
-        and repository.is_known_sender(session, mail.from_address or ""),
+        known_sender=bool(sender and mail.phishing_like)
+        and repository.is_known_sender(session, sender or ""),
         policy=policy,
         closed_states=closed_states,
         configured_types=configured_types,

@@ -23,7 +23,11 @@ class InboundMessage(SQLModel, table=True):
     """
 
     __tablename__ = "inbound_messages"
-    __table_args__ = (Index("ix_inbound_messages_status_received_at", "status", "received_at"),)
+    __table_args__ = (
+        Index("ix_inbound_messages_status_received_at", "status", "received_at"),
+        # The per-sender limit counts what mail created in the last hours: read only those rows.
+        Index("ix_inbound_messages_status_created_at", "status", "created_at"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     message_id: str = Field(unique=True, max_length=250)

@@ -3,7 +3,8 @@
 A flush claims a batch of due rows (PostgreSQL: ``FOR UPDATE SKIP LOCKED``; SQLite: the same
 statements inside one ``BEGIN IMMEDIATE`` transaction, which is a write lock), marks them
 ``sending`` with a lease and commits the claim; only then does it talk to the mail server, over
-one connection per flush, and it records each row's outcome in its own transaction. So any
+one connection per flush, and it records each row's outcome in its own transaction before
+the next row is sent. A task renews the lease of the rows not yet done while it works. So any
 number of dispatchers can run side by side without sending a row twice, and a dispatcher that
 dies mid-batch leaves rows that become claimable again when their lease runs out.
 
@@ -128,10 +129,12 @@ def _redact(answer: str) -> str:
 
 def _record_sent(db_engine: Engine, row: OutboxMessage, at: datetime) -> bool:
     with Session(db_engine) as session:
-        done = _update_claimed(
-            session, row, status="sent", sent_at=at, claimed_until=None, last_error=None
-        )
+        done = repository.mark_sent(session, row, at)
         session.commit()
+    if not done:
+        log.warning(
+            "outbox %s (%s): claim lost before the outcome was recorded", row.id, row.reference
+        )
     return done
 
 
@@ -307,57 +310,83 @@ class _Flush:
     answered: bool = False  # the server took or refused at least one message
 
     async def deliver(self, batch: Sequence[OutboxMessage], at: datetime) -> None:
-        # The lease is renewed for the rest of the batch whenever a third of it has passed, so
-        # a live dispatcher keeps its rows and a dead one loses them within one lease.
+        # ``open_rows``: the batch's rows still ours and not yet done; a task renews their
+        # lease while the batch is worked through (see _keep_claims).
+        open_rows: dict[int | None, OutboxMessage] = {row.id: row for row in batch}
+        lost: set[int] = set()
+        keeper = asyncio.create_task(self._keep_claims(open_rows, lost, at))
+        try:
+            for index, row in enumerate(batch):
+                if row.id in lost:
+                    log.warning(
+                        "outbox %s (%s): claim lost; left to its new owner", row.id, row.reference
+                    )
+                    continue
+                try:
+                    await self._deliver_one(row, at)
+                except ServerUnreachable as exc:
+                    self.report.error = _redact(exc.answer)
+                    log.warning(
+                        "outbox: mail server unreachable, %d rows wait: %s",
+                        len(batch) - index,
+                        self.report.error,
+                    )
+                    await self._release(batch[index:], at + self.retry.first_delay, exc.answer)
+                    return
+                finally:
+                    open_rows.pop(row.id, None)  # done: no more renewals
+        finally:
+            keeper.cancel()
+
+    async def _deliver_one(self, row: OutboxMessage, at: datetime) -> None:
+        """Send one row and record its outcome before the next is sent, so a crash can repeat
+        at most this one. Raises ServerUnreachable, for the batch to wait."""
+        try:
+            message = build_message(row, self.settings, from_name=self.from_name)
+        except ValueError as exc:
+            await self._fail(row, f"invalid message: {exc}", at)
+            return
+        try:
+            await self.sender.send(message, row.recipient)
+        except ServerUnreachable:
+            raise  # no message is at fault: the caller puts the batch back
+        except PermanentFailure as exc:
+            self.answered = True
+            await self._fail(row, exc.answer, at)
+        except TemporaryFailure as exc:
+            self.answered = True
+            await self._retry_later(row, exc.answer, at)
+        except Exception as exc:
+            # Unexpected: one row's problem must not stop the batch; try it again later.
+            log.error("outbox %s (%s): %s while sending", row.id, row.reference, type(exc).__name__)
+            await self._retry_later(row, f"{type(exc).__name__}: {exc}", at)
+        else:
+            self.answered = True
+            if await asyncio.to_thread(_record_sent, self.db, row, at):
+                self.report.sent += 1
+            log.info("outbox %s (%s, %s): sent", row.id, row.reference, row.letter)
+
+    async def _keep_claims(
+        self, open_rows: dict[int | None, OutboxMessage], lost: set[int], at: datetime
+    ) -> None:
+        """Every third of a lease, extend the lease of the rows not yet done, also while one
+        message takes long (a slow server), so a live dispatcher keeps its rows and a dead one
+        loses them within one lease. Rows another dispatcher took over go into ``lost``."""
         started = time.monotonic()
-        renew_at = started + self.lease.total_seconds() / 3
-        ours: set[int] | None = None
-        for index, row in enumerate(batch):
-            if time.monotonic() >= renew_at:
-                elapsed = timedelta(seconds=time.monotonic() - started)
-                kept = await asyncio.to_thread(
-                    _renew, self.db, batch[index:], at + elapsed + self.lease
-                )
-                ours = set(kept)
-                renew_at = time.monotonic() + self.lease.total_seconds() / 3
-            if ours is not None and row.id not in ours:
-                log.warning(
-                    "outbox %s (%s): claim lost; left to its new owner", row.id, row.reference
-                )
-                continue
+        while open_rows:
+            await asyncio.sleep(self.lease.total_seconds() / 3)
+            rows = list(open_rows.values())
+            until = at + timedelta(seconds=time.monotonic() - started) + self.lease
             try:
-                message = build_message(row, self.settings, from_name=self.from_name)
-            except ValueError as exc:
-                await self._fail(row, f"invalid message: {exc}", at)
+                kept = set(await asyncio.to_thread(_renew, self.db, rows, until))
+            except Exception:  # the next renewal may work; the outcomes are checked anyway
+                log.exception("outbox: cannot renew the claim of %d rows", len(rows))
                 continue
-            try:
-                await self.sender.send(message, row.recipient)
-            except ServerUnreachable as exc:
-                self.report.error = _redact(exc.answer)
-                log.warning(
-                    "outbox: mail server unreachable, %d rows wait: %s",
-                    len(batch) - index,
-                    self.report.error,
-                )
-                await self._release(batch[index:], at + self.retry.first_delay, exc.answer)
-                return
-            except PermanentFailure as exc:
-                self.answered = True
-                await self._fail(row, exc.answer, at)
-            except TemporaryFailure as exc:
-                self.answered = True
-                await self._retry_later(row, exc.answer, at)
-            except Exception as exc:
-                # Unexpected: one row's problem must not stop the batch; try it again later.
-                log.error(
-                    "outbox %s (%s): %s while sending", row.id, row.reference, type(exc).__name__
-                )
-                await self._retry_later(row, f"{type(exc).__name__}: {exc}", at)
-            else:
-                self.answered = True
-                if await asyncio.to_thread(_record_sent, self.db, row, at):
-                    self.report.sent += 1
-                log.info("outbox %s (%s, %s): sent", row.id, row.reference, row.letter)
+            for row in rows:
+                # A row done meanwhile has left open_rows; its renewal failing means nothing.
+                if row.id is not None and row.id not in kept and row.id in open_rows:
+                    del open_rows[row.id]
+                    lost.add(row.id)
 
     async def _release(self, rows: Sequence[OutboxMessage], at: datetime, answer: str) -> None:
         self.report.retried += await asyncio.to_thread(

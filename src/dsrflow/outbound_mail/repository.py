@@ -6,15 +6,24 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, update
+from sqlalchemy import and_, bindparam, func, or_, update
+from sqlalchemy import insert as sql_insert
 from sqlmodel import Session, col, select
 
 from dsrflow.outbound_mail.models import OutboxMessage
+
+OUTBOX = OutboxMessage.__table__  # type: ignore[attr-defined]
+_INSERT = sql_insert(OUTBOX).returning(OUTBOX.c.id)
 
 
 def dedup_key_taken(session: Session, dedup_key: str) -> bool:
     query = select(OutboxMessage.id).where(OutboxMessage.dedup_key == dedup_key)
     return session.exec(query).first() is not None
+
+
+def insert(session: Session, values: dict[str, Any]) -> int:
+    """Insert an outbox row (one statement, no ORM object); returns its id."""
+    return session.execute(_INSERT, values).scalar_one()
 
 
 def message_id_for(session: Session, dedup_key: str) -> str | None:
@@ -65,6 +74,28 @@ def update_if_still_claimed(session: Session, row: OutboxMessage, **values: Any)
         .execution_options(synchronize_session=False)
     )
     return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+_outbox = OutboxMessage.__table__  # type: ignore[attr-defined]
+# Built once: a statement constructed per call costs more than the commit itself (about 1 ms of
+# SQLAlchemy against 0.1 ms of SQLite), and this one runs once per message sent.
+_MARK_SENT = (
+    update(_outbox)
+    .where(
+        _outbox.c.id == bindparam("row_id"),
+        _outbox.c.status == "sending",
+        _outbox.c.attempts == bindparam("claim"),
+    )
+    .values(status="sent", sent_at=bindparam("at"), claimed_until=None, last_error=None)
+)
+
+
+def mark_sent(session: Session, row: OutboxMessage, at: datetime) -> bool:
+    """``update_if_still_claimed`` for the one outcome of every message that goes well."""
+    result = session.connection().execute(
+        _MARK_SENT, {"row_id": row.id, "claim": row.attempts, "at": at}
+    )
+    return result.rowcount == 1
 
 
 def listing(session: Session, status: str | None, limit: int) -> list[OutboxMessage]:

@@ -11,8 +11,7 @@ from typing import Any
 
 from sqlmodel import Session
 
-from dsrflow.outbound_mail.models import OutboxMessage
-from dsrflow.outbound_mail.outbox import OutgoingMail, enqueue
+from dsrflow.outbound_mail.outbox import OutgoingMail, Queued, enqueue
 from dsrflow.outbound_mail.repository import message_id_for
 from dsrflow.requests.models import Request
 from dsrflow.runtime import Runtime
@@ -33,7 +32,7 @@ def queue_letter(
     language: str | None = None,
     new_key: bool = False,
     thread: str | None = None,
-) -> OutboxMessage | None:
+) -> Queued | None:
     """Render ``letter`` and queue it under the key ``<request id>:<key>``, unless a letter with
     that key was ever queued. Returns the queued row, or None. The caller commits.
 

@@ -22,7 +22,7 @@ from dsrflow.db import utcnow
 from dsrflow.errors import Conflict, Invalid, NotFound, TriggerNotAllowed
 from dsrflow.requests import repository
 from dsrflow.requests.letters import HANDLER_LANGUAGE, letter_context, queue_letter
-from dsrflow.requests.models import Payment, Request, RequestNote, VerificationToken
+from dsrflow.requests.models import Payment, Request, RequestNote
 from dsrflow.requests.notices import tell_desk
 from dsrflow.requests.schemas import (
     AgentPublic,
@@ -160,8 +160,7 @@ def open_request(
         request.reference = _reference(
             local.year, repository.next_reference_number(session, local.year)
         )
-        session.add(request)
-        session.flush()
+        repository.add_new(session, request)
         append_event(
             session,
             request.id,
@@ -542,12 +541,8 @@ def _send_verification(
 ) -> None:
     token = new_token("vt")
     hours = rt.settings.verification_link_hours
-    session.add(
-        VerificationToken(
-            request_id=request.id,
-            token_hash=token_digest(token),
-            expires_at=utcnow() + timedelta(hours=hours),
-        )
+    repository.add_verification_token(
+        session, request.id, token_digest(token), utcnow() + timedelta(hours=hours)
     )
     context = {
         **context,

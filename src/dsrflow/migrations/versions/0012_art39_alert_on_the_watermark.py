@@ -1,7 +1,7 @@
 """the daily Art. 39 alert rides on the deadline sweep's watermark and reminder keys
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-12-02 01:10:00
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 from dsrflow.db import UTCDateTime
 
-revision = "0011"
-down_revision = "0010"
+revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
