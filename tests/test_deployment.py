@@ -118,7 +118,7 @@ def test_two_servers_and_two_schedulers_lose_nothing_and_send_nothing_twice(
                     text("SELECT count(*) FROM outbox WHERE status <> 'sent'")
                 ).scalar_one()
                 reminders = connection.execute(text("SELECT count(*) FROM reminders")).scalar_one()
-            if waiting == 0 and reminders >= 3 * OVERDUE:
+            if waiting == 0 and reminders >= 4 * OVERDUE:
                 break
             time.sleep(1)
         time.sleep(5)  # a few more sweeps and flushes over the same state
@@ -135,12 +135,14 @@ def test_two_servers_and_two_schedulers_lose_nothing_and_send_nothing_twice(
     assert len(set(created)) == CREATES
     per_request = Counter((r, letter) for r, letter, _, _ in letters if r in set(created))
     assert all(per_request[(r, "acknowledgment")] == 1 for r in created)
-    # Each overdue request: its overdue escalation, identity reminder and escalation, once.
-    assert len(keys) == len(set(keys)) == 3 * OVERDUE
+    # Each overdue request: its overdue escalation, identity reminder and escalation, and the
+    # Art. 39 alert (received 20 days ago, its Art. 39 date has passed), once.
+    assert len(keys) == len(set(keys)) == 4 * OVERDUE
     assert Counter(k.split(":")[1] for k in keys) == {
         "overdue": OVERDUE,
         "identity": OVERDUE,
         "identity_escalation": OVERDUE,
+        "art39_alert": OVERDUE,
     }
     assert all(status == "sent" for _, _, status, _ in letters)
     # And each message reached the (shared) mailbox exactly once.
