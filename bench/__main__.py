@@ -58,10 +58,10 @@ QUICK = os.environ.get("QUICK", "") not in ("", "0")
 SECONDS = 1.0 if QUICK else 20.0
 CONCURRENCY = (8, 32)
 MIXED_CLIENTS = 64
-MEMORY_CREATES = 800 if QUICK else 100_000
+MEMORY_CREATES = 400 if QUICK else 100_000
 SWEEP_TABLE = int(os.environ.get("SWEEP_TABLE", 20_000 if QUICK else 1_000_000))
 SWEEP_DUE = int(os.environ.get("SWEEP_DUE", 1_000 if QUICK else 10_000))
-INGEST_MESSAGES = 100 if QUICK else 1_000
+INGEST_MESSAGES = 50 if QUICK else 1_000
 OUTBOX_MESSAGES = 200 if QUICK else 2_000
 
 
@@ -126,15 +126,16 @@ def dsrflow_server(
         yield f"http://127.0.0.1:{port}", process.pid
 
 
-def handler_token(url: str, data_dir: Path) -> str:
-    out = subprocess.run(
-        [str(BIN / "dsrflow"), "handlers", "add", "Bench", "--email", "bench@example.jp"],
-        env={**os.environ, **_env(url, data_dir)},
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return out.strip().splitlines()[-1]
+def handler_token(db: Engine) -> str:
+    """A handler's token, added in this process (as `dsrflow handlers add` would)."""
+    from sqlmodel import Session
+
+    from dsrflow.auth.service import add_handler
+
+    with Session(db) as session:
+        _, token = add_handler(session, "Bench", "bench@example.jp", "handler")
+        session.commit()
+    return token
 
 
 def received_ids(db: Engine, exclude: set[str]) -> list[str]:
@@ -150,7 +151,7 @@ def http_cells(name: str, url: str, floor_url: str, data_dir: Path, db: Engine) 
         for c in CONCURRENCY:
             floor[c] = run_wrk(base, CREATE_LUA, c, SECONDS)
             log(f"{name} floor c={c}: {floor[c]}")
-    token = handler_token(url, data_dir)
+    token = handler_token(db)
     with dsrflow_server(url, data_dir) as (server, _):
         for c in CONCURRENCY:
             cell = run_wrk(server, CREATE_LUA, c, SECONDS)
@@ -200,13 +201,13 @@ def http_cells(name: str, url: str, floor_url: str, data_dir: Path, db: Engine) 
     return results
 
 
-def workers_cell(url: str, data_dir: Path) -> Result:
-    cells = {}
-    for workers in (1, 2):
-        with dsrflow_server(url, data_dir, workers) as (server, _):
-            run_wrk(server, CREATE_LUA, 32, 1)  # warm every worker
-            cells[workers] = run_wrk(server, CREATE_LUA, 32, SECONDS)
-            log(f"PostgreSQL creates, {workers} worker(s), c=32: {cells[workers]}")
+def workers_cell(url: str, data_dir: Path, one: Result) -> Result:
+    """``--workers 2`` against the one-worker creates at c=32 measured just before it."""
+    cells = {1: Cell(**one.detail["dsrflow"])}
+    with dsrflow_server(url, data_dir, 2) as (server, _):
+        run_wrk(server, CREATE_LUA, 32, 1)  # warm every worker
+        cells[2] = run_wrk(server, CREATE_LUA, 32, SECONDS)
+        log(f"PostgreSQL creates, 2 workers, c=32: {cells[2]}")
     ratio = cells[2].per_second / cells[1].per_second
     return Result(
         "PostgreSQL: serve --workers 2 vs 1, creates/s, c=32",
@@ -244,10 +245,11 @@ def mixed_cell(url: str, data_dir: Path) -> Result:
     reads, each paced at one call per second, with no error and a p99 of 200 ms or less."""
     from dsrflow.db import make_engine, migrate
 
-    migrate(make_engine(url))
-    token = handler_token(url, data_dir)
+    db = make_engine(url)
+    migrate(db)
+    token = handler_token(db)
     with dsrflow_server(url, data_dir) as (server, _):
-        cell = paced_mixed_load(server, token, MIXED_CLIENTS, max(SECONDS, 5.0), 1.0)
+        cell = paced_mixed_load(server, token, MIXED_CLIENTS, 3.0 if QUICK else SECONDS, 1.0)
     log(f"SQLite mixed load, {MIXED_CLIENTS} paced clients: {cell}")
     return Result(
         f"SQLite: {MIXED_CLIENTS} clients mixing intake, decisions and reads, 1 call/s each",
@@ -264,7 +266,7 @@ def memory_cell(url: str, data_dir: Path) -> Result:
     with dsrflow_server(url, data_dir) as (server, pid):
         done = 0
         while done < MEMORY_CREATES:
-            cell = run_wrk(server, CREATE_LUA, 8, 2 if QUICK else 10)
+            cell = run_wrk(server, CREATE_LUA, 8, 1 if QUICK else 10)
             done += cell.calls
             samples.append((done, rss_kib(pid)))
     first = next(rss for count, rss in samples if count >= MEMORY_CREATES // 10)
@@ -459,7 +461,7 @@ def ingest_cells(url: str, data_dir: Path) -> list[Result]:
     for i in range(INGEST_MESSAGES):
         (maildir / "new" / f"{i}.bench").write_bytes(message(i))
     runs = []
-    for i in range(3):
+    for i in range(1 if QUICK else 3):
         # A new message each time (the same one again would time a duplicate's short path),
         # none of those of the batch.
         one = data_dir / f"single{i}.eml"
@@ -516,7 +518,8 @@ def on_backend(name: str, make_url: Callable[[str], str], tmp: Path) -> list[Res
     if wrk_available():
         results += http_cells(name, url, make_url("floor"), data_dir, db)
         if name == "PostgreSQL":
-            results.append(workers_cell(url, data_dir))
+            one = next(r for r in results if r.name == "PostgreSQL: creates/s, c=32")
+            results.append(workers_cell(url, data_dir, one))
         else:
             full = next(r for r in results if r.name == "SQLite: creates/s, c=8")
             results.append(synchronous_cell(make_url("normal"), data_dir, full))

@@ -191,7 +191,7 @@ def serving(
             except OSError:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{argv} did not answer /healthz; see {log}") from None
-                time.sleep(0.2)
+                time.sleep(0.05)
         yield process
     finally:
         process.terminate()
