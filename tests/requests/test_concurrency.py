@@ -6,6 +6,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from sqlalchemy import event
 from sqlmodel import Session, col, select
 
 from dsrflow.audit.chain import verify_chains
@@ -113,3 +114,23 @@ def test_an_open_create_does_not_hold_up_the_next_on_postgresql(rt: Runtime) -> 
     with Session(rt.db) as session:
         references = session.exec(select(Request.reference)).all()
     assert sorted(references) == sorted([taken, created.request.reference])
+
+
+@pytest.mark.parametrize("backend", [pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_a_create_in_a_begun_session_takes_no_second_connection(rt: Runtime) -> None:
+    """Mail intake reads before it creates: its number comes from its own transaction, so that
+    one call never holds two of the pool's connections (40 threads, 30 connections)."""
+    checkouts: list[object] = []
+
+    def checked_out(*args: object) -> None:
+        checkouts.append(args)
+
+    with Session(rt.db) as session:
+        session.exec(select(Request.id)).all()  # begun: holds a connection
+        event.listen(rt.db, "checkout", checked_out)
+        service.open_request(
+            rt, session, RequestCreate.model_validate(request_body()), channel="mail"
+        )
+        event.remove(rt.db, "checkout", checked_out)
+        session.commit()
+    assert checkouts == []

@@ -8,7 +8,7 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import and_, case, func, insert, literal, or_, text, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
@@ -92,11 +92,17 @@ def next_reference_number(session: Session, year: int) -> int:
     for the one before it). A create that then fails leaves its number unused: references can
     have gaps, as a sequence's do. That transaction need not wait for its WAL flush: the
     create's own commit flushes the WAL past it, and if the server dies before, the number was
-    never given to a request that survived. On SQLite the write lock serialises creates anyway,
-    and a second commit would cost a second sync, so the number is taken in the create's own
-    transaction."""
+    never given to a request that survived. A session that has already begun (mail intake reads
+    before it creates) takes the number in its own transaction instead, so that no call ever
+    holds two of the pool's connections at once. On SQLite the write lock serialises creates
+    anyway, and a second commit would cost a second sync, so the number is taken in the
+    create's own transaction."""
     bind = session.get_bind()
-    if bind.dialect.name != "postgresql" or not isinstance(bind, Engine):
+    if (
+        bind.dialect.name != "postgresql"
+        or session.in_transaction()
+        or isinstance(bind, Connection)
+    ):
         return int(session.execute(_TAKE_NUMBER, {"year": year}).scalar_one())
     with bind.connect() as connection:
         connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
