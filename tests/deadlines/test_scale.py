@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from datetime import datetime, timedelta
@@ -21,6 +22,7 @@ from tests.conftest import ROOT, request_body
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 # Enough for three processes to contend over every batch; 1,500 proved nothing more.
+REFERENCE = re.compile(r"DSR-\d{4}-\d{6}")
 DUE_REQUESTS = 300
 
 
@@ -68,23 +70,27 @@ def test_three_scheduler_processes_send_each_reminder_once(
     assert sum("\tart39_alert:" in line for line in lines) == DUE_REQUESTS
     assert len(set(lines)) == len(lines)
     with Session(rt.db) as session:
-        counts = dict(
-            session.execute(
-                text(
-                    "SELECT letter, count(*) FROM outbox WHERE letter IN "
-                    "('overdue', 'identity_reminder', 'identity_escalation', 'art39_alert') "
-                    "GROUP BY letter"
-                )
-            ).all()
-        )
+        letters = session.execute(
+            text(
+                "SELECT letter, recipient, body FROM outbox WHERE letter IN "
+                "('overdue', 'identity_reminder', 'identity_escalation', 'art39_alert')"
+            )
+        ).all()
+        references = sorted(session.execute(text("SELECT reference FROM requests")).scalars())
         reminders = session.execute(text("SELECT count(*) FROM reminders")).scalar_one()
     # Every reminder recorded once; the requester's are letters of their own, the handlers'
-    # come as one mail per run listing the requests (each process one run), never one per
-    # request.
+    # come as mails listing the requests (one per recipient and run, so up to one per process),
+    # never one per request: each recipient finds each request in exactly one of its lists.
     assert reminders == 4 * DUE_REQUESTS
-    assert counts["identity_reminder"] == DUE_REQUESTS
-    for letter in ("overdue", "identity_escalation", "art39_alert"):
-        assert 1 <= counts[letter] <= 3, counts
+    assert sum(letter == "identity_reminder" for letter, _, _ in letters) == DUE_REQUESTS
+    for kind in ("overdue", "identity_escalation", "art39_alert"):
+        listed: dict[str, list[str]] = {}
+        for letter, recipient, body in letters:
+            if letter == kind:
+                listed.setdefault(recipient, []).extend(REFERENCE.findall(body))
+        assert listed, kind
+        for recipient, found in listed.items():
+            assert sorted(found) == references, (kind, recipient)
     # And a fourth run finds everything already sent.
     again = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, timeout=300)
     assert again.returncode == 0

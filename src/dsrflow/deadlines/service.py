@@ -527,9 +527,8 @@ def _queue(
         )
         carried.append((row, [(r.id, f"{r.id}:{m.key}") for r, m in items]))
     keys = [
-        (rid, key, outbox_id)
+        (rid, key, row.id if row is not None else None)
         for row, pairs in carried
-        for outbox_id in [row.id if row is not None else None]
         for rid, key in pairs
     ]
     repository.record_reminders(session, keys)
