@@ -211,6 +211,21 @@ def _take_write_lock(connection: Any) -> None:
             time.sleep(0.05 * attempt)
 
 
+def _switch_to_wal(cursor: sqlite3.Cursor) -> None:
+    """``PRAGMA journal_mode=WAL``, asked again while another connection holds a lock: SQLite
+    answers "database is locked" at once to it, without its busy handler, so processes that
+    open a new database together (``serve`` and ``scheduler`` starting) would fail."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def make_engine(
     url: str, *, sqlite_synchronous: SqliteSynchronous = "FULL", **kwargs: Any
 ) -> Engine:
@@ -243,7 +258,7 @@ def make_engine(
             # Let us issue BEGIN ourselves (pysqlite would defer it to the first write).
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
+            _switch_to_wal(cursor)
             cursor.execute(f"PRAGMA synchronous={synchronous}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")

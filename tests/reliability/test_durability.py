@@ -177,3 +177,33 @@ def wait_until(condition: Callable[[], bool]) -> None:
     while not condition():
         assert time.monotonic() < deadline
         time.sleep(0.001)
+
+
+def test_a_new_connection_waits_for_the_lock_to_switch_to_wal(tmp_path: Path) -> None:
+    """Processes that open a new database together (serve and scheduler starting): SQLite
+    refuses the switch to WAL at once while another connection writes, busy handler or not."""
+    path = tmp_path / "new.sqlite3"
+    released = threading.Event()
+
+    def writer() -> None:
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("CREATE TABLE t (x)")
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("INSERT INTO t VALUES (1)")
+        started.set()
+        time.sleep(0.3)
+        other.execute("COMMIT")
+        other.close()
+        released.set()
+
+    started = threading.Event()
+    thread = threading.Thread(target=writer)
+    thread.start()
+    started.wait(10)
+    engine = make_engine(f"sqlite:///{path}")
+    with engine.connect() as connection:
+        mode = connection.exec_driver_sql("PRAGMA journal_mode").scalar_one()
+    thread.join()
+    assert released.is_set()
+    assert mode == "wal"
+    engine.dispose()

@@ -1,7 +1,7 @@
 """The OpenAPI document says every answer a route can give (issue 12): the problem responses
-that the app adds outside the routes (400 for a body that is not JSON, 413 over the size limit,
-404 for an unknown id, 422 for invalid input, 500) are listed on every operation they can come
-from, each as ``application/problem+json`` with one Problem schema."""
+that the app adds outside the routes (400 for a malformed request line, query or body, 413 over
+the size limit, 404 for an unknown id, 422 for invalid input, 500) are listed on every operation
+they can come from, each as ``application/problem+json`` with one Problem schema."""
 
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 }
 _PROBLEM = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
 _GENERIC = {
-    "400": "Malformed request (e.g. a body that is not JSON)",
+    "400": "Malformed request (a NUL or broken escape in the request line or a query value, a body "
+    "that is not JSON)",
     "413": "Body over the size limit",
     "422": "Invalid input",
     "500": "Internal error",
@@ -40,8 +41,7 @@ def _problem_responses(path: str, method: str, operation: dict[str, Any]) -> Non
     if "{" in path:
         wanted["404"] = "Unknown id"
     if method not in ("post", "put", "patch"):
-        wanted.pop("413")
-        wanted.pop("400")
+        wanted.pop("413")  # a 400 can come from any request line (web/headers.py)
     for status, description in wanted.items():
         responses.setdefault(status, {"description": description})
     for status, response in responses.items():
