@@ -211,13 +211,15 @@ def get_request(
     summary="Advance a request (verify, request info, fulfil, refuse, withdraw…)",
 )
 def fire_transition(
-    request: CurrentRequest,
+    request_id: str,
     body: TransitionIn,
     rt: RuntimeDep,
     session: SessionDep,
     handler: Decider,
 ) -> RequestPublic:
-    request = service.transition(rt, session, request.id, body, actor=f"handler:{handler.id}")
+    """The request is read once, under its lock (not first by ``CurrentRequest``): a decision is
+    the desk's busiest write."""
+    request = service.transition(rt, session, request_id, body, actor=f"handler:{handler.id}")
     return service.describe(rt, session, request, history=True)
 
 

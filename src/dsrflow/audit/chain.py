@@ -33,6 +33,7 @@ _MOVE_HEAD = (
     .where(HEADS.c.request_id == bindparam("id"), HEADS.c.seq == bindparam("was"))
     .values(seq=bindparam("seq"), hash=bindparam("hash"))
 )
+_HEAD = select(HEADS.c.seq, HEADS.c.hash).where(HEADS.c.request_id == bindparam("id"))
 
 
 def event_hash(prev_hash: str, fields: dict[str, Any]) -> str:
@@ -105,9 +106,7 @@ def append_event(
     """
     seq, prev_hash = 0, GENESIS
     if not new_chain:
-        head = session.execute(
-            select(AuditHead.seq, AuditHead.hash).where(AuditHead.request_id == request_id)
-        ).first()
+        head = session.execute(_HEAD, {"id": request_id}).first()
         if head is not None:
             seq, prev_hash = head
     salts, digests = salted_digests(detail or {})

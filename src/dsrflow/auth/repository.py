@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 
 from dsrflow.auth.models import ConsoleSession, Handler
 from dsrflow.auth.tokens import token_digest
 
+# Built once: every handler call runs it, and a statement built per call costs more than its
+# execution (SQLAlchemy derives a cache key from each new statement object).
+_BY_TOKEN = select(Handler).where(Handler.token_hash == bindparam("token_hash"))
+
 
 def handler_by_token(session: Session, token: str) -> Handler | None:
-    handler = session.exec(select(Handler).where(Handler.token_hash == token_digest(token))).first()
+    handler = session.exec(_BY_TOKEN, params={"token_hash": token_digest(token)}).first()
     return handler if handler and handler.revoked_at is None else None
 
 

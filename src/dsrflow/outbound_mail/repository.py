@@ -14,6 +14,7 @@ from dsrflow.outbound_mail.models import OutboxMessage
 
 OUTBOX = OutboxMessage.__table__  # type: ignore[attr-defined]
 _INSERT = sql_insert(OUTBOX).returning(OUTBOX.c.id)
+_MESSAGE_ID = select(OUTBOX.c.message_id).where(OUTBOX.c.dedup_key == bindparam("key"))
 
 
 def dedup_key_taken(session: Session, dedup_key: str) -> bool:
@@ -28,9 +29,7 @@ def insert(session: Session, values: dict[str, Any]) -> int:
 
 def message_id_for(session: Session, dedup_key: str) -> str | None:
     """The Message-ID of a queued letter, so later letters can thread under it."""
-    return session.exec(
-        select(OutboxMessage.message_id).where(OutboxMessage.dedup_key == dedup_key)
-    ).first()
+    return session.execute(_MESSAGE_ID, {"key": dedup_key}).scalar()
 
 
 def lock_due(

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from datetime import date, datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import and_, case, func, insert, literal, or_, text, update
+from sqlalchemy import and_, bindparam, case, func, insert, or_, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
@@ -64,11 +65,35 @@ def add_verification_token(
     )
 
 
+# The statements of a decision's path are built once (see ``auth.repository._BY_TOKEN``).
+_LOCK = (
+    select(Request)
+    .where(Request.id == bindparam("id"))
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
+_ID_BY_REFERENCE = select(Request.id).where(Request.reference == bindparam("reference"))
+_HISTORY = select(Event).where(Event.request_id == bindparam("id")).order_by(col(Event.seq))
+_PAYMENTS = select(Payment).where(Payment.request_id == bindparam("id")).order_by(col(Payment.id))
+_PAID_TOTAL = select(func.coalesce(func.sum(Payment.amount_jpy), 0)).where(
+    Payment.request_id == bindparam("id")
+)
+
+
 def lock(session: Session, request_id: str) -> Request | None:
     """The request re-read under its row lock (PostgreSQL ``FOR UPDATE``; on SQLite the write
     transaction's lock already covers it). Every path that writes a request's audit event takes
     this first, so one request's events and state changes happen one at a time, in one order."""
-    return session.get(Request, request_id, with_for_update=True, populate_existing=True)
+    return session.exec(_LOCK, params={"id": request_id}).first()
+
+
+def lock_by_id_or_reference(session: Session, key: str) -> Request | None:
+    """``lock`` for a key that is an id or a reference (as ``get_by_id_or_reference``)."""
+    request = lock(session, key)
+    if request is None and key[:4].upper() == "DSR-":
+        found = session.exec(_ID_BY_REFERENCE, params={"reference": key.upper()}).first()
+        request = lock(session, found) if found is not None else None
+    return request
 
 
 def by_status_token(session: Session, token_hash: str) -> Request | None:
@@ -124,17 +149,16 @@ def update_if_version(
     A changed request is due for the next deadline sweep (its state, due date or clock may have
     moved), which plans it again and sets its next step.
     """
-    now = literal(values.get("updated_at") or utcnow(), UTCDateTime())
-    next_sweep = col(Request.next_sweep_at)
+    params = {f"v_{name}": value for name, value in values.items()}
     result = session.execute(
-        update(Request)
-        .where(col(Request.id) == request_id, col(Request.version) == version)
-        .values(
-            version=version + 1,
-            next_sweep_at=case((next_sweep < now, next_sweep), else_=now),
-            **values,
-        )
-        .execution_options(synchronize_session=False)
+        _update_statement(tuple(sorted(values))),
+        {
+            **params,
+            "w_id": request_id,
+            "w_version": version,
+            "w_next_version": version + 1,
+            "w_now": values.get("updated_at") or utcnow(),
+        },
     )
     applied = bool(result.rowcount == 1)  # type: ignore[attr-defined]
     if applied and loaded is not None:
@@ -144,6 +168,24 @@ def update_if_version(
             set_committed_value(loaded, name, value)
         session.expire(loaded, ["next_sweep_at"])
     return applied
+
+
+@cache
+def _update_statement(names: tuple[str, ...]) -> Any:
+    """``update_if_version``'s statement for these columns, built once per set of columns (a
+    workflow's transitions write a handful of different sets)."""
+    now = bindparam("w_now", type_=UTCDateTime())
+    next_sweep = col(Request.next_sweep_at)
+    return (
+        update(Request)
+        .where(col(Request.id) == bindparam("w_id"), col(Request.version) == bindparam("w_version"))
+        .values(
+            version=bindparam("w_next_version"),
+            next_sweep_at=case((next_sweep < now, next_sweep), else_=now),
+            **{name: bindparam(f"v_{name}") for name in names},
+        )
+        .execution_options(synchronize_session=False)
+    )
 
 
 def search(
@@ -306,9 +348,7 @@ def notes(session: Session, request_id: str) -> list[RequestNote]:
 
 
 def history(session: Session, request_id: str) -> list[Event]:
-    return list(
-        session.exec(select(Event).where(Event.request_id == request_id).order_by(col(Event.seq)))
-    )
+    return list(session.exec(_HISTORY, params={"id": request_id}))
 
 
 def verification_token(
@@ -362,20 +402,11 @@ def letters_to_requester(
 
 
 def payments(session: Session, request_id: str) -> list[Payment]:
-    return list(
-        session.exec(
-            select(Payment).where(Payment.request_id == request_id).order_by(col(Payment.id))
-        )
-    )
+    return list(session.exec(_PAYMENTS, params={"id": request_id}))
 
 
 def paid_total(session: Session, request_id: str) -> int:
-    total = session.exec(
-        select(func.coalesce(func.sum(Payment.amount_jpy), 0)).where(
-            Payment.request_id == request_id
-        )
-    ).one()
-    return int(total)
+    return int(session.exec(_PAID_TOTAL, params={"id": request_id}).one())
 
 
 def open_with_art39_by(

@@ -8,6 +8,7 @@ a decision and a crash never loses one.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
@@ -280,10 +281,11 @@ def retype(
 
 
 def transition(
-    rt: Runtime, session: Session, request_id: str, body: TransitionIn, *, actor: str
+    rt: Runtime, session: Session, request_key: str, body: TransitionIn, *, actor: str
 ) -> Request:
-    """Fire ``body.trigger`` on the request; raises NotFound, Conflict or Invalid."""
-    request = repository.lock(session, request_id)
+    """Fire ``body.trigger`` on the request ``request_key`` names (its id or reference): read
+    once, under its lock. Raises NotFound, Conflict or Invalid."""
+    request = repository.lock_by_id_or_reference(session, request_key)
     if request is None:
         raise NotFound("No such request.")
     if body.expected_version is not None and body.expected_version != request.version:
@@ -465,12 +467,20 @@ RECORDED_FIELDS = {
 }
 
 
-def fee_due_jpy(rt: Runtime, session: Session, request: Request) -> int:
-    """What of the workflow's fee no recorded payment covers yet (0 where there is no fee)."""
+def fee_due_jpy(
+    rt: Runtime, session: Session, request: Request, payments: Sequence[Payment] | None = None
+) -> int:
+    """What of the workflow's fee no recorded payment covers yet (0 where there is no fee).
+    ``payments``: the request's payments when the caller has read them already."""
     fee = rt.definitions.workflow(request.type).fee
     if fee is None:
         return 0
-    return max(0, fee.amount_jpy - repository.paid_total(session, request.id))
+    paid = (
+        sum(p.amount_jpy for p in payments)
+        if payments is not None
+        else repository.paid_total(session, request.id)
+    )
+    return max(0, fee.amount_jpy - paid)
 
 
 def subject_of(rt: Runtime, session: Session, request: Request) -> Subject:
@@ -572,15 +582,13 @@ def describe(rt: Runtime, session: Session, request: Request, *, history: bool) 
         else None
     )
     events = repository.history(session, request.id) if history else []
+    payments = repository.payments(session, request.id)
     return RequestPublic(
         overdue=rt.is_overdue(
             request.type, request.state, request.due_at, utcnow(), request.art39_date
         ),
-        fee_due_jpy=fee_due_jpy(rt, session, request),
-        payments=[
-            PaymentPublic.model_validate(p, from_attributes=True)
-            for p in repository.payments(session, request.id)
-        ],
+        fee_due_jpy=fee_due_jpy(rt, session, request, payments),
+        payments=[PaymentPublic.model_validate(p, from_attributes=True) for p in payments],
         identity_evidence=request.identity_evidence,
         authority_document=request.authority_document,
         agent_method=request.agent_identity_method,
