@@ -8,7 +8,8 @@ from datetime import date, datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, func, insert, or_, text, update
+from sqlalchemy import Row, and_, bindparam, case, func, insert, or_, text, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
@@ -27,6 +28,7 @@ from dsrflow.requests.models import (
 from dsrflow.workflow.definitions import AWAITING_STATE
 
 REFERENCE = re.compile(r"DSR-\d{4}-\d{6}")
+HISTORY_FIELDS = ("seq", "kind", "trigger", "from_state", "to_state", "actor", "at", "detail")
 
 
 def get(session: Session, request_id: str) -> Request | None:
@@ -73,7 +75,13 @@ _LOCK = (
     .execution_options(populate_existing=True)
 )
 _ID_BY_REFERENCE = select(Request.id).where(Request.reference == bindparam("reference"))
-_HISTORY = select(Event).where(Event.request_id == bindparam("id")).order_by(col(Event.seq))
+_EVENTS = Event.__table__  # type: ignore[attr-defined]
+# What a request's history shows (never the chain's salts and hashes), as plain rows.
+_HISTORY = (
+    sa_select(*(_EVENTS.c[name] for name in HISTORY_FIELDS))
+    .where(_EVENTS.c.request_id == bindparam("id"))
+    .order_by(_EVENTS.c.seq)
+)
 _PAYMENTS = select(Payment).where(Payment.request_id == bindparam("id")).order_by(col(Payment.id))
 _PAID_TOTAL = select(func.coalesce(func.sum(Payment.amount_jpy), 0)).where(
     Payment.request_id == bindparam("id")
@@ -175,16 +183,15 @@ def _update_statement(names: tuple[str, ...]) -> Any:
     """``update_if_version``'s statement for these columns, built once per set of columns (a
     workflow's transitions write a handful of different sets)."""
     now = bindparam("w_now", type_=UTCDateTime())
-    next_sweep = col(Request.next_sweep_at)
+    columns = _REQUESTS.c
     return (
-        update(Request)
-        .where(col(Request.id) == bindparam("w_id"), col(Request.version) == bindparam("w_version"))
+        update(_REQUESTS)  # the table, not the entity: no ORM bulk-update machinery
+        .where(columns.id == bindparam("w_id"), columns.version == bindparam("w_version"))
         .values(
             version=bindparam("w_next_version"),
-            next_sweep_at=case((next_sweep < now, next_sweep), else_=now),
-            **{name: bindparam(f"v_{name}") for name in names},
+            next_sweep_at=case((columns.next_sweep_at < now, columns.next_sweep_at), else_=now),
+            **{name: bindparam(f"v_{name}", type_=columns[name].type) for name in names},
         )
-        .execution_options(synchronize_session=False)
     )
 
 
@@ -347,8 +354,9 @@ def notes(session: Session, request_id: str) -> list[RequestNote]:
     )
 
 
-def history(session: Session, request_id: str) -> list[Event]:
-    return list(session.exec(_HISTORY, params={"id": request_id}))
+def history(session: Session, request_id: str) -> list[Row[Any]]:
+    """The request's events, oldest first: rows of ``HISTORY_FIELDS``."""
+    return list(session.execute(_HISTORY, {"id": request_id}))
 
 
 def verification_token(
