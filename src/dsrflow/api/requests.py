@@ -219,8 +219,7 @@ def fire_transition(
 ) -> RequestPublic:
     """The request is read once, under its lock (not first by ``CurrentRequest``): a decision is
     the desk's busiest write."""
-    request = service.transition(rt, session, request_id, body, actor=f"handler:{handler.id}")
-    return service.describe(rt, session, request, history=True)
+    return service.decide(rt, session, request_id, body, actor=f"handler:{handler.id}")
 
 
 @router.post(
