@@ -297,6 +297,16 @@ def read_session(engine: Engine) -> Session:
     return Session(reading(engine), expire_on_commit=False)
 
 
+def lookup_session(engine: Engine) -> Session:
+    """A read session for a single statement (a token's lookup before every handler call): on
+    PostgreSQL it runs in autocommit, which spares the BEGIN and ROLLBACK round trips; on
+    SQLite it is a read session."""
+    options: dict[str, Any] = {READ_ONLY: True}
+    if engine.dialect.name == "postgresql":
+        options["isolation_level"] = "AUTOCOMMIT"
+    return Session(engine.execution_options(**options), expire_on_commit=False)
+
+
 def write_session(engine: Engine, *, reads_after_commit: bool = False) -> Session:
     """A session for work that writes (``BEGIN IMMEDIATE`` on SQLite). With
     ``reads_after_commit``, its first commit ends the writing: later transactions of the session

@@ -14,7 +14,7 @@ from sqlmodel import Session
 from dsrflow.auth.models import Handler
 from dsrflow.auth.repository import handler_by_token
 from dsrflow.auth.tokens import may
-from dsrflow.db import read_session, write_session
+from dsrflow.db import lookup_session, read_session, write_session
 from dsrflow.errors import Forbidden, NotFound, TooManyRequests, Unauthorized
 from dsrflow.inbound_mail import repository as inbound_repository
 from dsrflow.inbound_mail.models import InboundMessage
@@ -63,8 +63,8 @@ def current_handler(
         raise Unauthorized(
             "A handler token is required (Authorization: Bearer ...).", headers=challenge
         )
-    # Its own short read transaction, ended before the route runs.
-    with read_session(rt.db) as session:
+    # Its own one-statement read, ended before the route runs.
+    with lookup_session(rt.db) as session:
         handler = handler_by_token(session, credentials.credentials)
     if handler is None:
         raise Unauthorized("The token is unknown or revoked.", headers=challenge)
