@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email import policy, utils
+from functools import lru_cache
 from typing import Any
 
 from sqlmodel import Session
@@ -273,7 +274,11 @@ def _attachments(body: Body | None, *, too_many: bool) -> dict[str, Any]:
 
 def own_addresses(rt: Runtime) -> frozenset[str]:
     """Our sending and receiving addresses: mail from them is ours, never a request."""
-    addresses = (rt.settings.mail_from, rt.settings.handler_email)
+    return _own_addresses(rt.settings.mail_from, rt.settings.handler_email)
+
+
+@lru_cache(maxsize=16)
+def _own_addresses(*addresses: str) -> frozenset[str]:
     return frozenset(utils.parseaddr(a)[1].lower() for a in addresses if a)
 
 
