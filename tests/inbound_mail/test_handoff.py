@@ -297,3 +297,28 @@ def test_dsrflow_scheduler_listens_and_removes_its_socket_at_exit(
     assert scheduler.returncode == 0, err[-2000:]
     assert not socket_of(rt).exists()
     assert b"emily" not in err.lower()  # the sender's address is not in the log
+
+
+def test_a_data_dir_where_nothing_can_listen_leaves_the_command_recording_itself(
+    rt: Runtime,
+    cli_env: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A path longer than a Unix socket's (about 107 bytes): the listener says so and stops;
+    # the scheduler beside it and the command go on.
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    far = Runtime.load(
+        rt.settings.model_copy(update={"data_dir": deep}), db=rt.db, definitions=rt.definitions
+    )
+    intake = IntakeListener(far)
+    intake.start()
+    wait_for(lambda: intake._thread is not None and not intake._thread.is_alive())
+    intake.stop()
+    assert not intake.listening.is_set()
+    assert "cannot listen" in caplog.text
+    monkeypatch.setenv("DSRFLOW_DATA_DIR", str(deep))
+    assert main(["ingest-email", str(CORPUS / REQUEST)]) == 0
+    assert capsys.readouterr().out == "created DSR-2026-000001\n"

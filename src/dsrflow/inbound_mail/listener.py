@@ -70,24 +70,31 @@ class IntakeListener:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            lock = self._take_lock()
+            try:
+                lock = self._take_lock()
+            except OSError as exc:  # DATA_DIR cannot be written: the scheduler runs on
+                self._cannot_listen(exc)
+                return
             if lock is None:
                 self._stop.wait(self.retry_seconds)
                 continue
             try:
                 self._serve_while_running()
             except OSError as exc:  # e.g. a DATA_DIR path too long for a Unix socket
-                log.warning(
-                    "intake socket %s: cannot listen (%s); ingest-email records in-process",
-                    self.socket_path,
-                    exc,
-                )
+                self._cannot_listen(exc)
                 return
             finally:
                 self.listening.clear()
                 with contextlib.suppress(FileNotFoundError):
                     self.socket_path.unlink()  # still ours: we hold the lock
                 os.close(lock)
+
+    def _cannot_listen(self, exc: OSError) -> None:
+        log.warning(
+            "intake socket %s: cannot listen (%s); ingest-email records in-process",
+            self.socket_path,
+            exc,
+        )
 
     def _take_lock(self) -> int | None:
         """The lock file's descriptor, locked; None while another process holds it."""
