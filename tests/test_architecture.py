@@ -46,6 +46,8 @@ LAYERS: dict[str, int] = {
     "backup": 1,
     "web": 1,  # what every face shares over HTTP: CSRF, limits, security headers, uvicorn
     "config": 0,
+    # where DATA_DIR is, by the standard library alone (config, and ingest-email before it)
+    "locations": 0,
     "db": 0,
     "errors": 0,
     "yamlio": 0,
@@ -65,6 +67,7 @@ SIDEWAYS = {
     ("outbound_mail", "workflow"),
     ("workflow", "config"),
     ("config", "workflow"),
+    ("config", "locations"),
 }
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
+from dsrflow import locations
 from dsrflow.config import Settings
 
 
@@ -52,3 +56,38 @@ def test_the_secret_key_never_shows_in_a_repr(monkeypatch: pytest.MonkeyPatch) -
     assert "csrf-s3cret" not in repr(settings)
     assert settings.secret_key is not None
     assert settings.secret_key.get_secret_value() == "csrf-s3cret"
+
+
+@pytest.mark.parametrize(
+    ("environment", "dotenv"),
+    [
+        ({}, None),
+        ({}, "DSRFLOW_DATA_DIR=/srv/dsr/var\n"),
+        ({}, "# comment\nexport DSRFLOW_DATA_DIR='/srv/quoted dir'  # note\n"),
+        ({}, 'DSRFLOW_DATA_DIR="/srv/double"\nOTHER=1\n'),
+        ({}, "DSRFLOW_DATA_DIR=/srv/bare # a comment\n"),
+        ({}, "DSRFLOW_DATA_DIR=/first\nDSRFLOW_DATA_DIR=/last\n"),
+        ({}, "dsrflow_data_dir=relative/var\n"),
+        ({}, "DSRFLOW_DATA_DIR=\n"),
+        ({"DSRFLOW_DATA_DIR": "/from/env"}, "DSRFLOW_DATA_DIR=/from/dotenv\n"),
+        ({"DSRFLOW_DATA_DIR": ""}, "DSRFLOW_DATA_DIR=/from/dotenv\n"),
+        ({"dsrflow_data_dir": "/lower/env"}, None),
+    ],
+)
+def test_data_dir_is_found_without_pydantic_as_settings_find_it(
+    environment: dict[str, str],
+    dotenv: str | None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `dsrflow ingest-email` looks for the service's socket in DATA_DIR before it imports
+    # pydantic: it must find the directory the service uses.
+    monkeypatch.chdir(tmp_path)
+    for key in [k for k in os.environ if k.lower() == "dsrflow_data_dir"]:
+        monkeypatch.delenv(key)
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+    if dotenv is not None:
+        (tmp_path / ".env").write_text(dotenv, encoding="utf-8")
+    assert locations.data_dir() == Settings().data_dir
+    assert locations.intake_socket(locations.data_dir()) == Settings().intake_socket_path

@@ -17,6 +17,7 @@ from dsrflow import logs
 
 if TYPE_CHECKING:
     from dsrflow.config import Settings
+    from dsrflow.inbound_mail.handoff import PipeAnswer
     from dsrflow.runtime import Runtime
 
 
@@ -289,6 +290,15 @@ def cmd_ingest_email(args: argparse.Namespace) -> int:
         if not raw:
             raise CliError(f"{'standard input' if name == '-' else name} is empty")
         messages.append((name, raw))
+    if not batch:
+        # The running service records it, if it listens: this process then imports neither
+        # pydantic nor SQLAlchemy (docs/mail-intake.md). Else it is recorded here.
+        from dsrflow import locations
+        from dsrflow.inbound_mail.handoff import hand_off
+
+        answer = hand_off(locations.intake_socket(locations.data_dir()), messages[0][1])
+        if answer is not None:
+            return _answered(answer)
     try:
         # No migration here ("dsrflow db upgrade" migrates): an MTA's pipe should start fast.
         rt = _runtime(migrate=False)
@@ -307,30 +317,17 @@ def cmd_ingest_email(args: argparse.Namespace) -> int:
 
 
 def _ingest_one(rt: Runtime, name: str | None, raw: bytes) -> int:
-    from dsrflow.inbound_mail.reading import ingest
-    from dsrflow.inbound_mail.rules_file import rules_for
+    from dsrflow.inbound_mail.reading import ingest_piped
 
-    prefix = f"{name}: " if name else ""
-    try:
-        limit = rules_for(rt).limits.max_message_bytes
-        outcome = ingest(rt, raw, source="file")
-    except Exception as exc:  # the database, the configuration: never the message itself
-        # EX_TEMPFAIL: the MTA keeps the message and tries again; nothing is lost.
-        logging.getLogger("dsrflow").debug("ingest-email failed", exc_info=True)
-        print(f"dsrflow: {prefix}cannot record the message now: {exc}", file=sys.stderr)
-        return 75
-    print(f"{prefix}{outcome.describe()}")
-    if len(raw) > limit:
-        # Only the header was kept: EX_DATAERR makes the MTA return the message to its sender,
-        # instead of a success that would throw the body (and its attachments) away.
-        print(
-            f"dsrflow: {prefix}the message is {len(raw)} bytes, over the limit of {limit}: only "
-            f"its header was kept (inbox #{outcome.inbound_id}); refused, so that the mail "
-            "server returns it to the sender",
-            file=sys.stderr,
-        )
-        return 65
-    return 0
+    return _answered(ingest_piped(rt, raw, name=name))
+
+
+def _answered(answer: PipeAnswer) -> int:
+    if answer.out:
+        print(answer.out)
+    if answer.err:
+        print(answer.err, file=sys.stderr)
+    return answer.exit_code
 
 
 def cmd_outbox_flush(args: argparse.Namespace) -> int:

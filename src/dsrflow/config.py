@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import EmailStr, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from dsrflow.locations import DEFAULT_DATA_DIR, ENV_FILE, ENV_PREFIX, intake_socket
 from dsrflow.workflow.calendar import DEFAULT_CLOSURE_DAYS, DEFAULT_TIMEZONE, parse_closures
 
 Security = Literal["none", "starttls", "tls"]
@@ -19,10 +20,11 @@ Security = Literal["none", "starttls", "tls"]
 class Settings(BaseSettings):
     # An empty variable (DSRFLOW_ESCALATION_EMAIL=) means "not set", not an invalid value.
     model_config = SettingsConfigDict(
-        env_prefix="DSRFLOW_", env_file=".env", extra="ignore", env_ignore_empty=True
+        env_prefix=ENV_PREFIX, env_file=ENV_FILE, extra="ignore", env_ignore_empty=True
     )
 
-    data_dir: Path = Path("./var")
+    # Also read without pydantic by `dsrflow ingest-email` (dsrflow.locations.data_dir).
+    data_dir: Path = DEFAULT_DATA_DIR
     database_url: str | None = None
     workflows_dir: Path = Path("./workflows")
     base_url: str = "http://127.0.0.1:8000"
@@ -146,6 +148,10 @@ class Settings(BaseSettings):
     @property
     def maildir_path(self) -> Path:
         return self.data_dir / "maildir"
+
+    @property
+    def intake_socket_path(self) -> Path:
+        return intake_socket(self.data_dir)
 
 
 @lru_cache

@@ -19,6 +19,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import Table, bindparam, insert, update
+from sqlalchemy import select as sql_select
 from sqlmodel import Session, col, select
 
 from dsrflow.audit.models import EVENT_FORMAT, AuditHead, Event
@@ -28,12 +29,12 @@ EVENTS: Table = Event.__table__  # type: ignore[attr-defined]
 HEADS: Table = AuditHead.__table__  # type: ignore[attr-defined]
 _INSERT_EVENT = insert(EVENTS)
 _INSERT_HEAD = insert(HEADS)
+_READ_HEAD = sql_select(HEADS.c.seq, HEADS.c.hash).where(HEADS.c.request_id == bindparam("id"))
 _MOVE_HEAD = (
     update(HEADS)
     .where(HEADS.c.request_id == bindparam("id"), HEADS.c.seq == bindparam("was"))
     .values(seq=bindparam("seq"), hash=bindparam("hash"))
 )
-_HEAD = select(HEADS.c.seq, HEADS.c.hash).where(HEADS.c.request_id == bindparam("id"))
 
 
 def event_hash(prev_hash: str, fields: dict[str, Any]) -> str:
@@ -104,9 +105,12 @@ def append_event(
     it has no head to read. The unique (request_id, seq) constraint makes a racing second append
     fail, not fork, and so does the head's update, conditional on the seq it read.
     """
+    # On the session's connection, without the session's autoflush: the chain's tables are
+    # written only here, by these statements, so nothing pending can change what they read.
+    connection = session.connection()
     seq, prev_hash = 0, GENESIS
     if not new_chain:
-        head = session.execute(_HEAD, {"id": request_id}).first()
+        head = connection.execute(_READ_HEAD, {"id": request_id}).first()
         if head is not None:
             seq, prev_hash = head
     salts, digests = salted_digests(detail or {})
@@ -126,14 +130,14 @@ def append_event(
         prev_hash=prev_hash,
     )
     event.hash = event_hash(prev_hash, _hashed_fields(event))
-    session.execute(_INSERT_EVENT, vars(event))
+    connection.execute(_INSERT_EVENT, vars(event))
     if seq == 0:
-        session.execute(_INSERT_HEAD, {"request_id": request_id, "seq": 1, "hash": event.hash})
+        connection.execute(_INSERT_HEAD, {"request_id": request_id, "seq": 1, "hash": event.hash})
         return
-    moved = session.execute(
+    moved = connection.execute(
         _MOVE_HEAD, {"id": request_id, "was": seq, "seq": event.seq, "hash": event.hash}
     )
-    if moved.rowcount != 1:  # type: ignore[attr-defined]
+    if moved.rowcount != 1:
         raise RuntimeError(f"audit chain of {request_id} moved under us (take its lock first)")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Column, Index, LargeBinary, Text
+from sqlalchemy import BigInteger, Column, Index, LargeBinary, Text, column, func
 from sqlmodel import Field, SQLModel
 
 from dsrflow.db import UTCDateTime, utcnow
@@ -27,6 +27,12 @@ class InboundMessage(SQLModel, table=True):
         Index("ix_inbound_messages_status_received_at", "status", "received_at"),
         # The per-sender limit counts what mail created in the last hours: read only those rows.
         Index("ix_inbound_messages_status_created_at", "status", "created_at"),
+        # ... of one sender (any case): a backlog of new requests counts a few rows, not all.
+        Index(
+            "ix_inbound_messages_sender_created",
+            func.lower(column("from_address")),
+            "created_at",
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email import policy, utils
+from functools import lru_cache
 from typing import Any
 
 from sqlmodel import Session
@@ -44,6 +45,7 @@ from dsrflow.inbound_mail.classify import (
     own_words,
     phishing_like,
 )
+from dsrflow.inbound_mail.handoff import PipeAnswer
 from dsrflow.inbound_mail.headers import (
     Headers,
     message_id_of,
@@ -272,7 +274,11 @@ def _attachments(body: Body | None, *, too_many: bool) -> dict[str, Any]:
 
 def own_addresses(rt: Runtime) -> frozenset[str]:
     """Our sending and receiving addresses: mail from them is ours, never a request."""
-    addresses = (rt.settings.mail_from, rt.settings.handler_email)
+    return _own_addresses(rt.settings.mail_from, rt.settings.handler_email)
+
+
+@lru_cache(maxsize=16)
+def _own_addresses(*addresses: str) -> frozenset[str]:
     return frozenset(utils.parseaddr(a)[1].lower() for a in addresses if a)
 
 
@@ -305,3 +311,35 @@ def ingest(
     )
     with Session(rt.db, expire_on_commit=False) as session:
         return service.record_inbound(rt, session, mail, origin=origin, policy=policy)
+
+
+def ingest_piped(
+    rt: Runtime, raw: bytes, *, name: str | None = None, size: int | None = None
+) -> PipeAnswer:
+    """``ingest`` for ``dsrflow ingest-email``, recording in-process or for the intake socket
+    (``listener``): the line it prints and its exit status for the mail server.
+
+    ``size`` is the message's real size when only its first ``max_message_bytes`` were kept
+    (over that, only the header is recorded, whoever reads the rest). 75 (EX_TEMPFAIL) when
+    nothing could be recorded, 65 (EX_DATAERR) when the message is over the size limit."""
+    prefix = f"{name}: " if name else ""
+    size = len(raw) if size is None else size
+    try:
+        limit = rules_for(rt).limits.max_message_bytes
+        outcome = ingest(rt, raw, source="file", original_size=size if size != len(raw) else None)
+    except Exception as exc:  # the database, the configuration: never the message itself
+        # EX_TEMPFAIL: the MTA keeps the message and tries again; nothing is lost.
+        log.debug("ingest-email failed", exc_info=True)
+        return PipeAnswer(75, err=f"dsrflow: {prefix}cannot record the message now: {exc}")
+    line = f"{prefix}{outcome.describe()}"
+    if size > limit:
+        # Only the header was kept: EX_DATAERR makes the MTA return the message to its sender,
+        # instead of a success that would throw the body (and its attachments) away.
+        return PipeAnswer(
+            65,
+            out=line,
+            err=f"dsrflow: {prefix}the message is {size} bytes, over the limit of {limit}: only "
+            f"its header was kept (inbox #{outcome.inbound_id}); refused, so that the mail "
+            "server returns it to the sender",
+        )
+    return PipeAnswer(0, out=line)

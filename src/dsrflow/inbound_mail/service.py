@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
+from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
@@ -104,7 +106,7 @@ def _record(
     now: datetime,
     policy: IntakePolicy,
 ) -> IngestOutcome:
-    existing = repository.by_message_id(session, mail.message_id)
+    existing = repository.seen(session, mail.message_id)
     if existing is not None:
         mailbox.advance(session, origin, now)
         return _duplicate(existing)
@@ -119,11 +121,14 @@ def _record(
     )
     decision = decide(facts)
     status, reason, request = decision.status, decision.reason, decision.about
-    row = _message_row(mail, origin, status=status, reason=reason)
-    row.request_id = request.id if request is not None else None
-    session.add(row)
-    session.flush()  # a racing copy of the same message fails here, on the unique Message-ID
-    assert row.id is not None
+    if status == "created":
+        assert decision.create is not None
+        # The request first, so that the message's row is written once, naming it.
+        submitted = open_request(
+            rt, session, decision.create, channel="email", received_at=mail.received_at
+        )
+        request = submitted.request
+    row = _add_row(session, mail, origin, status, reason, request.id if request else None)
     for attachment in mail.attachments:
         session.add(
             InboundAttachment(
@@ -136,21 +141,16 @@ def _record(
             )
         )
 
+    about = decision.about
     if status == "ignored" and mail.is_bounce:
         _bounced(rt, session, row, mail)
-    if decision.sender_differs and request is not None:
-        _sender_differs(rt, session, request, row, mail)
+    if decision.sender_differs and about is not None:
+        _sender_differs(rt, session, about, row, mail)
     if status == "joined":
-        assert request is not None
-        _join(rt, session, request, row, mail)
+        assert about is not None
+        _join(rt, session, about, row, mail)
     elif status == "created":
-        assert decision.create is not None
-        submitted = open_request(
-            rt, session, decision.create, channel="email", received_at=mail.received_at
-        )
-        request = submitted.request
-        row.request_id = request.id
-        session.add(row)
+        assert request is not None
         _message_event(session, request, row, mail, actor="requester")
     mailbox.advance(session, origin, now)
     session.flush()
@@ -164,7 +164,7 @@ def _record(
 
 
 def _join(
-    rt: Runtime, session: Session, request: Request, row: InboundMessage, mail: InboundMail
+    rt: Runtime, session: Session, request: Request, row: Recorded, mail: InboundMail
 ) -> None:
     # The request's row lock before its event, as every writer of events takes it.
     request = requests_repository.lock(session, request.id) or request
@@ -184,7 +184,7 @@ def _join(
 
 
 def _sender_differs(
-    rt: Runtime, session: Session, request: Request, row: InboundMessage, mail: InboundMail
+    rt: Runtime, session: Session, request: Request, row: Recorded, mail: InboundMail
 ) -> None:
     """Someone other than the requester or agent wrote about a request: the handlers are told,
     in the subject, and the message waits in triage (never joined, nothing sent to its sender)."""
@@ -208,7 +208,7 @@ def _sender_differs(
     )
 
 
-def _bounced(rt: Runtime, session: Session, row: InboundMessage, mail: InboundMail) -> None:
+def _bounced(rt: Runtime, session: Session, row: Recorded, mail: InboundMail) -> None:
     """A letter of ours came back: the handlers get the ``delivery_failed`` notice, once per
     letter (the same dedup key as a failure at sending), never the requester.
 
@@ -240,7 +240,7 @@ def _bounced(rt: Runtime, session: Session, row: InboundMessage, mail: InboundMa
 def _message_event(
     session: Session,
     request: Request,
-    row: InboundMessage,
+    row: Recorded,
     mail: InboundMail,
     *,
     actor: str,
@@ -263,33 +263,52 @@ def _message_event(
     )
 
 
-def _message_row(
-    mail: InboundMail, origin: ImapOrigin | None, *, status: str, reason: str | None
-) -> InboundMessage:
-    return InboundMessage(
-        message_id=mail.message_id,
-        source=mail.source,
-        status=status,
-        reason=reason,
-        from_address=mail.from_address,
-        from_name=mail.from_name,
-        subject=mail.subject,
-        text=mail.text,
-        language=mail.language,
-        detected_type=mail.detected_type,
-        in_reply_to=mail.in_reply_to,
-        references=mail.references,
-        received_at=mail.received_at,
-        received_at_source=mail.received_at_source,
-        date_header=mail.date_header,
-        raw=mail.raw,
-        raw_size=mail.raw_size,
-        raw_sha256=hashlib.sha256(mail.raw).hexdigest(),
-        attachments_omitted=mail.attachments_omitted,
-        imap_mailbox=origin.mailbox if origin else None,
-        imap_uidvalidity=origin.uidvalidity if origin else None,
-        imap_uid=origin.uid if origin else None,
-    )
+@dataclass
+class Recorded:
+    """A message row just inserted: what acting on it needs."""
+
+    id: int
+    message_id: str
+    request_id: str | None
+
+
+def _add_row(
+    session: Session,
+    mail: InboundMail,
+    origin: ImapOrigin | None,
+    status: str,
+    reason: str | None,
+    request_id: str | None,
+) -> Recorded:
+    """Insert the message's row (a racing copy of the same message fails here, on the unique
+    Message-ID)."""
+    values = {
+        "message_id": mail.message_id,
+        "source": mail.source,
+        "status": status,
+        "reason": reason,
+        "request_id": request_id,
+        "from_address": mail.from_address,
+        "from_name": mail.from_name,
+        "subject": mail.subject,
+        "text": mail.text,
+        "language": mail.language,
+        "detected_type": mail.detected_type,
+        "in_reply_to": mail.in_reply_to,
+        "references": mail.references,
+        "received_at": mail.received_at,
+        "received_at_source": mail.received_at_source,
+        "date_header": mail.date_header,
+        "raw": mail.raw,
+        "raw_size": mail.raw_size,
+        "raw_sha256": hashlib.sha256(mail.raw).hexdigest(),
+        "attachments_omitted": mail.attachments_omitted,
+        "imap_mailbox": origin.mailbox if origin else None,
+        "imap_uidvalidity": origin.uidvalidity if origin else None,
+        "imap_uid": origin.uid if origin else None,
+        "created_at": utcnow(),
+    }
+    return Recorded(repository.add_new(session, values), mail.message_id, request_id)
 
 
 def _record_failure(
@@ -297,9 +316,7 @@ def _record_failure(
 ) -> IngestOutcome:
     """Keep a message that could not be acted on, quarantined, so a handler sees it."""
     try:
-        row = _message_row(mail, origin, status="quarantined", reason=reason)
-        session.add(row)
-        session.flush()
+        row = _add_row(session, mail, origin, "quarantined", reason, None)
         mailbox.advance(session, origin, now)
         session.commit()
     except IntegrityError:
@@ -310,11 +327,10 @@ def _record_failure(
         mailbox.advance(session, origin, now)
         session.commit()
         return _duplicate(existing)
-    assert row.id is not None
     return IngestOutcome(inbound_id=row.id, status="quarantined", reason=reason)
 
 
-def _duplicate(existing: InboundMessage) -> IngestOutcome:
+def _duplicate(existing: InboundMessage | Row[Any]) -> IngestOutcome:
     assert existing.id is not None
     return IngestOutcome(
         inbound_id=existing.id,

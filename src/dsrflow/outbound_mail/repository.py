@@ -23,8 +23,9 @@ def dedup_key_taken(session: Session, dedup_key: str) -> bool:
 
 
 def insert(session: Session, values: dict[str, Any]) -> int:
-    """Insert an outbox row (one statement, no ORM object); returns its id."""
-    return session.execute(_INSERT, values).scalar_one()
+    """Insert an outbox row (one statement, no ORM object, on the session's connection: no
+    autoflush); returns its id."""
+    return int(session.connection().execute(_INSERT, values).scalar_one())
 
 
 def message_id_for(session: Session, dedup_key: str) -> str | None:

@@ -53,7 +53,8 @@ def add_new(session: Session, request: Request) -> None:
     """Insert a new request in one prepared statement and attach it to the session as loaded:
     the same row as ``session.add`` and a flush, without the unit of work's cost, which on
     SQLite is paid inside the write lock that every create waits for."""
-    session.execute(_INSERT_REQUEST, {c.name: getattr(request, c.name) for c in _REQUESTS.c})
+    values = {c.name: getattr(request, c.name) for c in _REQUESTS.c}
+    session.connection().execute(_INSERT_REQUEST, values)
     make_transient_to_detached(request)
     session.add(request)
 
@@ -61,7 +62,7 @@ def add_new(session: Session, request: Request) -> None:
 def add_verification_token(
     session: Session, request_id: str, token_hash: str, expires_at: datetime
 ) -> None:
-    session.execute(
+    session.connection().execute(
         _INSERT_TOKEN,
         {"request_id": request_id, "token_hash": token_hash, "expires_at": expires_at},
     )
@@ -136,7 +137,7 @@ def next_reference_number(session: Session, year: int) -> int:
         or session.in_transaction()
         or isinstance(bind, Connection)
     ):
-        return int(session.execute(_TAKE_NUMBER, {"year": year}).scalar_one())
+        return int(session.connection().execute(_TAKE_NUMBER, {"year": year}).scalar_one())
     with bind.connect() as connection:
         connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
         number = int(connection.execute(_TAKE_NUMBER, {"year": year}).scalar_one())

@@ -20,6 +20,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from dsrflow.db import utcnow
+from dsrflow.inbound_mail.listener import IntakeListener
 from dsrflow.runtime import Runtime
 from dsrflow.scheduler import jobs
 
@@ -94,11 +95,14 @@ async def running_scheduler(rt: Runtime) -> AsyncIterator[AsyncIOScheduler]:
     """The scheduler for the lifetime of the block (used by `dsrflow serve`).
 
     With IMAP configured, an IDLE watcher also runs, so new mail is read within seconds; the
-    ``imap_poll`` job stays as the fallback (both claim the mailbox in the database).
+    ``imap_poll`` job stays as the fallback (both claim the mailbox in the database). The
+    intake socket listens beside it (in its own threads), for ``dsrflow ingest-email``.
     """
     scheduler = build_scheduler(rt)
     scheduler.start()
     log.info("scheduler started: %s", ", ".join(job.id for job in scheduler.get_jobs()))
+    listener = IntakeListener(rt)
+    listener.start()
     stop = asyncio.Event()
     watcher = None
     if rt.settings.imap_host:
@@ -110,6 +114,8 @@ async def running_scheduler(rt: Runtime) -> AsyncIterator[AsyncIOScheduler]:
     finally:
         stop.set()
         scheduler.shutdown(wait=False)
+        # Off the loop: the messages being recorded are finished first.
+        await asyncio.to_thread(listener.stop)
         if watcher is not None:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
