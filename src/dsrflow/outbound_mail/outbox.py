@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlmodel import Session
 
@@ -22,6 +24,7 @@ class OutgoingMail:
     request_id: str | None = None
     reference: str | None = None
     in_reply_to: str | None = None
+    message_id: str | None = None  # chosen by the caller when a later letter threads under it
 
 
 def make_message_id(domain: str) -> str:
@@ -46,24 +49,30 @@ def enqueue(
     transaction), so it is not looked up; the unique index still holds."""
     if not new_key and repository.dedup_key_taken(session, mail.dedup_key):
         return None
+    row = _row(mail, domain)
+    return Queued(repository.insert(session, row), row["message_id"])
+
+
+def enqueue_new(session: Session, mails: Sequence[OutgoingMail], domain: str) -> None:
+    """Add letters whose keys no row can have yet (a request created in this transaction) in one
+    statement. The caller commits; the unique index still holds."""
+    repository.insert_many(session, [_row(mail, domain) for mail in mails])
+
+
+def _row(mail: OutgoingMail, domain: str) -> dict[str, Any]:
     now = utcnow()
-    message_id = make_message_id(domain)
-    row_id = repository.insert(
-        session,
-        {
-            "dedup_key": mail.dedup_key,
-            "request_id": mail.request_id,
-            "reference": mail.reference,
-            "letter": mail.letter,
-            "recipient": single_line(mail.recipient),
-            "subject": single_line(mail.subject),
-            "body": mail.body,
-            "message_id": message_id,
-            "in_reply_to": mail.in_reply_to,
-            "status": "pending",
-            "attempts": 0,
-            "next_attempt_at": now,
-            "created_at": now,
-        },
-    )
-    return Queued(row_id, message_id)
+    return {
+        "dedup_key": mail.dedup_key,
+        "request_id": mail.request_id,
+        "reference": mail.reference,
+        "letter": mail.letter,
+        "recipient": single_line(mail.recipient),
+        "subject": single_line(mail.subject),
+        "body": mail.body,
+        "message_id": mail.message_id or make_message_id(domain),
+        "in_reply_to": mail.in_reply_to,
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+    }

@@ -14,6 +14,7 @@ from dsrflow.outbound_mail.models import OutboxMessage
 
 OUTBOX = OutboxMessage.__table__  # type: ignore[attr-defined]
 _INSERT = sql_insert(OUTBOX).returning(OUTBOX.c.id)
+_INSERT_ROWS = sql_insert(OUTBOX)
 _MESSAGE_ID = select(OUTBOX.c.message_id).where(OUTBOX.c.dedup_key == bindparam("key"))
 
 
@@ -26,6 +27,11 @@ def insert(session: Session, values: dict[str, Any]) -> int:
     """Insert an outbox row (one statement, no ORM object, on the session's connection: no
     autoflush); returns its id."""
     return int(session.connection().execute(_INSERT, values).scalar_one())
+
+
+def insert_many(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert outbox rows in one statement (a multi-row VALUES on both databases)."""
+    session.execute(_INSERT_ROWS, rows)
 
 
 def message_id_for(session: Session, dedup_key: str) -> str | None:

@@ -39,26 +39,51 @@ def queue_letter(
     ``new_key``: no letter can have the key yet (the request was created in this transaction,
     or the key names the version this transaction made), so it is not looked up; ``thread``:
     the acknowledgment's Message-ID when the caller has it, so that it is not looked up either."""
+    mail = compose_letter(
+        rt,
+        session,
+        request,
+        key,
+        letter,
+        context,
+        recipient=recipient,
+        language=language,
+        thread=thread,
+    )
+    return enqueue(session, mail, rt.mail_domain, new_key=new_key)
+
+
+def compose_letter(
+    rt: Runtime,
+    session: Session,
+    request: Request,
+    key: str,
+    letter: str,
+    context: dict[str, Any],
+    *,
+    recipient: str | None = None,
+    language: str | None = None,
+    thread: str | None = None,
+    message_id: str | None = None,
+) -> OutgoingMail:
+    """``letter`` rendered for the outbox (see ``queue_letter``), not yet queued: a create
+    queues its letters together (``outbox.enqueue_new``)."""
     rendered = rt.letters.render(letter, language or request.language, context)
     if recipient or key == "acknowledgment":
         in_reply_to = None
     else:
         in_reply_to = thread or message_id_for(session, f"{request.id}:acknowledgment")
-    return enqueue(
-        session,
-        OutgoingMail(
-            dedup_key=f"{request.id}:{key}",
-            letter=letter,
-            recipient=recipient or request.agent_email or request.requester_email,
-            subject=rendered.subject,
-            body=rendered.body,
-            request_id=request.id,
-            reference=request.reference,
-            # Letters to the requester thread under the acknowledgment.
-            in_reply_to=in_reply_to,
-        ),
-        rt.mail_domain,
-        new_key=new_key,
+    return OutgoingMail(
+        dedup_key=f"{request.id}:{key}",
+        letter=letter,
+        recipient=recipient or request.agent_email or request.requester_email,
+        subject=rendered.subject,
+        body=rendered.body,
+        request_id=request.id,
+        reference=request.reference,
+        # Letters to the requester thread under the acknowledgment.
+        in_reply_to=in_reply_to,
+        message_id=message_id,
     )
 
 

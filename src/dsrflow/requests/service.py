@@ -21,8 +21,14 @@ from dsrflow.auth.models import Handler
 from dsrflow.auth.tokens import new_token, token_digest
 from dsrflow.db import utcnow
 from dsrflow.errors import Conflict, Invalid, NotFound, TriggerNotAllowed
+from dsrflow.outbound_mail.outbox import OutgoingMail, enqueue_new, make_message_id
 from dsrflow.requests import repository
-from dsrflow.requests.letters import HANDLER_LANGUAGE, letter_context, queue_letter
+from dsrflow.requests.letters import (
+    HANDLER_LANGUAGE,
+    compose_letter,
+    letter_context,
+    queue_letter,
+)
 from dsrflow.requests.models import Payment, Request, RequestNote
 from dsrflow.requests.notices import tell_desk
 from dsrflow.requests.schemas import (
@@ -173,40 +179,47 @@ def open_request(
             new_chain=True,
         )
         context = letter_context(rt, request, status_token=status_token)
-        ack = queue_letter(
-            rt,
-            session,
-            request,
-            "acknowledgment",
-            wf.letters["acknowledgment"],
-            context,
-            new_key=True,
-        )
-        assert ack is not None
-        _send_verification(rt, session, request, context, thread=ack.message_id)
-        if request.agent_email and request.agent_email.lower() != request.requester_email.lower():
-            # The principal learns that someone asked in their name, who, and how to object.
-            queue_letter(
+        # The letters are queued together, in one statement; the acknowledgment's Message-ID is
+        # chosen here, so that the verification link threads under it.
+        ack_id = make_message_id(rt.mail_domain)
+        mails = [
+            compose_letter(
                 rt,
                 session,
                 request,
-                "agent_notice",
-                wf.letters["agent_notice"],
+                "acknowledgment",
+                wf.letters["acknowledgment"],
                 context,
-                recipient=request.requester_email,
-                new_key=True,
+                message_id=ack_id,
+            ),
+            _verification_letter(rt, session, request, context, thread=ack_id),
+        ]
+        if request.agent_email and request.agent_email.lower() != request.requester_email.lower():
+            # The principal learns that someone asked in their name, who, and how to object.
+            mails.append(
+                compose_letter(
+                    rt,
+                    session,
+                    request,
+                    "agent_notice",
+                    wf.letters["agent_notice"],
+                    context,
+                    recipient=request.requester_email,
+                )
             )
-        queue_letter(
-            rt,
-            session,
-            request,
-            "handler_notice",
-            wf.letters["handler_notice"],
-            letter_context(rt, request, language=HANDLER_LANGUAGE),
-            recipient=rt.settings.handler_email,
-            language=HANDLER_LANGUAGE,
-            new_key=True,
+        mails.append(
+            compose_letter(
+                rt,
+                session,
+                request,
+                "handler_notice",
+                wf.letters["handler_notice"],
+                letter_context(rt, request, language=HANDLER_LANGUAGE),
+                recipient=rt.settings.handler_email,
+                language=HANDLER_LANGUAGE,
+            )
         )
+        enqueue_new(session, mails, rt.mail_domain)
     return Submitted(request=request, status_token=status_token)
 
 
@@ -559,14 +572,10 @@ def record_payment(
     return request
 
 
-def _send_verification(
-    rt: Runtime,
-    session: Session,
-    request: Request,
-    context: dict[str, Any],
-    *,
-    thread: str | None = None,
-) -> None:
+def _verification_letter(
+    rt: Runtime, session: Session, request: Request, context: dict[str, Any], *, thread: str
+) -> OutgoingMail:
+    """A new verification link (its token stored hashed) and the letter that carries it."""
     token = new_token("vt")
     hours = rt.settings.verification_link_hours
     repository.add_verification_token(
@@ -577,17 +586,8 @@ def _send_verification(
         "verify_url": f"{rt.settings.base_url}/verify/{token}",
         "verify_hours": hours,
     }
-    wf = rt.definitions.workflow(request.type)
-    queue_letter(
-        rt,
-        session,
-        request,
-        "verification",
-        wf.letters["verification"],
-        context,
-        new_key=thread is not None,
-        thread=thread,
-    )
+    letter = rt.definitions.workflow(request.type).letters["verification"]
+    return compose_letter(rt, session, request, "verification", letter, context, thread=thread)
 
 
 def describe(rt: Runtime, session: Session, request: Request, *, history: bool) -> RequestPublic:
