@@ -149,3 +149,20 @@ def test_japanese_subject_is_encoded_words_and_body_is_base64(
     assert "（ご通知）" in str(message["Subject"])
     assert "個人情報の保護に関する法律" in message.get_content()
     assert_delivered_as_queued(message, refused)
+
+
+def test_a_new_requests_letters_are_queued_together_and_thread_under_the_acknowledgment(
+    rt: Runtime,
+) -> None:
+    """The create queues its letters in one statement, with the acknowledgment's Message-ID
+    chosen before: the verification link must still name exactly that one."""
+    request = make_request(rt, "disclosure", agent=AGENT)
+    rows = {row.letter: row for row in outbox(rt, request_id=request.id)}
+    wf = rt.definitions.workflow("disclosure")
+    ack = rows[wf.letters["acknowledgment"]]
+    verification = rows[wf.letters["verification"]]
+    assert ack.in_reply_to is None
+    assert verification.in_reply_to == ack.message_id
+    assert rows[wf.letters["agent_notice"]].recipient == request.requester_email
+    assert rows[wf.letters["handler_notice"]].recipient == rt.settings.handler_email
+    assert len({row.message_id for row in rows.values()}) == len(rows) == 4
