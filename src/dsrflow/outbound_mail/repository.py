@@ -30,8 +30,8 @@ def insert(session: Session, values: dict[str, Any]) -> int:
 
 
 def insert_many(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Insert outbox rows in one statement (a multi-row VALUES on both databases)."""
-    session.execute(_INSERT_ROWS, rows)
+    """Insert outbox rows in one statement, on the session's connection as ``insert``."""
+    session.connection().execute(_INSERT_ROWS, rows)
 
 
 def message_id_for(session: Session, dedup_key: str) -> str | None:

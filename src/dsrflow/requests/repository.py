@@ -38,9 +38,14 @@ def get(session: Session, request_id: str) -> Request | None:
 def get_by_id_or_reference(session: Session, key: str) -> Request | None:
     """The request with this id, or with this reference (any case: ``dsr-2026-000001`` too)."""
     request = session.get(Request, key)
-    if request is None and key[:4].upper() == "DSR-":
+    if request is None and _is_reference(key):
         request = session.exec(select(Request).where(Request.reference == key.upper())).first()
     return request
+
+
+def _is_reference(key: str) -> bool:
+    """A path's key names a reference (any case), not an id."""
+    return key[:4].upper() == "DSR-"
 
 
 _REQUESTS = Request.__table__  # type: ignore[attr-defined]
@@ -99,7 +104,7 @@ def lock(session: Session, request_id: str) -> Request | None:
 def lock_by_id_or_reference(session: Session, key: str) -> Request | None:
     """``lock`` for a key that is an id or a reference (as ``get_by_id_or_reference``)."""
     request = lock(session, key)
-    if request is None and key[:4].upper() == "DSR-":
+    if request is None and _is_reference(key):
         found = session.exec(_ID_BY_REFERENCE, params={"reference": key.upper()}).first()
         request = lock(session, found) if found is not None else None
     return request
