@@ -32,12 +32,15 @@ import sqlite3
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import DateTime, event, inspect
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, create_engine
 
@@ -272,10 +275,11 @@ def make_engine(
                 _begin_immediate(connection, gate)
 
     else:
-        kwargs.setdefault("pool_pre_ping", True)
         kwargs.setdefault("pool_size", 10)
         kwargs.setdefault("max_overflow", 20)
         engine = create_engine(url, hide_parameters=True, **kwargs)
+        if not kwargs.get("pool_pre_ping"):
+            _ping_when_idle(engine)
 
     @event.listens_for(engine, "before_cursor_execute")
     def _guard_read_only(
@@ -290,6 +294,60 @@ def make_engine(
 def reading(engine: Engine) -> Engine:
     """The same engine and pool, for read-only work (deferred BEGIN on SQLite)."""
     return engine.execution_options(**{READ_ONLY: True})
+
+
+# A pooled connection back for longer than this is pinged before it is lent again.
+IDLE_PING_SECONDS = 2.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping a PostgreSQL connection before lending it only when it has sat idle in the pool:
+    one that sat there through a server restart, or past a proxy's idle timeout, is replaced
+    instead of failing the call that borrows it. ``pool_pre_ping`` pings at every checkout, a
+    round trip on every call (two per handler decision); a connection in steady use is not
+    pinged. A server restarted under steady load fails the calls that were using it then; the
+    first such error invalidates the whole pool, so the next calls connect afresh."""
+
+    @event.listens_for(engine, "connect")
+    def _fresh(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkin")
+    def _returned(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _lent(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get("idle_since", 0.0) < IDLE_PING_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            # The pool discards this connection and lends a new one.
+            raise DisconnectionError("idle connection found closed") from exc
+
+
+@contextmanager
+def pipelined(session: Session) -> Iterator[None]:
+    """Statements the block sends go to PostgreSQL without waiting for each one's answer
+    (psycopg's pipeline mode): the answers come back together when the block ends. For a run of
+    writes whose results nobody reads (a new request's rows), one round trip instead of one per
+    statement. Only such statements belong in the block: SQLAlchemy finds no rows in a result
+    that has not arrived, so a SELECT, a RETURNING (an insert that reads back its new id: use
+    ``insert(...).inline()``) or a rowcount read inside it fails. An error that arrives at the
+    end is raised as SQLAlchemy raises it from a statement (``IntegrityError`` and the like).
+    On SQLite nothing changes."""
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        yield
+        return
+    dbapi = connection.dialect.loaded_dbapi
+    try:
+        driver: Any = connection.connection.driver_connection  # a psycopg Connection
+        with driver.pipeline():
+            yield
+    except dbapi.Error as exc:
+        raise DBAPIError.instance(None, None, exc, dbapi.Error) from exc
 
 
 def read_session(engine: Engine) -> Session:

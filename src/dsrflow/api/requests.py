@@ -6,6 +6,8 @@ from datetime import date, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
 from dsrflow.api.deps import (
     CurrentRequest,
@@ -98,7 +100,7 @@ def _due_before(rt: Runtime, value: str | None) -> datetime | None:
     },
     summary="Submit a request (public, no auth)",
 )
-def submit_request(
+async def submit_request(
     data: RequestCreate,
     rt: RuntimeDep,
     session: SessionDep,
@@ -106,7 +108,10 @@ def submit_request(
     handler: OptionalHandler,
 ) -> RequestCreated:
     """Public intake; with a handler token also post, phone and counter intake, with the time
-    the request truly arrived (``received_at``) from which every clock runs."""
+    the request truly arrived (``received_at``) from which every clock runs.
+
+    Like ``fire_transition``, a coroutine that sends only its database work to the thread
+    pool: a plain ``def`` route costs a second trip there, to check its response model."""
     channel = "api"
     received_at = None
     if data.channel is not None or data.received_at is not None:
@@ -121,8 +126,19 @@ def submit_request(
                 )
             if received_at > utcnow():
                 raise Invalid({"received_at": "must not be in the future"})
+    created = await run_in_threadpool(_submit, rt, session, data, channel, received_at)
+    response.headers["Location"] = f"/api/v1/requests/{created.id}"
+    return created
+
+
+def _submit(
+    rt: Runtime,
+    session: Session,
+    data: RequestCreate,
+    channel: str,
+    received_at: datetime | None,
+) -> RequestCreated:
     submitted = service.submit(rt, session, data, channel=channel, received_at=received_at)
-    response.headers["Location"] = f"/api/v1/requests/{submitted.request.id}"
     return RequestCreated.model_validate(submitted.request, from_attributes=True)
 
 
@@ -210,7 +226,7 @@ def get_request(
     },
     summary="Advance a request (verify, request info, fulfil, refuse, withdraw…)",
 )
-def fire_transition(
+async def fire_transition(
     request_id: str,
     body: TransitionIn,
     rt: RuntimeDep,
@@ -218,8 +234,10 @@ def fire_transition(
     handler: Decider,
 ) -> RequestPublic:
     """The request is read once, under its lock (not first by ``CurrentRequest``): a decision is
-    the desk's busiest write."""
-    return service.decide(rt, session, request_id, body, actor=f"handler:{handler.id}")
+    the desk's busiest write. Only the decision itself goes to the thread pool."""
+    return await run_in_threadpool(
+        service.decide, rt, session, request_id, body, actor=f"handler:{handler.id}"
+    )
 
 
 @router.post(

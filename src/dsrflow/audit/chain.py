@@ -27,7 +27,7 @@ from dsrflow.audit.models import EVENT_FORMAT, AuditHead, Event
 GENESIS = "0" * 64
 EVENTS: Table = Event.__table__  # type: ignore[attr-defined]
 HEADS: Table = AuditHead.__table__  # type: ignore[attr-defined]
-_INSERT_EVENT = insert(EVENTS)
+_INSERT_EVENT = insert(EVENTS).inline()  # the new id is not read back (no RETURNING)
 _INSERT_HEAD = insert(HEADS)
 _READ_HEAD = sql_select(HEADS.c.seq, HEADS.c.hash).where(HEADS.c.request_id == bindparam("id"))
 _MOVE_HEAD = (

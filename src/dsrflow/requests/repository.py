@@ -51,7 +51,7 @@ def _is_reference(key: str) -> bool:
 _REQUESTS = Request.__table__  # type: ignore[attr-defined]
 _INSERT_REQUEST = insert(_REQUESTS)
 _TOKENS = VerificationToken.__table__  # type: ignore[attr-defined]
-_INSERT_TOKEN = insert(_TOKENS)
+_INSERT_TOKEN = insert(_TOKENS).inline()  # the new id is not read back (no RETURNING)
 
 
 def add_new(session: Session, request: Request) -> None:
@@ -120,6 +120,14 @@ _TAKE_NUMBER = text(
     "ON CONFLICT (year) DO UPDATE SET last_number = reference_counters.last_number + 1 "
     "RETURNING last_number"
 )
+# The same, as a transaction of its own on PostgreSQL (autocommit): set_config(..., true) turns
+# synchronous_commit off for that one statement's transaction, as SET LOCAL would in a block.
+_TAKE_NUMBER_ALONE = text(
+    "INSERT INTO reference_counters (year, last_number) "
+    "SELECT :year, 1 WHERE set_config('synchronous_commit', 'off', true) = 'off' "
+    "ON CONFLICT (year) DO UPDATE SET last_number = reference_counters.last_number + 1 "
+    "RETURNING last_number"
+)
 
 
 def next_reference_number(session: Session, year: int) -> int:
@@ -131,7 +139,8 @@ def next_reference_number(session: Session, year: int) -> int:
     for the one before it). A create that then fails leaves its number unused: references can
     have gaps, as a sequence's do. That transaction need not wait for its WAL flush: the
     create's own commit flushes the WAL past it, and if the server dies before, the number was
-    never given to a request that survived. A session that has already begun (mail intake reads
+    never given to a request that survived. It is one autocommitted statement: no BEGIN and
+    COMMIT round trips around it. A session that has already begun (mail intake reads
     before it creates) takes the number in its own transaction instead, so that no call ever
     holds two of the pool's connections at once. On SQLite the write lock serialises creates
     anyway, and a second commit would cost a second sync, so the number is taken in the
@@ -143,11 +152,8 @@ def next_reference_number(session: Session, year: int) -> int:
         or isinstance(bind, Connection)
     ):
         return int(session.connection().execute(_TAKE_NUMBER, {"year": year}).scalar_one())
-    with bind.connect() as connection:
-        connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
-        number = int(connection.execute(_TAKE_NUMBER, {"year": year}).scalar_one())
-        connection.commit()
-    return number
+    with bind.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        return int(connection.execute(_TAKE_NUMBER_ALONE, {"year": year}).scalar_one())
 
 
 def update_if_version(

@@ -19,7 +19,7 @@ from sqlmodel import Session
 from dsrflow.audit.chain import append_event
 from dsrflow.auth.models import Handler
 from dsrflow.auth.tokens import new_token, token_digest
-from dsrflow.db import utcnow
+from dsrflow.db import pipelined, utcnow
 from dsrflow.errors import Conflict, Invalid, NotFound, TriggerNotAllowed
 from dsrflow.outbound_mail.outbox import OutgoingMail, enqueue_new, make_message_id
 from dsrflow.requests import repository
@@ -162,11 +162,11 @@ def open_request(
         next_sweep_at=received_at,
     )
     # Built before the first statement: on SQLite that statement takes the write lock, held
-    # until commit. The request is inserted first (its rows refer to it), the rest at commit.
-    with session.no_autoflush:
-        request.reference = _reference(
-            local.year, repository.next_reference_number(session, local.year)
-        )
+    # until commit. The request is inserted first (its rows refer to it); nothing is read back,
+    # so on PostgreSQL all of them travel in one round trip (``pipelined``).
+    number = repository.next_reference_number(session, local.year)
+    with session.no_autoflush, pipelined(session):
+        request.reference = _reference(local.year, number)
         repository.add_new(session, request)
         append_event(
             session,
