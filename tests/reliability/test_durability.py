@@ -207,3 +207,40 @@ def test_a_new_connection_waits_for_the_lock_to_switch_to_wal(tmp_path: Path) ->
     assert released.is_set()
     assert mode == "wal"
     engine.dispose()
+
+
+def test_a_decision_reads_its_answer_after_freeing_the_write_lock(
+    rt: Runtime, auth: dict[str, str], database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every other writer waits while a decision holds SQLite's lock: its answer (history and
+    payments) is read after the commit, and still shows the decision."""
+    from dsrflow.requests import service
+
+    request = make_request(rt, "disclosure")
+    path = Path(database_url.removeprefix("sqlite:///"))
+    lock_free: list[bool] = []
+    describe = service.describe
+
+    def probing(*args: object, **kwargs: object) -> object:
+        other = sqlite3.connect(path, timeout=0, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+            lock_free.append(True)
+        except sqlite3.OperationalError:  # database is locked
+            lock_free.append(False)
+        finally:
+            other.close()
+        return describe(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(service, "describe", probing)
+    with TestClient(create_app(rt)) as client:
+        answer = client.post(
+            f"/api/v1/requests/{request.id}/transitions",
+            json={"trigger": "withdraw", "note": "by phone"},
+            headers=auth,
+        )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["state"] == "withdrawn"
+    assert answer.json()["history"][-1]["to_state"] == "withdrawn"
+    assert lock_free == [True]
