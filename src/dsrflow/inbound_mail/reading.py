@@ -351,10 +351,11 @@ def ingest_piped(
 
 
 def ingest_batch(
-    rt: Runtime, messages: Sequence[tuple[str, bytes]], *, size: int = BATCH_SIZE
+    rt: Runtime, messages: Sequence[tuple[str, bytes]], *, size: int | None = None
 ) -> Iterator[tuple[str, PipeAnswer]]:
     """``ingest_piped`` for many messages (``dsrflow ingest-email FILE...``, ``--maildir``):
-    up to ``size`` of them recorded in one transaction (``service.record_batch``).
+    up to ``size`` (``BATCH_SIZE``) of them recorded in one transaction
+    (``service.record_batch``).
 
     Yields each message's name and answer once the transaction that recorded it is committed,
     in order, so that the caller moves a file only when its message is on disk; a crash before
@@ -362,6 +363,7 @@ def ingest_batch(
     recorded is a duplicate). A batch that cannot be recorded is tried again one message at a
     time, with ``ingest_piped``: only the messages that cannot be recorded alone are left (75).
     """
+    size = size or BATCH_SIZE
     for start in range(0, len(messages), size):
         chunk = messages[start : start + size]
         try:
