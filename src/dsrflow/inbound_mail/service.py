@@ -3,7 +3,8 @@
 A message is recorded, and acted on, in one transaction: its row (the Message-ID is unique, so
 the same message twice is one), the request it creates with the acknowledgment and notices, or
 the event that joins it to a request and the note to the handlers, and, for IMAP, the folder's
-last UID. A crash before the commit leaves nothing behind; the message is read again.
+last UID. A crash before the commit leaves nothing behind; the message is read again. A batch
+(``record_batch``) shares one transaction among several messages, each in a savepoint.
 """
 
 from __future__ import annotations
