@@ -313,20 +313,19 @@ def cmd_ingest_email(args: argparse.Namespace) -> int:
         logging.getLogger("dsrflow").debug("ingest-email failed", exc_info=True)
         print(f"dsrflow: cannot record the message now: {exc}", file=sys.stderr)
         return 75
+    from dsrflow.inbound_mail.reading import ingest_batch, ingest_piped
+
+    if not batch:
+        return _answered(ingest_piped(rt, messages[0][1]))
     worst = 0
-    for name, raw in messages:
-        status = _ingest_one(rt, name if batch else None, raw)
+    # Each answer comes once its message is committed: only then is its file moved to cur/.
+    for name, answer in ingest_batch(rt, messages):
+        status = _answered(answer)
         if status == 0 and maildir is not None:
             path = Path(name)
             path.rename(maildir / "cur" / f"{path.name}:2,S")
         worst = max(worst, status, key=lambda s: {0: 0, 65: 1, 75: 2}[s])
     return worst
-
-
-def _ingest_one(rt: Runtime, name: str | None, raw: bytes) -> int:
-    from dsrflow.inbound_mail.reading import ingest_piped
-
-    return _answered(ingest_piped(rt, raw, name=name))
 
 
 def _answered(answer: PipeAnswer) -> int:

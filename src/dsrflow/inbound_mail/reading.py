@@ -17,7 +17,7 @@ from __future__ import annotations
 import email
 import logging
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email import policy, utils
@@ -62,6 +62,8 @@ from dsrflow.runtime import Runtime
 log = logging.getLogger(__name__)
 
 BOM = b"\xef\xbb\xbf"
+# Messages of a batch recorded in one transaction (one commit); see ``ingest_batch``.
+BATCH_SIZE = 50
 
 
 def read_message(
@@ -297,7 +299,20 @@ def ingest(
     a database error, or ClaimLost for an IMAP ``origin`` whose claim is gone.
     """
     rules = rules_for(rt)
-    mail = read_message(
+    mail = _mail_of(rt, rules, raw, source, received_at, original_size)
+    with Session(rt.db, expire_on_commit=False) as session:
+        return service.record_inbound(rt, session, mail, origin=origin, policy=_policy(rules))
+
+
+def _mail_of(
+    rt: Runtime,
+    rules: IntakeRules,
+    raw: bytes,
+    source: str,
+    received_at: datetime | None = None,
+    original_size: int | None = None,
+) -> InboundMail:
+    return read_message(
         raw,
         rules,
         source=source,
@@ -305,12 +320,13 @@ def ingest(
         received_at=received_at,
         original_size=original_size,
     )
-    policy = IntakePolicy(
+
+
+def _policy(rules: IntakeRules) -> IntakePolicy:
+    return IntakePolicy(
         requests_per_sender=rules.limits.requests_per_sender,
         sender_window=timedelta(hours=rules.limits.requests_per_sender_hours),
     )
-    with Session(rt.db, expire_on_commit=False) as session:
-        return service.record_inbound(rt, session, mail, origin=origin, policy=policy)
 
 
 def ingest_piped(
@@ -331,6 +347,42 @@ def ingest_piped(
         # EX_TEMPFAIL: the MTA keeps the message and tries again; nothing is lost.
         log.debug("ingest-email failed", exc_info=True)
         return PipeAnswer(75, err=f"dsrflow: {prefix}cannot record the message now: {exc}")
+    return _answer(outcome, prefix, size, limit)
+
+
+def ingest_batch(
+    rt: Runtime, messages: Sequence[tuple[str, bytes]], *, size: int | None = None
+) -> Iterator[tuple[str, PipeAnswer]]:
+    """``ingest_piped`` for many messages (``dsrflow ingest-email FILE...``, ``--maildir``):
+    up to ``size`` (``BATCH_SIZE``) of them recorded in one transaction
+    (``service.record_batch``).
+
+    Yields each message's name and answer once the transaction that recorded it is committed,
+    in order, so that the caller moves a file only when its message is on disk; a crash before
+    the commit leaves the batch unrecorded (its messages are read again, and a message found
+    recorded is a duplicate). A batch that cannot be recorded is tried again one message at a
+    time, with ``ingest_piped``: only the messages that cannot be recorded alone are left (75).
+    """
+    size = size or BATCH_SIZE
+    for start in range(0, len(messages), size):
+        chunk = messages[start : start + size]
+        try:
+            rules = rules_for(rt)
+            # Read before the transaction: on SQLite it holds the write lock until its commit.
+            mails = [_mail_of(rt, rules, raw, "file") for _, raw in chunk]
+            with Session(rt.db, expire_on_commit=False) as session:
+                outcomes = service.record_batch(rt, session, mails, policy=_policy(rules))
+        except Exception:
+            log.warning("a batch could not be recorded; one message at a time", exc_info=True)
+            for name, raw in chunk:
+                yield name, ingest_piped(rt, raw, name=name)
+            continue
+        limit = rules.limits.max_message_bytes
+        for (name, raw), outcome in zip(chunk, outcomes, strict=True):
+            yield name, _answer(outcome, f"{name}: ", len(raw), limit)
+
+
+def _answer(outcome: IngestOutcome, prefix: str, size: int, limit: int) -> PipeAnswer:
     line = f"{prefix}{outcome.describe()}"
     if size > limit:
         # Only the header was kept: EX_DATAERR makes the MTA return the message to its sender,

@@ -3,13 +3,15 @@
 A message is recorded, and acted on, in one transaction: its row (the Message-ID is unique, so
 the same message twice is one), the request it creates with the acknowledgment and notices, or
 the event that joins it to a request and the note to the handlers, and, for IMAP, the folder's
-last UID. A crash before the commit leaves nothing behind; the message is read again.
+last UID. A crash before the commit leaves nothing behind; the message is read again. A batch
+(``record_batch``) shares one transaction among several messages, each in a savepoint.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -96,6 +98,55 @@ def record_inbound(
         )
     log.info("inbound message #%s: %s", outcome.inbound_id, outcome.describe())
     return outcome
+
+
+def record_batch(
+    rt: Runtime,
+    session: Session,
+    mails: Sequence[InboundMail],
+    *,
+    policy: IntakePolicy = IntakePolicy(),
+) -> list[IngestOutcome]:
+    """Record several messages, each as ``record_inbound`` would, in one transaction: one
+    commit (one sync on SQLite) for them all.
+
+    Each message runs in a SAVEPOINT of its own, so one that fails while acting is rolled back
+    alone and recorded quarantined, as ``record_inbound`` does it. The outcomes hold only once
+    this returns: when it raises (the database cannot be written, or the commit fails), none of
+    the messages was recorded."""
+    now = utcnow()
+    try:
+        outcomes = [_record_nested(rt, session, mail, now, policy) for mail in mails]
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    for outcome in outcomes:
+        log.info("inbound message #%s: %s", outcome.inbound_id, outcome.describe())
+    return outcomes
+
+
+def _record_nested(
+    rt: Runtime, session: Session, mail: InboundMail, now: datetime, policy: IntakePolicy
+) -> IngestOutcome:
+    """One message of ``record_batch``, in a savepoint; raises only when even its quarantine
+    cannot be written (the whole batch then fails)."""
+    try:
+        with session.begin_nested():
+            return _record(rt, session, mail, None, now, policy)
+    except IntegrityError:
+        # Most likely the same message, recorded meanwhile by another process (PostgreSQL).
+        existing = repository.by_message_id(session, mail.message_id)
+        if existing is not None:
+            return _duplicate(existing)
+        log.exception("inbound message %s could not be recorded", mail.message_id)
+        reason = "could not be recorded"
+    except Exception as exc:
+        log.exception("inbound message %s could not be processed", mail.message_id)
+        reason = f"could not be processed ({type(exc).__name__})"
+    with session.begin_nested():
+        row = _add_row(session, mail, None, "quarantined", reason, None)
+    return IngestOutcome(inbound_id=row.id, status="quarantined", reason=reason)
 
 
 def _record(
