@@ -327,12 +327,6 @@ def _ping_when_idle(engine: Engine) -> None:
             raise DisconnectionError("idle connection found closed") from exc
 
 
-def locks_whole_database(session: Session) -> bool:
-    """Whether a write transaction here holds the whole database's write lock (SQLite), so that
-    work which can wait for the commit should: PostgreSQL locks only the rows written."""
-    return session.get_bind().dialect.name == "sqlite"
-
-
 @contextmanager
 def pipelined(session: Session) -> Iterator[None]:
     """Statements the block sends go to PostgreSQL without waiting for each one's answer

@@ -19,7 +19,7 @@ from sqlmodel import Session
 from dsrflow.audit.chain import append_event
 from dsrflow.auth.models import Handler
 from dsrflow.auth.tokens import new_token, token_digest
-from dsrflow.db import locks_whole_database, pipelined, utcnow
+from dsrflow.db import pipelined, utcnow
 from dsrflow.errors import Conflict, Invalid, NotFound, TriggerNotAllowed
 from dsrflow.outbound_mail.outbox import OutgoingMail, enqueue_new, make_message_id
 from dsrflow.requests import repository
@@ -306,16 +306,10 @@ def transition(
 def decide(
     rt: Runtime, session: Session, request_key: str, body: TransitionIn, *, actor: str
 ) -> RequestPublic:
-    """``transition``, answered with the handler's view of the request as committed.
-
-    Where the database locks rows (PostgreSQL), the view is read in the same transaction: a read
-    after the commit would cost a second transaction and pool checkout on the desk's busiest
-    write. Where a write locks the whole database (SQLite), every other writer waits while the
-    view is read, so it is read just after the commit instead, without the lock."""
+    """``transition``, answered with the handler's view of the request as committed, read in
+    the same transaction: a read after the commit would cost a second transaction (and on
+    PostgreSQL a second pool checkout) on the desk's busiest write."""
     request = _transition(rt, session, request_key, body, actor=actor)
-    if locks_whole_database(session):
-        session.commit()
-        return describe(rt, session, request, history=True)
     view = describe(rt, session, request, history=True)
     session.commit()
     return view
