@@ -308,13 +308,11 @@ def _ping_when_idle(engine: Engine) -> None:
     pinged. A server restarted under steady load fails the calls that were using it then; the
     first such error invalidates the whole pool, so the next calls connect afresh."""
 
-    @event.listens_for(engine, "connect")
-    def _fresh(_dbapi_connection: Any, record: Any) -> None:
+    def _idle_from_now(_dbapi_connection: Any, record: Any) -> None:
         record.info["idle_since"] = time.monotonic()
 
-    @event.listens_for(engine, "checkin")
-    def _returned(_dbapi_connection: Any, record: Any) -> None:
-        record.info["idle_since"] = time.monotonic()
+    event.listen(engine, "connect", _idle_from_now)  # new, or
+    event.listen(engine, "checkin", _idle_from_now)  # back in the pool
 
     @event.listens_for(engine, "checkout")
     def _lent(dbapi_connection: Any, record: Any, _proxy: Any) -> None:

@@ -79,23 +79,19 @@ def record_inbound(
     except mailbox.ClaimLost:
         session.rollback()
         raise
-    except IntegrityError:
+    except IntegrityError as exc:
         # Most likely the same message, recorded meanwhile by another process.
         session.rollback()
         existing = repository.by_message_id(session, mail.message_id)
         if existing is None:
-            log.exception("inbound message %s could not be recorded", mail.message_id)
-            outcome = _record_failure(session, mail, origin, now, "could not be recorded")
+            outcome = _record_failure(session, mail, origin, now, _failed(mail, exc))
         else:
             mailbox.advance(session, origin, now)
             session.commit()
             outcome = _duplicate(existing)
     except Exception as exc:
         session.rollback()
-        log.exception("inbound message %s could not be processed", mail.message_id)
-        outcome = _record_failure(
-            session, mail, origin, now, f"could not be processed ({type(exc).__name__})"
-        )
+        outcome = _record_failure(session, mail, origin, now, _failed(mail, exc))
     log.info("inbound message #%s: %s", outcome.inbound_id, outcome.describe())
     return outcome
 
@@ -134,16 +130,14 @@ def _record_nested(
     try:
         with session.begin_nested():
             return _record(rt, session, mail, None, now, policy)
-    except IntegrityError:
+    except IntegrityError as exc:
         # Most likely the same message, recorded meanwhile by another process (PostgreSQL).
         existing = repository.by_message_id(session, mail.message_id)
         if existing is not None:
             return _duplicate(existing)
-        log.exception("inbound message %s could not be recorded", mail.message_id)
-        reason = "could not be recorded"
+        reason = _failed(mail, exc)
     except Exception as exc:
-        log.exception("inbound message %s could not be processed", mail.message_id)
-        reason = f"could not be processed ({type(exc).__name__})"
+        reason = _failed(mail, exc)
     with session.begin_nested():
         row = _add_row(session, mail, None, "quarantined", reason, None)
     return IngestOutcome(inbound_id=row.id, status="quarantined", reason=reason)
@@ -360,6 +354,16 @@ def _add_row(
         "created_at": utcnow(),
     }
     return Recorded(repository.add_new(session, values), mail.message_id, request_id)
+
+
+def _failed(mail: InboundMail, exc: Exception) -> str:
+    """Log, with its traceback, why a message could not be acted on (``exc``, being handled);
+    the reason its quarantine records."""
+    if isinstance(exc, IntegrityError):
+        log.exception("inbound message %s could not be recorded", mail.message_id)
+        return "could not be recorded"
+    log.exception("inbound message %s could not be processed", mail.message_id)
+    return f"could not be processed ({type(exc).__name__})"
 
 
 def _record_failure(

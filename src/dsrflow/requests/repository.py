@@ -115,18 +115,18 @@ def by_status_token(session: Session, token_hash: str) -> Request | None:
 
 
 # One statement both backends run (SQLite 3.35+, PostgreSQL), compiled once.
+_NEXT_NUMBER = (
+    " ON CONFLICT (year) DO UPDATE SET last_number = reference_counters.last_number + 1"
+    " RETURNING last_number"
+)
 _TAKE_NUMBER = text(
-    "INSERT INTO reference_counters (year, last_number) VALUES (:year, 1) "
-    "ON CONFLICT (year) DO UPDATE SET last_number = reference_counters.last_number + 1 "
-    "RETURNING last_number"
+    "INSERT INTO reference_counters (year, last_number) VALUES (:year, 1)" + _NEXT_NUMBER
 )
 # The same, as a transaction of its own on PostgreSQL (autocommit): set_config(..., true) turns
 # synchronous_commit off for that one statement's transaction, as SET LOCAL would in a block.
 _TAKE_NUMBER_ALONE = text(
-    "INSERT INTO reference_counters (year, last_number) "
-    "SELECT :year, 1 WHERE set_config('synchronous_commit', 'off', true) = 'off' "
-    "ON CONFLICT (year) DO UPDATE SET last_number = reference_counters.last_number + 1 "
-    "RETURNING last_number"
+    "INSERT INTO reference_counters (year, last_number) SELECT :year, 1"
+    " WHERE set_config('synchronous_commit', 'off', true) = 'off'" + _NEXT_NUMBER
 )
 
 
