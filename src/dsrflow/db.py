@@ -293,7 +293,18 @@ def make_engine(
 
 def reading(engine: Engine) -> Engine:
     """The same engine and pool, for read-only work (deferred BEGIN on SQLite)."""
-    return engine.execution_options(**{READ_ONLY: True})
+    if engine.get_execution_options().get(READ_ONLY):
+        return engine
+    return _with_options(engine, "reading", {READ_ONLY: True})
+
+
+def _with_options(engine: Engine, name: str, options: dict[str, Any]) -> Engine:
+    """``engine.execution_options(**options)``, made once per engine: each new option engine
+    joins the engine's event listeners anew, which costs more than the statement it serves."""
+    made: dict[str, Engine] = engine.__dict__.setdefault("_dsrflow_option_engines", {})
+    if name not in made:
+        made[name] = engine.execution_options(**options)
+    return made[name]
 
 
 # A pooled connection back for longer than this is pinged before it is lent again.
@@ -360,21 +371,25 @@ def lookup_session(engine: Engine) -> Session:
     options: dict[str, Any] = {READ_ONLY: True}
     if engine.dialect.name == "postgresql":
         options["isolation_level"] = "AUTOCOMMIT"
-    return Session(engine.execution_options(**options), expire_on_commit=False)
+    return Session(_with_options(engine, "lookup", options), expire_on_commit=False)
+
+
+class _ReadsAfterCommit(Session):
+    """A write session whose first commit ends the writing (see ``write_session``)."""
+
+
+@event.listens_for(_ReadsAfterCommit, "after_commit")
+def _now_reading(committed: Session) -> None:
+    assert isinstance(committed.bind, Engine)
+    committed.bind = reading(committed.bind)
 
 
 def write_session(engine: Engine, *, reads_after_commit: bool = False) -> Session:
     """A session for work that writes (``BEGIN IMMEDIATE`` on SQLite). With
     ``reads_after_commit``, its first commit ends the writing: later transactions of the session
     only read, in deferred transactions that hold no lock."""
-    session = Session(engine, expire_on_commit=False)
-    if reads_after_commit:
-
-        @event.listens_for(session, "after_commit")
-        def _now_reading(committed: Session) -> None:
-            committed.bind = reading(engine)
-
-    return session
+    kind = _ReadsAfterCommit if reads_after_commit else Session
+    return kind(engine, expire_on_commit=False)
 
 
 def alembic_config(engine: Engine) -> Config:

@@ -16,7 +16,15 @@ from sqlmodel import Session, func, select
 
 from dsrflow import db as db_module
 from dsrflow.app import create_app
-from dsrflow.db import ReadOnlyViolation, WriteGate, _gate_for, make_engine, read_session
+from dsrflow.db import (
+    ReadOnlyViolation,
+    WriteGate,
+    _gate_for,
+    make_engine,
+    read_session,
+    reading,
+    write_session,
+)
 from dsrflow.requests.models import Request
 from dsrflow.runtime import Runtime
 from tests.conftest import make_request, request_body
@@ -86,6 +94,29 @@ def test_read_sessions_do_not_take_the_write_lock(rt: Runtime, database_url: str
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+def test_a_write_session_only_reads_after_its_first_commit(rt: Runtime) -> None:
+    with write_session(rt.db, reads_after_commit=True) as s:
+        s.add(_numbered(2))
+        s.commit()
+        assert s.exec(select(func.count()).select_from(Request)).one() == 1
+        with pytest.raises(ReadOnlyViolation):
+            s.add(_numbered(3))
+            s.flush()
+    # Both sessions read through one option engine, made once: not one per call.
+    assert reading(rt.db) is reading(rt.db) is reading(reading(rt.db))
+    with write_session(rt.db) as s:  # without reads_after_commit it goes on writing
+        s.add(_numbered(4))
+        s.commit()
+        s.add(_numbered(5))
+        s.commit()
+
+
+def _numbered(n: int) -> Request:
+    return Request(
+        **{**make_fields(), "reference": f"DSR-1999-{n:06d}", "status_token_hash": f"{n:064d}"}
+    )
 
 
 def make_fields() -> dict[str, object]:
