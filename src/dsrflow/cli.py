@@ -105,8 +105,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from dsrflow.web.server import uvicorn_options
 
     rt = _runtime(migrate=True)
-    # Bounded headers (h11), proxies believed only when configured; one INFO line per call
-    # costs more than a create on SQLite, so the access log is on only when asked for.
+    # Bounded headers, proxies believed only when configured; one INFO line per call costs
+    # more than a create on SQLite, so the access log is on only when asked for.
     options = uvicorn_options(
         rt.settings,
         host=args.host,

@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     # Identity and authority documents uploaded from the status page.
     max_upload_bytes: int = 5 * 1024 * 1024
     max_documents_per_request: int = 10
-    # Request line plus headers, in bytes (uvicorn's h11 parser; larger gets 400).
+    # Request line plus headers, in bytes (web.server.BoundedHttpTools; larger gets 400).
     max_header_bytes: int = 16 * 1024
     # Budget per client and minute, for every bucket (intake, verify, status, upload,
     # console_login, ...) unless RATE_LIMITS names the bucket: {"status": 60}.

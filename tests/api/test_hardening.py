@@ -250,6 +250,30 @@ def test_an_oversized_header_is_refused(rt: Runtime) -> None:
         assert answer.startswith(b"HTTP/1.1 431"), answer[:100]
 
 
+def test_the_header_bound_is_per_request_and_counts_a_head_sent_in_pieces(rt: Runtime) -> None:
+    limit = rt.settings.max_header_bytes
+    filler = b"X-Fill: " + b"f" * (limit // 2) + b"\r\n"
+    one = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + filler + b"\r\n"
+    with live_server(create_app(rt), rt.settings) as port:
+        # Three requests on one connection, each under the bound, together over it.
+        answers = raw_request(
+            port, one * 2 + one.replace(b"Host: x", b"Host: x\r\nConnection: close")
+        )
+        assert answers.count(b"HTTP/1.1 200") == 3, answers[:300]
+        # A head that never ends, sent a piece at a time, is cut off past the bound.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            answer = b""
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                for n in range(4 * limit // 1024):
+                    sock.sendall(b"X-%d: %s\r\n" % (n, b"p" * 1000))
+                    time.sleep(0.002)
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := sock.recv(65536):
+                    answer += chunk
+        assert answer.startswith(b"HTTP/1.1 400"), answer[:100]
+
+
 def _statuses(port: int, forwarded_for: list[str]) -> list[int]:
     statuses = []
     for address in forwarded_for:
