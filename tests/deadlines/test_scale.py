@@ -10,11 +10,11 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
-from dsrflow.deadlines.repository import due_for_sweep_query
+from dsrflow.deadlines.repository import due_for_sweep_query, taken_keys
 from dsrflow.requests import service
 from dsrflow.requests.schemas import RequestCreate
 from dsrflow.runtime import Runtime
@@ -117,3 +117,48 @@ def test_sweep_query_uses_the_next_sweep_index(backend: str, rt: Runtime) -> Non
             plan = connection.exec_driver_sql(f"EXPLAIN {sql}").all()
     text_plan = "\n".join(str(row) for row in plan)
     assert "ix_requests_next_sweep_at" in text_plan, text_plan
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgres"])
+@pytest.mark.parametrize("plan_cache_mode", ["force_custom_plan", "force_generic_plan"])
+def test_key_lookup_reads_its_array_once_per_statement(
+    backend: str, rt: Runtime, plan_cache_mode: str
+) -> None:
+    """A sweep's lookup of thousands of keys among thousands of reminders: with the table's
+    statistics stale (just after a sweep queued them, before autovacuum analyzes it) the
+    planner scans it, and an array cast from text inside the filter was parsed again for each
+    row, a 10,000-key lookup taking seconds. The array must reach the filter as a value."""
+    statements: list[tuple[str, object]] = []
+
+    def capture(
+        conn: object, cursor: object, statement: str, parameters: object, *_: object
+    ) -> None:
+        statements.append((statement, parameters))
+
+    keys = [f"{i:032d}:overdue:2026-11-27:5:desk@example.jp" for i in range(3)]
+    with Session(rt.db) as session:
+        event.listen(rt.db, "before_cursor_execute", capture)
+        try:
+            assert taken_keys(session, keys) == set()
+        finally:
+            event.remove(rt.db, "before_cursor_execute", capture)
+    [(statement, parameters)] = statements
+    [(name, literal)] = dict(parameters).items()  # type: ignore[call-overload]
+    with rt.db.connect() as connection:
+        # What stale statistics lead to on a table this size: a scan, the filter on each row.
+        connection.exec_driver_sql("SET enable_indexscan = off")
+        connection.exec_driver_sql("SET enable_bitmapscan = off")
+        # A statement psycopg prepares (the sixth run of the same text) may get a generic plan.
+        connection.exec_driver_sql(f"SET plan_cache_mode = {plan_cache_mode}")
+        connection.exec_driver_sql(f"PREPARE lookup AS {statement.replace(f'%({name})s', '$1')}")
+        plan = "\n".join(
+            row[0]
+            for row in connection.exec_driver_sql(
+                "EXPLAIN (VERBOSE) EXECUTE lookup('{}')".format(literal.replace("'", "''"))
+            )
+        )
+    [condition] = re.findall(r"Filter: (.*)", plan)
+    assert "= ANY (" in condition, plan
+    # A cast applied in the filter is evaluated per row; a constant or a parameter is not.
+    assert not re.search(r"\)::text\[\]\)", condition), plan

@@ -13,24 +13,21 @@ from functools import lru_cache
 from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import (
-    ARRAY,
     DateTime,
     Dialect,
     Select,
     String,
-    Text,
     TypeDecorator,
     and_,
     any_,
     bindparam,
-    cast,
     exists,
     or_,
     type_coerce,
     update,
 )
 from sqlalchemy import select as select_columns
-from sqlalchemy.types import TypeEngine
+from sqlalchemy.types import TypeEngine, UserDefinedType
 from sqlmodel import Session, col, select
 
 from dsrflow.auth.models import Handler
@@ -113,13 +110,23 @@ def _pg_array(values: Sequence[object]) -> str:
     return "{" + ",".join(quoted) + "}"
 
 
+class _TextArrayLiteral(UserDefinedType[str]):
+    """A PostgreSQL array literal bound as ``:param::TEXT[]``: the server parses it once, when
+    the statement is bound. Cast inside the statement instead (``CAST(:text AS TEXT[])``), the
+    parse is part of the filter and runs for each row a scan reads."""
+
+    cache_ok = True
+    render_bind_cast = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "TEXT[]"
+
+
 def _among(session: Session, column: Any, values: Sequence[str]) -> Any:
     """``column IN values``; on PostgreSQL ``column = ANY(:array)``, one parameter however many
     values (an expanded IN costs a bind, a cast and a parse per value)."""
     if session.get_bind().dialect.name == "postgresql":
-        array = cast(
-            bindparam("among", _pg_array(values), type_=Text(), unique=True), ARRAY(Text())
-        )
+        array = bindparam("among", _pg_array(values), type_=_TextArrayLiteral(), unique=True)
         return column == any_(array)
     return column.in_(values)
 
