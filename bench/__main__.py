@@ -11,7 +11,8 @@ since these machines are shared and noisy:
 - workers: ``dsrflow serve --workers 2`` against one worker, PostgreSQL, c=32;
 - memory: the resident size of ``serve`` after the first tenth of the creates and at the end;
 - sweeps: the queuing pass with N requests in the table and M newly due, then a pass with
-  nothing new (absolute targets, with the time to read the M rows as the baseline);
+  nothing new, then the next queuing pass over M more (absolute targets, with the time to read
+  the M rows as the baseline);
 - mail intake: ``dsrflow ingest-email`` start-up (one message), and the batch form over a
   Maildir (messages per second);
 - outbox: one flush to a local aiosmtpd (messages per second, one connection reused).
@@ -359,14 +360,26 @@ def sweep_cells(name: str, db: Engine, data_dir: Path) -> list[Result]:
     # The scheduler's process is warm when its sweep runs every minute: one pass with nothing
     # due first, so the figure is not the first query's mapper set-up.
     assert sweep(rt, now).queued == 0
-    _bulk_requests(
-        db,
-        SWEEP_DUE,
-        SWEEP_TABLE - SWEEP_DUE + 1,
-        "identity_verified",
-        now - timedelta(days=20),
-        now - timedelta(minutes=1),
-    )
+
+    def newly_due(start: int) -> None:
+        _bulk_requests(
+            db,
+            SWEEP_DUE,
+            start,
+            "identity_verified",
+            now - timedelta(days=20),
+            now - timedelta(minutes=1),
+        )
+
+    def queuing_sweep(at: datetime) -> tuple[float, int]:
+        start = time.perf_counter()
+        report = sweep(rt, at)
+        seconds = time.perf_counter() - start
+        assert report.errors == 0, report
+        assert report.queued >= SWEEP_DUE, report
+        return seconds, report.queued
+
+    newly_due(SWEEP_TABLE - SWEEP_DUE + 1)
     start = time.perf_counter()
     with db.connect() as connection:
         read = connection.execute(
@@ -374,20 +387,21 @@ def sweep_cells(name: str, db: Engine, data_dir: Path) -> list[Result]:
             {"now": now.replace(tzinfo=None) if db.dialect.name == "sqlite" else now},
         ).all()
     baseline = time.perf_counter() - start
-    start = time.perf_counter()
-    report = sweep(rt, now)
-    queuing = time.perf_counter() - start
-    assert report.errors == 0, report
-    assert report.queued >= SWEEP_DUE, report
+    queuing, queued = queuing_sweep(now)
     start = time.perf_counter()
     again = sweep(rt, now + timedelta(seconds=60))
     idle = time.perf_counter() - start
     assert again.queued == 0, again
     with db.connect() as connection:
         mails = connection.execute(text("SELECT count(*) FROM outbox")).scalar_one()
+    # The next day's sweep meets a reminders table that has just grown by as many rows, which
+    # autovacuum has not analyzed yet (a plan from stale statistics once made this pass 80 s).
+    newly_due(SWEEP_TABLE + 1)
+    following, _ = queuing_sweep(now + timedelta(seconds=120))
     log(
-        f"{name} sweep: queue {queuing:.3f}s ({report.queued} reminders, {mails} mails), "
-        f"idle {idle:.3f}s, reading the due rows {baseline:.3f}s ({len(read)})"
+        f"{name} sweep: queue {queuing:.3f}s ({queued} reminders, {mails} mails), "
+        f"idle {idle:.3f}s, the next that queues {following:.3f}s, "
+        f"reading the due rows {baseline:.3f}s ({len(read)})"
     )
     return [
         Result(
@@ -397,7 +411,7 @@ def sweep_cells(name: str, db: Engine, data_dir: Path) -> list[Result]:
             "< 1 s",
             queuing < 1.0,
             baseline,
-            {"reminders": report.queued, "mails": mails},
+            {"reminders": queued, "mails": mails},
         ),
         Result(
             f"{name}: sweep with nothing new, {SWEEP_TABLE:,} requests",
@@ -405,6 +419,14 @@ def sweep_cells(name: str, db: Engine, data_dir: Path) -> list[Result]:
             "s",
             "< 0.1 s",
             idle < 0.1,
+        ),
+        Result(
+            f"{name}: the next sweep that queues, {SWEEP_DUE:,} more newly due",
+            following,
+            "s",
+            "< 1 s",
+            following < 1.0,
+            baseline,
         ),
     ]
 
