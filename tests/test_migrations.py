@@ -17,11 +17,15 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 from sqlalchemy.engine import Engine
-from sqlmodel import SQLModel
+from sqlmodel import Session, SQLModel, col, delete, select
 
 import dsrflow.models  # noqa: F401
 from dsrflow.cli import main
 from dsrflow.db import alembic_config, make_engine, migrate, schema_revisions
+from dsrflow.outbound_mail.models import OutboxMessage
+from dsrflow.requests.models import Request
+from dsrflow.runtime import Runtime
+from tests.conftest import make_request
 from tests.services.postgres import PostgresCluster
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -175,3 +179,24 @@ def test_the_head_read_from_the_files_is_alembics() -> None:
 
     engine = make_engine("sqlite://")
     assert head_revision() == ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
+
+
+def test_the_acknowledgments_message_id_comes_over_from_the_outbox(rt: Runtime, db: Engine) -> None:
+    """0014 copies each request's acknowledgment Message-ID from the outbox onto the request,
+    which later letters thread under."""
+    request = make_request(rt, "disclosure")
+    gone = make_request(rt, "correction")
+    with db.begin() as connection:
+        connection.execute(
+            delete(OutboxMessage).where(col(OutboxMessage.dedup_key) == f"{gone.id}:acknowledgment")
+        )
+    command.downgrade(alembic_config(db), "0013")
+    command.upgrade(alembic_config(db), "head")
+    with Session(db) as session:
+        ack = session.exec(
+            select(OutboxMessage.message_id).where(
+                col(OutboxMessage.dedup_key) == f"{request.id}:acknowledgment"
+            )
+        ).one()
+        assert session.get_one(Request, request.id).acknowledgment_message_id == ack
+        assert session.get_one(Request, gone.id).acknowledgment_message_id is None

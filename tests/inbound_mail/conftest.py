@@ -65,6 +65,11 @@ def seeded(rt: Runtime) -> Seeded:
             .where(col(OutboxMessage.dedup_key) == f"{b.id}:acknowledgment")
             .values(message_id=ACK_MESSAGE_ID)
         )
+        session.execute(
+            update(Request)
+            .where(col(Request.id) == b.id)
+            .values(acknowledgment_message_id=ACK_MESSAGE_ID)
+        )
         session.commit()
     return Seeded(a, b)
 

@@ -91,6 +91,9 @@ def test_every_letter_of_every_type_arrives_unchanged(
 
     seen: dict[str, set[str]] = {t: set() for t in rt.definitions.workflows}
     details = request_body()["details"]
+    acknowledgments = {
+        row.request_id: row.message_id for row in rows if row.dedup_key.endswith(":acknowledgment")
+    }
     for row in rows:
         assert len(delivered[row.message_id]) == 1, row.letter
         arrived = delivered[row.message_id][0]
@@ -126,7 +129,8 @@ def test_every_letter_of_every_type_arrives_unchanged(
         else:
             assert row.recipient == "taro@example.jp"
         if row.letter not in ("acknowledgment", "handler_notice", "agent_notice"):
-            assert row.in_reply_to, f"{row.letter} should thread under the acknowledgment"
+            assert row.in_reply_to == acknowledgments[row.request_id], row.letter
+            assert message["In-Reply-To"] == row.in_reply_to
 
     for request_type, letters in seen.items():
         assert letters == expected_letters(rt, request_type), request_type

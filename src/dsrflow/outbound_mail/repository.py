@@ -15,7 +15,6 @@ from dsrflow.outbound_mail.models import OutboxMessage
 OUTBOX = OutboxMessage.__table__  # type: ignore[attr-defined]
 _INSERT = sql_insert(OUTBOX).returning(OUTBOX.c.id)
 _INSERT_ROWS = sql_insert(OUTBOX)
-_MESSAGE_ID = select(OUTBOX.c.message_id).where(OUTBOX.c.dedup_key == bindparam("key"))
 
 
 def dedup_key_taken(session: Session, dedup_key: str) -> bool:
@@ -32,11 +31,6 @@ def insert(session: Session, values: dict[str, Any]) -> int:
 def insert_many(session: Session, rows: list[dict[str, Any]]) -> None:
     """Insert outbox rows in one statement, on the session's connection as ``insert``."""
     session.connection().execute(_INSERT_ROWS, rows)
-
-
-def message_id_for(session: Session, dedup_key: str) -> str | None:
-    """The Message-ID of a queued letter, so later letters can thread under it."""
-    return session.execute(_MESSAGE_ID, {"key": dedup_key}).scalar()
 
 
 def lock_due(

@@ -12,7 +12,6 @@ from typing import Any
 from sqlmodel import Session
 
 from dsrflow.outbound_mail.outbox import OutgoingMail, Queued, enqueue
-from dsrflow.outbound_mail.repository import message_id_for
 from dsrflow.requests.models import Request
 from dsrflow.runtime import Runtime
 
@@ -31,14 +30,12 @@ def queue_letter(
     recipient: str | None = None,
     language: str | None = None,
     new_key: bool = False,
-    thread: str | None = None,
 ) -> Queued | None:
     """Render ``letter`` and queue it under the key ``<request id>:<key>``, unless a letter with
     that key was ever queued. Returns the queued row, or None. The caller commits.
 
     ``new_key``: no letter can have the key yet (the request was created in this transaction,
-    or the key names the version this transaction made), so it is not looked up; ``thread``:
-    the acknowledgment's Message-ID when the caller has it, so that it is not looked up either."""
+    or the key names the version this transaction made), so it is not looked up."""
     mail = compose_letter(
         rt,
         session,
@@ -48,7 +45,6 @@ def queue_letter(
         context,
         recipient=recipient,
         language=language,
-        thread=thread,
     )
     return enqueue(session, mail, rt.mail_domain, new_key=new_key)
 
@@ -63,16 +59,11 @@ def compose_letter(
     *,
     recipient: str | None = None,
     language: str | None = None,
-    thread: str | None = None,
     message_id: str | None = None,
 ) -> OutgoingMail:
     """``letter`` rendered for the outbox (see ``queue_letter``), not yet queued: a create
     queues its letters together (``outbox.enqueue_new``)."""
     rendered = rt.letters.render(letter, language or request.language, context)
-    if recipient or key == "acknowledgment":
-        in_reply_to = None
-    else:
-        in_reply_to = thread or message_id_for(session, f"{request.id}:acknowledgment")
     return OutgoingMail(
         dedup_key=f"{request.id}:{key}",
         letter=letter,
@@ -82,7 +73,9 @@ def compose_letter(
         request_id=request.id,
         reference=request.reference,
         # Letters to the requester thread under the acknowledgment.
-        in_reply_to=in_reply_to,
+        in_reply_to=None
+        if recipient or key == "acknowledgment"
+        else request.acknowledgment_message_id,
         message_id=message_id,
     )
 

@@ -73,6 +73,8 @@ class Request(SQLModel, table=True):
     next_sweep_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
     status_token_hash: str = Field(unique=True, max_length=64)
+    # The acknowledgment letter's Message-ID: the requester's later letters thread under it.
+    acknowledgment_message_id: str | None = Field(default=None, max_length=250)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     # Set when purge removed its personal data (dsrflow purge, docs/reliability.md).

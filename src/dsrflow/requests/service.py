@@ -160,6 +160,8 @@ def open_request(
         art39_date=rt.calendar.art39_date(received_at) if wf.deadline.art39 else None,
         status_token_hash=token_digest(status_token),
         next_sweep_at=received_at,
+        # Chosen here, so that every later letter to the requester threads under it.
+        acknowledgment_message_id=make_message_id(rt.mail_domain),
     )
     # Built before the first statement: on SQLite that statement takes the write lock, held
     # until commit. The request is inserted first (its rows refer to it); nothing is read back,
@@ -179,9 +181,7 @@ def open_request(
             new_chain=True,
         )
         context = letter_context(rt, request, status_token=status_token)
-        # The letters are queued together, in one statement; the acknowledgment's Message-ID is
-        # chosen here, so that the verification link threads under it.
-        ack_id = make_message_id(rt.mail_domain)
+        # The letters are queued together, in one statement.
         mails = [
             compose_letter(
                 rt,
@@ -190,9 +190,9 @@ def open_request(
                 "acknowledgment",
                 wf.letters["acknowledgment"],
                 context,
-                message_id=ack_id,
+                message_id=request.acknowledgment_message_id,
             ),
-            _verification_letter(rt, session, request, context, thread=ack_id),
+            _verification_letter(rt, session, request, context),
         ]
         if request.agent_email and request.agent_email.lower() != request.requester_email.lower():
             # The principal learns that someone asked in their name, who, and how to object.
@@ -573,7 +573,7 @@ def record_payment(
 
 
 def _verification_letter(
-    rt: Runtime, session: Session, request: Request, context: dict[str, Any], *, thread: str
+    rt: Runtime, session: Session, request: Request, context: dict[str, Any]
 ) -> OutgoingMail:
     """A new verification link (its token stored hashed) and the letter that carries it."""
     token = new_token("vt")
@@ -587,7 +587,7 @@ def _verification_letter(
         "verify_hours": hours,
     }
     letter = rt.definitions.workflow(request.type).letters["verification"]
-    return compose_letter(rt, session, request, "verification", letter, context, thread=thread)
+    return compose_letter(rt, session, request, "verification", letter, context)
 
 
 def describe(rt: Runtime, session: Session, request: Request, *, history: bool) -> RequestPublic:
