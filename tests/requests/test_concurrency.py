@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import event
 from sqlmodel import Session, col, select
 
-from dsrflow.audit.chain import verify_chains
+from dsrflow.audit.chain import append_event, verify_chains
 from dsrflow.audit.models import Event
+from dsrflow.db import utcnow
 from dsrflow.errors import Conflict
-from dsrflow.requests import service
+from dsrflow.requests import repository, service
 from dsrflow.requests.models import Request
 from dsrflow.requests.schemas import RequestCreate, TransitionIn
 from dsrflow.runtime import Runtime
@@ -134,3 +136,52 @@ def test_a_create_in_a_begun_session_takes_no_second_connection(rt: Runtime) -> 
         event.remove(rt.db, "checkout", checked_out)
         session.commit()
     assert checkouts == []
+
+
+@pytest.mark.parametrize("backend", [pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_a_lock_that_waited_appends_after_the_event_it_waited_for(rt: Runtime) -> None:
+    """The lock reads the request's audit head with the request. A lock that had to wait for
+    another transaction's append must read the head that one left, not the head as it was when
+    the wait began: the head is locked too, so both rows are read again once the wait ends."""
+    request = make_request(rt, "correction")
+    with Session(rt.db) as first:
+        assert repository.lock(first, request.id) is not None
+        append_event(first, request.id, kind="note_added", actor="first", at=utcnow())
+        first.flush()
+        backend_pid = first.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        failures: list[BaseException] = []
+
+        def second() -> None:
+            try:
+                with Session(rt.db) as session:
+                    assert repository.lock(session, request.id) is not None  # waits for first
+                    append_event(
+                        session, request.id, kind="note_added", actor="second", at=utcnow()
+                    )
+                    session.commit()
+            except BaseException as exc:  # reported by the test's thread
+                failures.append(exc)
+
+        waiter = threading.Thread(target=second)
+        waiter.start()
+        with Session(rt.db) as watch:
+            for _ in range(500):  # until the second is blocked on first's lock (at most 5 s)
+                blocked = watch.connection().exec_driver_sql(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    f"WHERE {int(backend_pid)} = ANY(pg_blocking_pids(pid))"
+                )
+                if blocked.scalar():
+                    break
+                watch.rollback()
+                time.sleep(0.01)
+            else:
+                pytest.fail("the second lock never waited for the first")
+        first.commit()
+        waiter.join(timeout=30)
+    assert not failures, failures
+    with Session(rt.db) as session:
+        actors = session.exec(
+            select(Event.actor).where(Event.request_id == request.id).order_by(col(Event.seq))
+        ).all()
+        assert actors[-2:] == ["first", "second"]
+        assert verify_chains(session)[1] == []

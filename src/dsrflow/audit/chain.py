@@ -83,6 +83,30 @@ def _hashed_fields(event: Event | SimpleNamespace) -> dict[str, Any]:
     }
 
 
+def held_head(session: Session, request_id: str, seq: int, hash: str) -> None:
+    """The head of ``request_id``'s chain as read under the request's lock in this transaction
+    (``requests.repository.lock`` reads it with the request), so that ``append_event`` need not
+    read it again. It holds only while this transaction does."""
+    transaction = session.get_transaction()
+    held = session.info.get(_HELD_HEADS)
+    if held is None or held[0] is not transaction:
+        heads: dict[str, tuple[int, str]] = {}
+        session.info[_HELD_HEADS] = (transaction, heads)
+    else:
+        heads = held[1]
+    heads[request_id] = (seq, hash)
+
+
+def _held(session: Session, request_id: str) -> tuple[int, str] | None:
+    held = session.info.get(_HELD_HEADS)
+    if held is None or held[0] is not session.get_transaction():
+        return None
+    return held[1].get(request_id)
+
+
+_HELD_HEADS = "dsrflow.audit.held_heads"
+
+
 def append_event(
     session: Session,
     request_id: str,
@@ -110,7 +134,9 @@ def append_event(
     connection = session.connection()
     seq, prev_hash = 0, GENESIS
     if not new_chain:
-        head = connection.execute(_READ_HEAD, {"id": request_id}).first()
+        head = _held(session, request_id)
+        if head is None:
+            head = connection.execute(_READ_HEAD, {"id": request_id}).tuples().first()
         if head is not None:
             seq, prev_hash = head
     salts, digests = salted_digests(detail or {})
@@ -133,12 +159,14 @@ def append_event(
     connection.execute(_INSERT_EVENT, vars(event))
     if seq == 0:
         connection.execute(_INSERT_HEAD, {"request_id": request_id, "seq": 1, "hash": event.hash})
-        return
-    moved = connection.execute(
-        _MOVE_HEAD, {"id": request_id, "was": seq, "seq": event.seq, "hash": event.hash}
-    )
-    if moved.rowcount != 1:
-        raise RuntimeError(f"audit chain of {request_id} moved under us (take its lock first)")
+    else:
+        moved = connection.execute(
+            _MOVE_HEAD, {"id": request_id, "was": seq, "seq": event.seq, "hash": event.hash}
+        )
+        if moved.rowcount != 1:
+            raise RuntimeError(f"audit chain of {request_id} moved under us (take its lock first)")
+    if _held(session, request_id) is not None:
+        held_head(session, request_id, event.seq, event.hash)
 
 
 @dataclass(frozen=True)

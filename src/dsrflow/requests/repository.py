@@ -15,7 +15,8 @@ from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
-from dsrflow.audit.models import Event
+from dsrflow.audit.chain import held_head
+from dsrflow.audit.models import AuditHead, Event
 from dsrflow.auth.models import Handler
 from dsrflow.db import UTCDateTime, utcnow
 from dsrflow.outbound_mail.models import OutboxMessage
@@ -80,6 +81,16 @@ _LOCK = (
     .with_for_update()
     .execution_options(populate_existing=True)
 )
+# The request and its audit head under one lock: both rows are locked (a lock that waited reads
+# both as the transaction it waited for left them), the request's first, as every other path
+# takes them; the head then need not be read again when the event is appended.
+_LOCK_WITH_HEAD = (
+    select(Request, AuditHead.seq, AuditHead.hash)
+    .join(AuditHead, col(AuditHead.request_id) == Request.id)
+    .where(Request.id == bindparam("id"))
+    .with_for_update(of=[Request, AuditHead])
+    .execution_options(populate_existing=True)
+)
 _ID_BY_REFERENCE = select(Request.id).where(Request.reference == bindparam("reference"))
 _EVENTS = Event.__table__  # type: ignore[attr-defined]
 # What a request's history shows (never the chain's salts and hashes), as plain rows.
@@ -98,7 +109,12 @@ def lock(session: Session, request_id: str) -> Request | None:
     """The request re-read under its row lock (PostgreSQL ``FOR UPDATE``; on SQLite the write
     transaction's lock already covers it). Every path that writes a request's audit event takes
     this first, so one request's events and state changes happen one at a time, in one order."""
-    return session.exec(_LOCK, params={"id": request_id}).first()
+    row = session.exec(_LOCK_WITH_HEAD, params={"id": request_id}).first()
+    if row is None:  # no such request, or one whose chain has no head yet
+        return session.exec(_LOCK, params={"id": request_id}).first()
+    request, seq, head_hash = row
+    held_head(session, request_id, seq, head_hash)
+    return request
 
 
 def lock_by_id_or_reference(session: Session, key: str) -> Request | None:
