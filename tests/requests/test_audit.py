@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import text
+from sqlmodel import Session, col, select
 
+from dsrflow.audit.chain import append_event, verify_chains
+from dsrflow.audit.models import Event
 from dsrflow.cli import main
+from dsrflow.db import utcnow
+from dsrflow.requests import repository
 from dsrflow.runtime import Runtime
 from tests.conftest import make_request
 
@@ -50,3 +55,23 @@ def test_tampering_is_detected(
     code, out = verify(capsys)
     assert code == 1
     assert f"BROKEN request {request.id}" in out
+
+
+def test_an_append_after_a_rolled_back_savepoint_follows_the_chain_as_it_is(rt: Runtime) -> None:
+    """The lock's head serves the appends of the transaction it was read in; an append in a
+    savepoint that rolls back is gone, and the next append must not follow it."""
+    request = make_request(rt, "correction")
+    with Session(rt.db) as session:
+        assert repository.lock(session, request.id) is not None
+        append_event(session, request.id, kind="note_added", actor="kept", at=utcnow())
+        savepoint = session.begin_nested()
+        append_event(session, request.id, kind="note_added", actor="rolled back", at=utcnow())
+        savepoint.rollback()
+        append_event(session, request.id, kind="note_added", actor="after", at=utcnow())
+        session.commit()
+    with Session(rt.db) as session:
+        actors = session.exec(
+            select(Event.actor).where(Event.request_id == request.id).order_by(col(Event.seq))
+        ).all()
+        assert actors[-2:] == ["kept", "after"]
+        assert verify_chains(session)[1] == []

@@ -86,8 +86,9 @@ def _hashed_fields(event: Event | SimpleNamespace) -> dict[str, Any]:
 def held_head(session: Session, request_id: str, seq: int, hash: str) -> None:
     """The head of ``request_id``'s chain as read under the request's lock in this transaction
     (``requests.repository.lock`` reads it with the request), so that ``append_event`` need not
-    read it again. It holds only while this transaction does."""
-    transaction = session.get_transaction()
+    read it again. It holds only within the innermost transaction it was read in: a savepoint
+    that rolls back takes its appends with it, and the next append reads the head again."""
+    transaction = _innermost(session)
     held = session.info.get(_HELD_HEADS)
     if held is None or held[0] is not transaction:
         heads: dict[str, tuple[int, str]] = {}
@@ -99,9 +100,13 @@ def held_head(session: Session, request_id: str, seq: int, hash: str) -> None:
 
 def _held(session: Session, request_id: str) -> tuple[int, str] | None:
     held = session.info.get(_HELD_HEADS)
-    if held is None or held[0] is not session.get_transaction():
+    if held is None or held[0] is not _innermost(session):
         return None
     return held[1].get(request_id)
+
+
+def _innermost(session: Session) -> object:
+    return session.get_nested_transaction() or session.get_transaction()
 
 
 _HELD_HEADS = "dsrflow.audit.held_heads"
