@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import event
 from sqlmodel import Session, select
 
 from dsrflow.errors import Invalid
@@ -319,6 +320,32 @@ def test_disclosure_waits_for_payment_and_the_fee_reason_fits_only_while_unpaid(
         ).status_code
         == 200
     )
+
+
+def test_a_request_is_shown_with_its_payments_read_only_when_its_history_records_one(
+    rt: Runtime, client: TestClient, auth: dict[str, str]
+) -> None:
+    """A payment's row commits with its ``payment_recorded`` event: a history without one
+    needs no read of the payments table, and a history with one still shows every payment."""
+    request = make_request(rt, "disclosure", "identity_verified")
+    reads: list[str] = []
+
+    def seen(_c: Any, _cur: Any, statement: str, *_args: Any) -> None:
+        if "FROM payments" in statement:
+            reads.append(statement)
+
+    event.listen(rt.db, "before_cursor_execute", seen)
+    try:
+        shown = client.get(f"/api/v1/requests/{request.id}", headers=auth).json()
+        assert (shown["fee_due_jpy"], shown["payments"], reads) == (1000, [], [])
+        assert pay(client, auth, request.id, 600).status_code == 200
+        reads.clear()
+        shown = client.get(f"/api/v1/requests/{request.id}", headers=auth).json()
+    finally:
+        event.remove(rt.db, "before_cursor_execute", seen)
+    assert [p["amount_jpy"] for p in shown["payments"]] == [600]
+    assert shown["fee_due_jpy"] == 400
+    assert len(reads) == 1
 
 
 def test_payments_need_a_fee_an_open_request_and_a_past_date(

@@ -47,6 +47,8 @@ from dsrflow.workflow.engine import Subject
 
 log = logging.getLogger(__name__)
 MAX_NOTE_CHARS = 10_000
+# The event every payment is recorded with, in the same commit as the payment's row.
+PAYMENT_RECORDED = "payment_recorded"
 
 
 def conflict(detail: str, request: Request, allowed: list[str]) -> Conflict:
@@ -557,7 +559,7 @@ def record_payment(
     append_event(
         session,
         request.id,
-        kind="payment_recorded",
+        kind=PAYMENT_RECORDED,
         actor=actor,
         at=now,
         detail={
@@ -600,7 +602,9 @@ def describe(rt: Runtime, session: Session, request: Request, *, history: bool) 
         else None
     )
     events = repository.history(session, request.id) if history else []
-    payments = repository.payments(session, request.id)
+    # A payment's row and its event commit together, so a history without the event has none.
+    has_payments = not history or any(e.kind == PAYMENT_RECORDED for e in events)
+    payments = repository.payments(session, request.id) if has_payments else []
     return RequestPublic(
         overdue=rt.is_overdue(
             request.type, request.state, request.due_at, utcnow(), request.art39_date
