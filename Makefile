@@ -44,7 +44,10 @@ format: install
 reliability: install
 	DSRFLOW_RELIABILITY_KILLS=20 DSRFLOW_FUZZ_EXAMPLES=50 $(BIN)/pytest -q -s -p no:cacheprovider tests/reliability
 
+# The HTTP cells need Debian's wrk: installed here when missing and we may (root with apt).
 bench: install
+	@command -v wrk >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null \
+		|| { apt-get -qq update && apt-get -y -qq install --no-install-recommends wrk; }
 	$(BIN)/python -m bench
 
 letters: install
