@@ -9,8 +9,11 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
+from dsrflow.cli import main
 from dsrflow.db import make_engine
 from dsrflow.logs import RedactSecrets, install, redact
+from dsrflow.runtime import Runtime
+from tests.conftest import make_request
 
 
 def test_requester_links_are_redacted() -> None:
@@ -56,3 +59,20 @@ def test_install_redacts_records_of_every_logger(capsys: pytest.CaptureFixture[s
     err = capsys.readouterr().err
     assert "vt_leak" not in err
     assert "/verify/[redacted]" in err
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_a_decision_writes_no_log_line_of_the_state_machine(
+    rt: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`transitions` logs each state's exit and entry at INFO; under the CLI's logging (serve,
+    scheduler) a decision logs nothing of its own."""
+    machine_logger = logging.getLogger("transitions")
+    try:
+        assert main(["workflows", "check"]) == 0
+        with caplog.at_level(logging.INFO):
+            make_request(rt, "disclosure", "fulfilled")
+            logging.getLogger("dsrflow.tests").info("still logged")
+    finally:
+        machine_logger.setLevel(logging.NOTSET)
+    assert [r.name for r in caplog.records] == ["dsrflow.tests"]

@@ -555,7 +555,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logs.install()
-    for noisy in ("alembic", "apscheduler"):
+    # transitions logs every state's exit and entry at INFO: two lines per decision.
+    for noisy in ("alembic", "apscheduler", "transitions"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         return int(args.func(args))
