@@ -6,6 +6,7 @@ import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
+from anyio import to_thread
 from fastapi import FastAPI
 from starlette.types import Scope
 
@@ -50,6 +51,8 @@ def create_app(rt: Runtime, *, background: Background | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # The pool that runs sync routes, sync dependencies and run_in_threadpool.
+        to_thread.current_default_thread_limiter().total_tokens = rt.settings.api_threads
         if background is None:
             yield
             return

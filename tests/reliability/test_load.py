@@ -13,8 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from sqlmodel import Session
 
+from dsrflow.app import create_app
 from dsrflow.auth.service import add_handler
 from dsrflow.runtime import Runtime
 from tests.reliability.test_crash import REFUSE, Service
@@ -108,3 +110,39 @@ def test_64_clients_mixing_intake_decisions_and_reads(
             f"p99={p99 * 1000:.0f}ms"
         )
     print(f"\nmixed load, {CLIENTS} clients, {SECONDS:g} s on SQLite: " + "; ".join(summary))
+
+
+def test_the_api_runs_at_most_api_threads_blocking_calls_at_once(rt: Runtime) -> None:
+    """More threads than cores only contend for the interpreter lock: ``API_THREADS`` bounds
+    the pool that runs sync routes and dependencies; calls beyond it wait their turn and all
+    succeed."""
+    rt.settings.api_threads = 2
+    app = create_app(rt)
+    running = peak = 0
+    guard = threading.Lock()
+
+    @app.get("/test-blocking")
+    def blocking() -> dict[str, int]:
+        nonlocal running, peak
+        with guard:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.05)
+        with guard:
+            running -= 1
+        return {"ok": 1}
+
+    with TestClient(app) as client:
+        answers: list[int] = []
+        calls = [
+            threading.Thread(
+                target=lambda: answers.append(client.get("/test-blocking").status_code)
+            )
+            for _ in range(8)
+        ]
+        for call in calls:
+            call.start()
+        for call in calls:
+            call.join()
+    assert answers == [200] * 8
+    assert peak == 2
