@@ -92,9 +92,10 @@ class Settings(BaseSettings):
     # one mail per event ("each"), or one mail per REQUESTER_EVENT_BATCH_MINUTES ("batch").
     requester_event_mail: Literal["each", "batch"] = "each"
     requester_event_batch_minutes: int = Field(default=60, ge=1, le=24 * 60)
-    # Threads that run the API's blocking work (database calls) at once, per `serve` process.
-    # A few keep the cores busy; more only contend for the interpreter lock (docs/benchmarks.md).
-    api_threads: int = Field(default=4, ge=1, le=1000)
+    # Threads that run the API's blocking work (database calls) at once, per `serve` process
+    # (anyio's default, 40; fewer trade throughput at many connections for less contention at
+    # few: docs/deploy.md).
+    api_threads: int = Field(default=40, ge=1, le=1000)
     # `dsrflow serve` logs one line per HTTP call when true (off: it costs more than a create).
     access_log: bool = False
     # How often the scheduler sweeps deadlines and sends the outbox.
