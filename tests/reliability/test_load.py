@@ -113,9 +113,8 @@ def test_64_clients_mixing_intake_decisions_and_reads(
 
 
 def test_the_api_runs_at_most_api_threads_blocking_calls_at_once(rt: Runtime) -> None:
-    """More threads than cores only contend for the interpreter lock: ``API_THREADS`` bounds
-    the pool that runs sync routes and dependencies; calls beyond it wait their turn and all
-    succeed."""
+    """``API_THREADS`` bounds the pool that runs sync routes and dependencies: calls beyond it
+    wait their turn, and all succeed."""
     rt.settings.api_threads = 2
     app = create_app(rt)
     running = peak = 0
