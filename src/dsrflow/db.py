@@ -32,7 +32,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -343,20 +343,48 @@ def pipelined(session: Session) -> Iterator[None]:
     writes whose results nobody reads (a new request's rows), one round trip instead of one per
     statement. Only such statements belong in the block: SQLAlchemy finds no rows in a result
     that has not arrived, so a SELECT, a RETURNING (an insert that reads back its new id: use
-    ``insert(...).inline()``) or a rowcount read inside it fails. An error that arrives at the
-    end is raised as SQLAlchemy raises it from a statement (``IntegrityError`` and the like).
-    On SQLite nothing changes."""
+    ``insert(...).inline()``) or a rowcount read inside it fails: a check of a rowcount waits
+    for the answers (``once_answered``). An error that arrives at the end is raised as
+    SQLAlchemy raises it from a statement (``IntegrityError`` and the like). A block inside
+    another is part of the outer one. On SQLite nothing changes."""
     connection = session.connection()
-    if connection.dialect.name != "postgresql":
+    if connection.dialect.name != "postgresql" or _PIPELINE_CHECKS in session.info:
         yield
         return
     dbapi = connection.dialect.loaded_dbapi
+    checks: list[Callable[[], None]] = []
+    session.info[_PIPELINE_CHECKS] = checks
     try:
         driver: Any = connection.connection.driver_connection  # a psycopg Connection
         with driver.pipeline():
             yield
     except dbapi.Error as exc:
         raise DBAPIError.instance(None, None, exc, dbapi.Error) from exc
+    finally:
+        del session.info[_PIPELINE_CHECKS]
+    for check in checks:
+        check()
+
+
+_PIPELINE_CHECKS = "dsrflow_pipeline_checks"
+
+
+def once_answered(session: Session, check: Callable[[], None]) -> None:
+    """Run ``check`` (which may read a write's ``rowcount``) once the statements sent so far
+    have their answers: now, or, inside a ``pipelined`` block, when the block ends."""
+    pending = session.info.get(_PIPELINE_CHECKS)
+    if pending is None:
+        check()
+    else:
+        pending.append(check)
+
+
+def rowcount(result: Any) -> int:
+    """The rows a write changed, also for one sent in a ``pipelined`` block and read after it
+    (``once_answered``): SQLAlchemy takes the count as the statement is sent, before a
+    pipelined answer has come, and psycopg fills in the cursor's count when it arrives."""
+    count = int(result.rowcount)
+    return count if count != -1 else int(result.context.cursor.rowcount)
 
 
 def read_session(engine: Engine) -> Session:

@@ -1,5 +1,6 @@
 """The connection pool on PostgreSQL: a connection that died while idle is replaced, not lent;
-one in steady use costs no ping; writes sent in a pipeline fail as a statement would."""
+one in steady use costs no ping; writes sent in a pipeline fail as a statement would, and
+their checks wait for the answers."""
 
 from __future__ import annotations
 
@@ -10,10 +11,14 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, func, select
+from starlette.testclient import TestClient
 
 from dsrflow import db as db_module
 from dsrflow.auth.models import Handler
-from dsrflow.db import make_engine, pipelined
+from dsrflow.db import make_engine, once_answered, pipelined, rowcount
+from dsrflow.outbound_mail.models import OutboxMessage
+from dsrflow.runtime import Runtime
+from tests.conftest import auth_header, make_request
 
 on_postgres = pytest.mark.parametrize(
     "backend", [pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -84,3 +89,80 @@ def test_an_error_in_a_pipeline_is_raised_as_from_a_statement(db: Engine) -> Non
         assert sum("INSERT INTO handlers" in s for s in statements) == 2
         session.rollback()
         assert session.exec(select(func.count()).select_from(Handler)).one() == 0
+
+
+def test_a_check_of_a_pipelined_write_waits_for_its_answer(db: Engine) -> None:
+    """SQLAlchemy takes a write's row count as the statement is sent; inside a pipeline its
+    answer has not come yet. A check given to ``once_answered`` runs when the block ends and
+    reads the counts the answers brought (1 for the row updated, 0 for none). A block inside
+    another is part of the outer one; on SQLite checks run at once."""
+    insert = Handler.__table__.insert().inline()  # type: ignore[attr-defined]
+    row = {
+        "name": "A",
+        "email": "a@example.jp",
+        "role": "handler",
+        "created_at": db_module.utcnow(),
+    }
+    rename = text("UPDATE handlers SET name = 'B' WHERE token_hash = :hash")
+    counts: list[tuple[int, int]] = []
+    with Session(db) as session:
+        session.connection().execute(insert, {**row, "token_hash": "one"})
+        with pipelined(session):
+            with pipelined(session):
+                found = session.connection().execute(rename, {"hash": "one"})
+                missed = session.connection().execute(rename, {"hash": "none"})
+            once_answered(session, lambda: counts.append((rowcount(found), rowcount(missed))))
+            assert counts == ([] if db.dialect.name == "postgresql" else [(1, 0)])
+        assert counts == [(1, 0)]
+
+        def fails() -> None:
+            raise RuntimeError("checked")
+
+        with pytest.raises(RuntimeError, match="checked"), pipelined(session):
+            once_answered(session, fails)
+        session.rollback()
+
+
+def test_a_decision_sends_its_writes_in_one_round_trip(rt: Runtime, client: TestClient) -> None:
+    """Under the request's lock a decision's update, event, head and letter need no answer
+    before the next: on PostgreSQL all four go in one pipeline, after the lock's read, and the
+    answer still shows the event and the letter is queued once."""
+    request = make_request(rt, "disclosure")
+    sent: list[tuple[str, bool]] = []
+
+    def seen(connection: Any, _cur: Any, statement: str, *_args: Any) -> None:
+        driver = connection.connection.driver_connection
+        pgconn = getattr(driver, "pgconn", None)  # psycopg's; SQLite has no pipeline
+        pipelined_now = bool(pgconn and pgconn.pipeline_status)
+        sent.append((" ".join(statement.split()[:3]), pipelined_now))
+
+    refusal = {
+        "trigger": "refuse",
+        "reason_code": "PROC_ID_UNVERIFIED",
+        "explanation": "We could not confirm your identity from the documents sent.",
+    }
+    headers = auth_header(rt, "handler")
+    event.listen(rt.db, "before_cursor_execute", seen)
+    try:
+        answer = client.post(
+            f"/api/v1/requests/{request.id}/transitions", json=refusal, headers=headers
+        )
+    finally:
+        event.remove(rt.db, "before_cursor_execute", seen)
+    assert answer.status_code == 200, answer.text
+    writes = [(s, p) for s, p in sent if s.split()[0] in ("UPDATE", "INSERT")]
+    assert [s for s, _ in writes] == [
+        "UPDATE requests SET",
+        "INSERT INTO events",
+        "UPDATE audit_heads SET",
+        "INSERT INTO outbox",
+    ]
+    on_postgres = rt.db.dialect.name == "postgresql"
+    assert [p for _, p in writes] == [on_postgres] * 4
+    assert not any(p for s, p in sent if s.startswith("SELECT"))
+    assert answer.json()["history"][-1]["trigger"] == "refuse"
+    with Session(rt.db) as session:
+        letters = session.exec(
+            select(OutboxMessage.letter).where(OutboxMessage.request_id == request.id)
+        ).all()
+    assert letters.count("refused") == 1

@@ -23,6 +23,7 @@ from sqlalchemy import select as sql_select
 from sqlmodel import Session, col, select
 
 from dsrflow.audit.models import EVENT_FORMAT, AuditHead, Event
+from dsrflow.db import once_answered, rowcount
 
 GENESIS = "0" * 64
 EVENTS: Table = Event.__table__  # type: ignore[attr-defined]
@@ -168,8 +169,12 @@ def append_event(
         moved = connection.execute(
             _MOVE_HEAD, {"id": request_id, "was": seq, "seq": event.seq, "hash": event.hash}
         )
-        if moved.rowcount != 1:
-            raise RuntimeError(f"audit chain of {request_id} moved under us (take its lock first)")
+
+        def head_moved() -> None:
+            if rowcount(moved) != 1:
+                raise RuntimeError(f"audit chain of {request_id} moved under us (lock it first)")
+
+        once_answered(session, head_moved)
     if _held(session, request_id) is not None:
         held_head(session, request_id, event.seq, event.hash)
 

@@ -14,7 +14,8 @@ from dsrflow.outbound_mail.models import OutboxMessage
 
 OUTBOX = OutboxMessage.__table__  # type: ignore[attr-defined]
 _INSERT = sql_insert(OUTBOX).returning(OUTBOX.c.id)
-_INSERT_ROWS = sql_insert(OUTBOX)
+# Inline: a single row's insert reads back no id either, so it can travel in a pipeline.
+_INSERT_ROWS = sql_insert(OUTBOX).inline()
 
 
 def dedup_key_taken(session: Session, dedup_key: str) -> bool:
@@ -29,8 +30,9 @@ def insert(session: Session, values: dict[str, Any]) -> int:
 
 
 def insert_many(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Insert outbox rows in one statement, on the session's connection as ``insert``."""
-    session.connection().execute(_INSERT_ROWS, rows)
+    """Insert outbox rows in one statement, on the session's connection as ``insert``; no id is
+    read back, so it may run in a ``pipelined`` block."""
+    session.connection().execute(_INSERT_ROWS, rows[0] if len(rows) == 1 else rows)
 
 
 def lock_due(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from functools import cache
 from typing import Any
@@ -18,7 +18,7 @@ from sqlmodel import Session, col, select
 from dsrflow.audit.chain import held_head
 from dsrflow.audit.models import AuditHead, Event
 from dsrflow.auth.models import Handler
-from dsrflow.db import UTCDateTime, utcnow
+from dsrflow.db import UTCDateTime, rowcount, utcnow
 from dsrflow.outbound_mail.models import OutboxMessage
 from dsrflow.requests.models import (
     Payment,
@@ -173,20 +173,33 @@ def next_reference_number(session: Session, year: int) -> int:
 
 
 def update_if_version(
-    session: Session,
-    request_id: str,
-    version: int,
-    values: dict[str, Any],
-    *,
-    loaded: Request | None = None,
+    session: Session, request_id: str, version: int, values: dict[str, Any]
 ) -> bool:
     """Conditional update: applies only if nobody changed the request since we read it.
 
     A changed request is due for the next deadline sweep (its state, due date or clock may have
     moved), which plans it again and sets its next step.
     """
+    return rowcount(_send_update(session, request_id, version, values)) == 1
+
+
+def send_update_if_version(
+    session: Session, loaded: Request, values: dict[str, Any]
+) -> Callable[[], bool]:
+    """``update_if_version`` of the request ``loaded`` (read under its lock) for a
+    ``pipelined`` block: the update is sent and ``loaded`` holds what it writes, without
+    reading it back (next_sweep_at, computed by the database, loads when asked for). The check
+    returned, called after the block, says whether it applied; if not, the caller rolls back."""
+    result = _send_update(session, loaded.id, loaded.version, values)
+    for name, value in {**values, "version": loaded.version + 1}.items():
+        set_committed_value(loaded, name, value)
+    session.expire(loaded, ["next_sweep_at"])
+    return lambda: rowcount(result) == 1
+
+
+def _send_update(session: Session, request_id: str, version: int, values: dict[str, Any]) -> Any:
     params = {f"v_{name}": value for name, value in values.items()}
-    result = session.execute(
+    return session.execute(
         _update_statement(tuple(sorted(values))),
         {
             **params,
@@ -196,14 +209,6 @@ def update_if_version(
             "w_now": values.get("updated_at") or utcnow(),
         },
     )
-    applied = bool(result.rowcount == 1)  # type: ignore[attr-defined]
-    if applied and loaded is not None:
-        # ``loaded`` (the row read before) now holds what the update wrote, without reading it
-        # back; next_sweep_at, computed by the database, loads when asked for.
-        for name, value in {**values, "version": version + 1}.items():
-            set_committed_value(loaded, name, value)
-        session.expire(loaded, ["next_sweep_at"])
-    return applied
 
 
 @cache
