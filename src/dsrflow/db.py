@@ -336,6 +336,10 @@ def _ping_when_idle(engine: Engine) -> None:
             raise DisconnectionError("idle connection found closed") from exc
 
 
+# session.info's key for the checks waiting for a ``pipelined`` block's answers.
+_PIPELINE_CHECKS = "dsrflow_pipeline_checks"
+
+
 @contextmanager
 def pipelined(session: Session) -> Iterator[None]:
     """Statements the block sends go to PostgreSQL without waiting for each one's answer
@@ -364,9 +368,6 @@ def pipelined(session: Session) -> Iterator[None]:
         del session.info[_PIPELINE_CHECKS]
     for check in checks:
         check()
-
-
-_PIPELINE_CHECKS = "dsrflow_pipeline_checks"
 
 
 def once_answered(session: Session, check: Callable[[], None]) -> None:

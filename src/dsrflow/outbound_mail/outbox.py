@@ -54,8 +54,9 @@ def enqueue(
 
 
 def enqueue_new(session: Session, mails: Sequence[OutgoingMail], domain: str) -> None:
-    """Add letters whose keys no row can have yet (a request created in this transaction) in one
-    statement. The caller commits; the unique index still holds."""
+    """Add letters whose keys no row can have yet (a request created in this transaction, or a
+    key naming the version this transaction made) in one statement that reads nothing back, so
+    it may run in a ``pipelined`` block. The caller commits; the unique index still holds."""
     repository.insert_many(session, [_row(mail, domain) for mail in mails])
 
 

@@ -32,7 +32,7 @@ def insert(session: Session, values: dict[str, Any]) -> int:
 def insert_many(session: Session, rows: list[dict[str, Any]]) -> None:
     """Insert outbox rows in one statement, on the session's connection as ``insert``; no id is
     read back, so it may run in a ``pipelined`` block."""
-    session.connection().execute(_INSERT_ROWS, rows[0] if len(rows) == 1 else rows)
+    session.connection().execute(_INSERT_ROWS, rows)
 
 
 def lock_due(

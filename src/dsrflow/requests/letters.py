@@ -29,13 +29,9 @@ def queue_letter(
     *,
     recipient: str | None = None,
     language: str | None = None,
-    new_key: bool = False,
 ) -> Queued | None:
     """Render ``letter`` and queue it under the key ``<request id>:<key>``, unless a letter with
-    that key was ever queued. Returns the queued row, or None. The caller commits.
-
-    ``new_key``: no letter can have the key yet (the request was created in this transaction,
-    or the key names the version this transaction made), so it is not looked up."""
+    that key was ever queued. Returns the queued row, or None. The caller commits."""
     mail = compose_letter(
         rt,
         session,
@@ -46,7 +42,7 @@ def queue_letter(
         recipient=recipient,
         language=language,
     )
-    return enqueue(session, mail, rt.mail_domain, new_key=new_key)
+    return enqueue(session, mail, rt.mail_domain)
 
 
 def compose_letter(
