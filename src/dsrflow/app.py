@@ -52,7 +52,8 @@ def create_app(rt: Runtime, *, background: Background | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # The pool that runs sync routes, sync dependencies and run_in_threadpool.
-        to_thread.current_default_thread_limiter().total_tokens = rt.settings.api_threads
+        threads = rt.settings.api_threads_for(rt.db.dialect.name)
+        to_thread.current_default_thread_limiter().total_tokens = threads
         if background is None:
             yield
             return

@@ -92,10 +92,9 @@ class Settings(BaseSettings):
     # one mail per event ("each"), or one mail per REQUESTER_EVENT_BATCH_MINUTES ("batch").
     requester_event_mail: Literal["each", "batch"] = "each"
     requester_event_batch_minutes: int = Field(default=60, ge=1, le=24 * 60)
-    # Threads that run the API's blocking work (database calls) at once, per `serve` process
-    # (anyio's default, 40; fewer trade throughput at many connections for less contention at
-    # few: docs/deploy.md).
-    api_threads: int = Field(default=40, ge=1, le=1000)
+    # Threads that run the API's blocking work (database calls) at once, per `serve` process;
+    # unset, what measured best for the database (``api_threads_for``, docs/deploy.md).
+    api_threads: int | None = Field(default=None, ge=1, le=1000)
     # `dsrflow serve` logs one line per HTTP call when true (off: it costs more than a create).
     access_log: bool = False
     # How often the scheduler sweeps deadlines and sends the outbox.
@@ -135,6 +134,14 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'dsrflow.sqlite3').resolve()}"
+
+    def api_threads_for(self, dialect: str) -> int:
+        """``API_THREADS``, or by default 4 on PostgreSQL, whose round trips are short, so that
+        more threads only contend for the interpreter lock; and 40 (anyio's own default) on
+        SQLite, whose commits wait on the disk."""
+        if self.api_threads is not None:
+            return self.api_threads
+        return 4 if dialect == "postgresql" else 40
 
     @property
     def resolved_packages_dir(self) -> Path:

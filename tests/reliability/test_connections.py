@@ -1,12 +1,14 @@
 """The connection pool on PostgreSQL: a connection that died while idle is replaced, not lent;
 one in steady use costs no ping; writes sent in a pipeline fail as a statement would, and
-their checks wait for the answers."""
+their checks wait for the answers. And the threads that hold connections: API_THREADS by
+database."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
+from anyio import to_thread
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
@@ -14,6 +16,7 @@ from sqlmodel import Session, func, select
 from starlette.testclient import TestClient
 
 from dsrflow import db as db_module
+from dsrflow.app import create_app
 from dsrflow.auth.models import Handler
 from dsrflow.db import make_engine, once_answered, pipelined, rowcount
 from dsrflow.outbound_mail.models import OutboxMessage
@@ -166,3 +169,22 @@ def test_a_decision_sends_its_writes_in_one_round_trip(rt: Runtime, client: Test
             select(OutboxMessage.letter).where(OutboxMessage.request_id == request.id)
         ).all()
     assert letters.count("refused") == 1
+
+
+@pytest.mark.parametrize("configured", [None, 7])
+def test_api_threads_default_to_what_measured_best_for_the_database(
+    rt: Runtime, configured: int | None
+) -> None:
+    """Unset, ``API_THREADS`` is 4 on PostgreSQL (more threads there only contend for the
+    interpreter lock: docs/deploy.md) and anyio's 40 on SQLite; set, it is what it says."""
+    rt.settings.api_threads = configured
+    app = create_app(rt)
+
+    @app.get("/test-threads")
+    async def threads() -> dict[str, float]:
+        return {"tokens": to_thread.current_default_thread_limiter().total_tokens}
+
+    with TestClient(app) as client:
+        tokens = client.get("/test-threads").json()["tokens"]
+    default = 4 if rt.db.dialect.name == "postgresql" else 40
+    assert tokens == (configured or default)
