@@ -232,6 +232,8 @@ def request_context(rt: Runtime, session: Session, dsr: Request, lang: str) -> d
     closed = dsr.state in wf.terminal_states
     overdue = rt.is_overdue(dsr.type, dsr.state, dsr.due_at, now, dsr.art39_date)
     left = days_left(rt, dsr, today)
+    # Read whatever the workflow: a request moved from a workflow with a fee keeps its payments.
+    payments = repository.payments(session, dsr.id)
     context: dict[str, Any] = {
         "dsr": dsr,
         "wf": wf,
@@ -260,8 +262,8 @@ def request_context(rt: Runtime, session: Session, dsr: Request, lang: str) -> d
         "changes": [],
         "package": _package_files(rt, session, dsr),
         "extension_days": _extension_room(dsr, wf) if not closed else 0,
-        "fee_due": service.fee_due_jpy(rt, session, dsr) if wf.fee else 0,
-        "payments": repository.payments(session, dsr.id),
+        "fee_due": service.fee_due_jpy(rt, session, dsr, payments) if wf.fee else 0,
+        "payments": payments,
     }
     session.rollback()
     return context
