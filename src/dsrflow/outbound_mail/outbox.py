@@ -45,8 +45,8 @@ def enqueue(
     """Add ``mail`` to the outbox unless a row with its dedup key exists (None then). The caller
     commits. A plain insert, no ORM object: a create queues three letters, a sweep thousands.
 
-    ``new_key``: the caller knows no row can have the key (it names a request created in this
-    transaction), so it is not looked up; the unique index still holds."""
+    ``new_key``: the caller knows no row can have the key (it is fresh, as a sweep's uuid), so
+    it is not looked up; the unique index still holds."""
     if not new_key and repository.dedup_key_taken(session, mail.dedup_key):
         return None
     row = _row(mail, domain)
